@@ -1,0 +1,76 @@
+"""The `vtbench` command line. Errors a user can fix print one line and exit 2, without a traceback."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import RunConfig, apply, load_run_config, parse_method, parse_set
+from .errors import VtbenchError
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="train one configuration under a budget")
+    p.add_argument("--config", metavar="FILE.yaml", help="a run config; flags below override it")
+    p.add_argument("--dataset", help="data set (default: synthetic)")
+    p.add_argument("--model", help="model preset: vit_tiny (default), vit_small, vit_base")
+    p.add_argument("--method", action="append", metavar="NAME[:key=value,...]", default=None,
+                   help="a training accelerator; repeat for a list, applied in order; none is the baseline")
+    p.add_argument("--budget", help="20s, 5min, 2h, 3e12flops, 200steps or 5000samples (default: 60s)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", default="results/runs", help="results folder (default: results/runs)")
+    p.add_argument("--set", action="append", default=[], metavar="key=value",
+                   help="any run setting, e.g. --set lr=3e-4 --set model_args.depth=2")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    config = load_run_config(args.config) if args.config else RunConfig()
+    flags = {k: getattr(args, k) for k in ("dataset", "model", "budget", "seed") if getattr(args, k) is not None}
+    config = apply(config, flags)
+    if args.method is not None:
+        config = apply(config, {"methods": [parse_method(m) for m in args.method]})
+    return apply(config, parse_set(args.set), where="--set")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import execute
+
+    config = build_config(args)
+    try:
+        run_dir = execute(config, Path(args.out), progress_bar=not args.no_progress)
+    except VtbenchError:
+        raise
+    except Exception as err:  # the run recorded it (status failed) and stays resumable
+        print(f"vtbench: run failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    _print_outcome(run_dir)
+    print(run_dir)
+    return 0
+
+
+def _print_outcome(run_dir: Path) -> None:
+    from .results import SUMMARY, read_json
+
+    s = read_json(run_dir / SUMMARY)
+    top1 = "n/a" if s.get("top1") is None else f"{s['top1']:.1f}%"
+    print(f"{s['status']}: top-1 {top1} after {s['steps']} steps, {s['train_s']:.1f}s on the clock "
+          f"(+{s['eval_s']:.1f}s evaluation), {s['samples']} clips", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vtbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return {"run": cmd_run}[args.command](args)
+    except VtbenchError as err:
+        print(f"vtbench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vtbench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

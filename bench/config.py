@@ -1,0 +1,237 @@
+"""The typed configuration of one run, from YAML, `--set key=value` and `--method NAME:k=v,...`.
+
+Every field has a default; `resolve` fills the ones that depend on others (the clip shape from the model
+preset), and `run_id` hashes the resolved configuration so that a run is identified by what it does.
+"""
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        args = ",".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.name}:{args}" if args else self.name
+
+
+@dataclass
+class RunConfig:
+    # what is trained
+    dataset: str = "synthetic"
+    data_args: dict[str, Any] = field(default_factory=dict)
+    model: str = "vit_tiny"
+    arch: str = "joint"  # joint (VideoViT) | factorised (ViViT-FE)
+    model_args: dict[str, Any] = field(default_factory=dict)
+    methods: list[MethodSpec] = field(default_factory=list)
+    # the base batch shape; frames and size default to the preset's
+    frames: int | None = None
+    size: int | None = None
+    stride: int = 4
+    batch_size: int = 16
+    # budget and optimisation
+    budget: str = "60s"
+    seed: int = 0
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+    lr_decay: str = "linear"  # linear | cosine
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    label_smoothing: float = 0.0
+    # evaluation, logging, checkpoints
+    eval_every: float = 0.1  # fraction of progress between evaluations
+    eval_clips: int = 512
+    eval_batch_size: int = 64
+    log_every: int = 10  # steps per steps.parquet row
+    checkpoint_every: float = 300.0  # wall seconds between checkpoints (one is also written at each evaluation)
+    # where it runs
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+
+    def resolve(self) -> "RunConfig":
+        """A copy with every default that depends on other fields filled in, validated."""
+        from .models import PRESETS
+
+        if self.model not in PRESETS:
+            raise ConfigError(f"unknown model preset {self.model!r}; known: {', '.join(PRESETS)}")
+        preset = PRESETS[self.model]
+        resolved = dataclasses.replace(
+            self,
+            frames=self.frames or preset.frames,
+            size=self.size or preset.size,
+            methods=[MethodSpec(m.name, dict(m.params)) for m in self.methods],
+        )
+        if any(m.name == "baseline" and m.params for m in resolved.methods):
+            raise ConfigError("method 'baseline' has no parameters; it is the empty method list")
+        resolved.methods = [m for m in resolved.methods if m.name != "baseline"]
+        resolved.validate()
+        return resolved
+
+    def validate(self) -> None:
+        positive = ("stride", "batch_size", "eval_clips", "eval_batch_size", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.eval_every <= 1:
+            raise ConfigError(f"eval_every must be a fraction of progress in (0, 1], got {self.eval_every}")
+        for name, allowed in (("arch", ("joint", "factorised")), ("lr_decay", ("linear", "cosine")),
+                              ("precision", ("auto", "fp32", "bf16"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("lr must be > 0, weight_decay and grad_clip >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["methods"] = [{m.name: dict(m.params)} for m in self.methods]
+        return data
+
+    def run_id(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value as YAML reads it, except that 3e-4 is a number (YAML 1.1 reads it as text)."""
+    if _NUMBER.match(text.strip()):
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_method(text: str) -> MethodSpec:
+    """`name` or `name:key=value,key=value` (values parsed as YAML scalars)."""
+    name, _, args = text.partition(":")
+    params = {}
+    for item in filter(None, args.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"method argument {item!r} in {text!r} is not key=value")
+        params[key.strip()] = parse_scalar(value)
+    return MethodSpec(name.strip(), params)
+
+
+def method_spec(entry: Any, where: str = "methods") -> MethodSpec:
+    """A method list entry: `name`, `name:k=v`, `{name: {params}}` or `{name: null}`."""
+    if isinstance(entry, MethodSpec):
+        return entry
+    if isinstance(entry, str):
+        return parse_method(entry)
+    if isinstance(entry, dict) and len(entry) == 1:
+        (name, params), = entry.items()
+        if params is None:
+            params = {}
+        if isinstance(params, dict):
+            return MethodSpec(str(name), dict(params))
+    raise ConfigError(f"{where}: a method is `name` or `{{name: {{param: value}}}}`, got {entry!r}")
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Return `value` as the field's type, or raise naming the key and the expected type."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if origin is float and isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if origin is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        if origin is dict and isinstance(value, dict):
+            return value
+    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"{key} expects {expected}, got {value!r}")
+
+
+def apply(config: RunConfig, values: dict[str, Any], where: str = "") -> RunConfig:
+    """Set fields from a mapping (YAML or --set), checking names and types."""
+    prefix = f"{where}: " if where else ""
+    changes = {}
+    for key, value in values.items():
+        name, _, sub = str(key).partition(".")
+        if name not in FIELDS:
+            raise ConfigError(f"{prefix}unknown key {key!r}; allowed: {', '.join(FIELDS)}")
+        if name == "methods":
+            if not isinstance(value, list):
+                raise ConfigError(f"{prefix}methods must be a list, got {value!r}")
+            changes[name] = [method_spec(v, f"{prefix}methods") for v in value]
+        elif sub:
+            if typing.get_origin(FIELDS[name].type) is not dict:
+                raise ConfigError(f"{prefix}{name} has no sub-keys; use {name}=VALUE")
+            merged = dict(changes.get(name, getattr(config, name)))
+            merged[sub] = value
+            changes[name] = merged
+        else:
+            try:
+                changes[name] = _check_type(name, value, FIELDS[name].type)
+            except ConfigError as err:
+                raise ConfigError(f"{prefix}{err}") from None
+    return dataclasses.replace(config, **changes)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} is not key=value")
+        values[key.strip()] = parse_scalar(value)
+    return values
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    data = load_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a run config is a mapping of keys to values, got {type(data).__name__}")
+    return apply(RunConfig(), data, where=str(path))
+
+
+def save_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

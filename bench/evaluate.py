@@ -1,0 +1,65 @@
+"""Evaluation of a model on the validation clips, under the default setting and each method's extra ones."""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+import torch.nn.functional as F
+
+from .models.tokens import Tokens
+
+
+class EvalData:
+    """The validation clips at one base shape, rendered or decoded once per (frames, size) and kept in memory
+    when small."""
+
+    KEEP_BYTES = 512 * 2**20
+
+    def __init__(self, dataset, clips: int, batch_size: int, stride: int):
+        self.dataset, self.clips, self.batch_size, self.stride = dataset, clips, batch_size, stride
+        self._kept: dict[tuple[int, int], list] = {}
+
+    def batches(self, frames: int, size: int):
+        key = (frames, size)
+        if key in self._kept:
+            yield from self._kept[key]
+            return
+        keep = self.clips * 3 * frames * size * size * 4 <= self.KEEP_BYTES
+        made = []
+        for start in range(0, self.clips, self.batch_size):
+            indices = list(range(start, min(start + self.batch_size, self.clips)))
+            batch = self.dataset.batch(indices, frames, size, self.stride, training=False)
+            if keep:
+                made.append(batch)
+            yield batch
+        if keep:
+            self._kept[key] = made
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    batches,
+    select: Callable[[Tokens], Tokens] | None,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+) -> dict[str, float]:
+    """top-1, top-5 (percent) and mean cross-entropy over `batches`."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = loss_sum = count = 0.0
+    try:
+        for video, labels in batches:
+            video, labels = video.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with autocast():
+                logits = model(video, select=select)
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            correct1 += hits[:, 0].sum().item()
+            correct5 += hits.any(dim=1).sum().item()
+            count += len(labels)
+    finally:
+        model.train(was_training)
+    return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss_sum / count}

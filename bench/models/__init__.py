@@ -1,0 +1,60 @@
+"""Model presets and the builder: `build_model("vit_tiny", arch="joint", num_classes=10, frames=8, size=32)`."""
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import ConfigError
+from .tokens import Tokens
+from .video_vit import VideoViT
+from .vivit import ViViTFactorised
+
+__all__ = ["PRESETS", "ARCHITECTURES", "Preset", "Tokens", "VideoViT", "ViViTFactorised", "build_model"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    dim: int
+    depth: int
+    heads: int
+    tubelet: tuple[int, int, int]
+    frames: int  # the default clip shape this preset is meant for
+    size: int
+    temporal_depth: int  # used by the factorised architecture only
+    mlp_ratio: float = 4.0
+
+
+PRESETS: dict[str, Preset] = {
+    # vit_tiny is sized so that a CPU learns the synthetic data in a minute; not timm's vit_tiny.
+    "vit_tiny": Preset(dim=128, depth=4, heads=4, tubelet=(2, 4, 4), frames=8, size=32, temporal_depth=2),
+    "vit_small": Preset(dim=384, depth=12, heads=6, tubelet=(2, 16, 16), frames=16, size=224, temporal_depth=4),
+    "vit_base": Preset(dim=768, depth=12, heads=12, tubelet=(2, 16, 16), frames=16, size=224, temporal_depth=4),
+}
+
+ARCHITECTURES = {"joint": VideoViT, "factorised": ViViTFactorised}
+JOINT_ONLY = ("cls_token", "pool")
+FACTORISED_ONLY = ("temporal_depth",)
+
+
+def build_model(preset: str, arch: str, num_classes: int, frames: int, size: int, **overrides) -> nn.Module:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown model preset {preset!r}; known: {', '.join(PRESETS)}")
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown arch {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    base = PRESETS[preset]
+    args = {
+        "dim": base.dim, "depth": base.depth, "heads": base.heads, "tubelet": base.tubelet,
+        "mlp_ratio": base.mlp_ratio,
+    }
+    if arch == "factorised":
+        args["temporal_depth"] = base.temporal_depth
+    allowed = set(args) | {"drop_path"} | set(JOINT_ONLY if arch == "joint" else FACTORISED_ONLY)
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown model_args {unknown} for arch {arch!r}; allowed: {', '.join(sorted(allowed))}")
+    args.update(overrides)
+    args["tubelet"] = tuple(args["tubelet"])
+    try:
+        return ARCHITECTURES[arch](num_classes=num_classes, frames=frames, size=size, **args)
+    except ValueError as err:
+        raise ConfigError(f"model {preset!r} ({arch}): {err}") from err

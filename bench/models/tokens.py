@@ -1,0 +1,40 @@
+"""A clip's tokens with their space-time positions, so that any subset can travel through a model."""
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass
+class Tokens:
+    """Tokens of a batch of clips, all clips with the same count N.
+
+    x:    (B, N, D) patch embeddings with the position embedding added.
+    pos:  (B, N, 3) long (t, y, x) index of each token in the clip's token grid.
+    grid: (T, H, W) the full token grid of the clip before any selection.
+    raw:  (B, N, D) the patch embeddings before the position embedding, for selectors that score content.
+    """
+
+    x: torch.Tensor
+    pos: torch.Tensor
+    grid: tuple[int, int, int]
+    raw: torch.Tensor
+
+    @property
+    def count(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def full_count(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    def gather(self, index: torch.Tensor) -> "Tokens":
+        """Keep, per clip, the tokens at `index` (B, K): a physically smaller set, positions travelling along."""
+        if index.dim() != 2 or index.shape[0] != self.x.shape[0]:
+            raise ValueError(f"index must be (batch, K) with batch {self.x.shape[0]}, got {tuple(index.shape)}")
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return torch.gather(t, 1, index.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+        return replace(self, x=take(self.x), pos=take(self.pos), raw=take(self.raw))

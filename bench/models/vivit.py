@@ -1,0 +1,141 @@
+"""ViViT factorised encoder (Arnab et al., ICCV 2021, "model 2"), built from timm parts.
+
+Layout follows google-research/scenic (projects/vivit): tubelet embedding; a spatial encoder shared over
+frame indices, each index's tokens with a CLS; a temporal encoder over the per-index embeddings with its own
+CLS and 1D position embedding; a zero-initialised classifier.
+
+The forward pass is split where methods act: `embed` -> Tokens (spatial position embedding added; time is
+the temporal encoder's business), optional `select`, then `spatial` (per frame index, any subset: frames
+may keep different numbers of tokens, padded and masked), `adapter` (frame outputs -> one vector per frame;
+by default the spatial CLS, replaceable), `temporal` and `head`.
+"""
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from .embed import SpaceTimePosEmbed, TubeletEmbed, _temporal_resampler, embed_clip
+from .tokens import Tokens
+from .video_vit import Select, layer_norm, make_blocks
+
+
+class FrameCls(nn.Module):
+    """The default adapter: each frame index is represented by its spatial CLS output."""
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return frames[:, :, 0]
+
+
+class ViViTFactorised(nn.Module):
+    def __init__(
+        self,
+        num_classes: int,
+        frames: int,
+        size: int,
+        tubelet: tuple[int, int, int] = (2, 16, 16),
+        dim: int = 768,
+        depth: int = 12,
+        temporal_depth: int = 4,
+        heads: int = 12,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.patch_embed = TubeletEmbed(dim, tubelet)
+        grid = self.patch_embed.grid(frames, size)
+        self.pos_embed = SpaceTimePosEmbed(dim, (1, grid[1], grid[2]))  # spatial only
+        self.spatial_cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.spatial_blocks = make_blocks(dim, depth, heads, mlp_ratio, drop_path)
+        self.spatial_norm = layer_norm(dim)
+        self.adapter: nn.Module = FrameCls()
+        self.temporal_cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.temporal_pos = nn.Parameter(torch.zeros(grid[0], dim))
+        self.temporal_blocks = make_blocks(dim, temporal_depth, heads, mlp_ratio, drop_path)
+        self.norm = layer_norm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.token_counts: list[int] = []  # tokens per clip entering the spatial encoder, per pass
+        self._resamplers: dict[tuple, torch.Tensor] = {}
+        for p in (self.spatial_cls, self.temporal_cls, self.temporal_pos):
+            trunc_normal_(p, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.head.weight)
+
+    def embed(self, video: torch.Tensor) -> Tokens:
+        tokens = embed_clip(self.patch_embed, _SpatialOnly(self.pos_embed), video)
+        return tokens
+
+    def spatial(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spatial encoder per frame index -> outputs (B, T, 1+L, D) and validity mask (B, T, 1+L)."""
+        self.token_counts.append(tokens.count)
+        padded, mask = _group_by_frame(tokens)
+        b, t, length, d = padded.shape
+        x = torch.cat([self.spatial_cls.to(padded.dtype).expand(b * t, 1, d), padded.reshape(b * t, length, d)], 1)
+        mask = torch.cat([mask.new_ones(b, t, 1), mask], dim=2)
+        attn_mask = None if bool(mask.all()) else mask.reshape(b * t, 1, 1, length + 1)
+        for block in self.spatial_blocks:
+            x = block(x, attn_mask=attn_mask)
+        return self.spatial_norm(x).reshape(b, t, length + 1, d), mask
+
+    def temporal_table(self, frames: int) -> torch.Tensor:
+        table = self.temporal_pos
+        if frames == table.shape[0]:
+            return table
+        key = (table.shape[0], frames, table.device)
+        if key not in self._resamplers:
+            self._resamplers[key] = _temporal_resampler(table.shape[0], frames).to(table.device)
+        return self._resamplers[key].to(table) @ table
+
+    def temporal(self, frames: torch.Tensor, frame_valid: torch.Tensor) -> torch.Tensor:
+        """Temporal encoder over (B, T, D) frame embeddings -> (B, D) clip feature (temporal CLS)."""
+        b, t, d = frames.shape
+        x = frames + self.temporal_table(t).to(frames.dtype)
+        x = torch.cat([self.temporal_cls.to(x.dtype).expand(b, 1, d), x], dim=1)
+        valid = torch.cat([frame_valid.new_ones(b, 1), frame_valid], dim=1)
+        attn_mask = None if bool(valid.all()) else valid.reshape(b, 1, 1, t + 1)
+        for block in self.temporal_blocks:
+            x = block(x, attn_mask=attn_mask)
+        return self.norm(x)[:, 0]
+
+    def encode(self, tokens: Tokens) -> torch.Tensor:
+        frames, mask = self.spatial(tokens)
+        return self.temporal(self.adapter(frames, mask), mask[:, :, 1:].any(dim=2))
+
+    def forward(self, video: torch.Tensor, select: Select | None = None) -> torch.Tensor:
+        tokens = self.embed(video)
+        if select is not None:
+            tokens = select(tokens)
+        return self.head(self.encode(tokens))
+
+
+class _SpatialOnly(nn.Module):
+    """Adapts the spatial table to embed_clip: every frame index gets the same spatial embedding."""
+
+    def __init__(self, pos_embed: SpaceTimePosEmbed):
+        super().__init__()
+        self.inner = pos_embed
+
+    def forward(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        _, spatial = self.inner.tables((1, grid[1], grid[2]))
+        return spatial.repeat(grid[0], 1)
+
+
+def _group_by_frame(tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scatter (B, N, D) tokens into (B, T, L, D) by frame index, L the largest count; mask marks real ones."""
+    x, frame = tokens.x, tokens.pos[..., 0]
+    b, n, d = x.shape
+    t = tokens.grid[0]
+    counts = torch.zeros(b, t, dtype=torch.long, device=x.device).scatter_add_(1, frame, torch.ones_like(frame))
+    order = torch.argsort(frame, dim=1, stable=True)
+    frame_sorted = torch.gather(frame, 1, order)
+    first_of_frame = torch.cumsum(counts, dim=1) - counts
+    rank = torch.arange(n, device=x.device).unsqueeze(0) - torch.gather(first_of_frame, 1, frame_sorted)
+    length = int(counts.max())
+    padded = x.new_zeros(b, t, length, d)
+    batch = torch.arange(b, device=x.device).unsqueeze(1).expand(b, n)
+    padded[batch, frame_sorted, rank] = torch.gather(x, 1, order.unsqueeze(-1).expand(b, n, d))
+    mask = torch.arange(length, device=x.device) < counts.unsqueeze(-1)
+    return padded, mask

@@ -1,0 +1,121 @@
+"""The files a run writes (DESIGN.md, "What a run writes"), each written atomically: temporary file, then rename."""
+
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+CONFIG, ENV, STEPS, EVALS, SUMMARY, CHECKPOINT = (
+    "config.yaml", "env.json", "steps.parquet", "evals.parquet", "summary.json", "checkpoint.pt"
+)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.BytesIO()
+    pd.DataFrame(rows).to_parquet(buffer, index=False)
+    write_bytes(path, buffer.getvalue())
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions and hardware of this run: what a reader needs to reproduce or compare its numbers."""
+    import timm
+    import vtbench
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "vtbench": vtbench.__version__,
+        "git_commit": _git_commit(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(device_name=props.name, device_memory_bytes=props.total_memory, cuda=torch.version.cuda)
+        env["driver"] = _nvidia_driver()
+    else:
+        env["device_name"] = env["cpu"]
+        env["not_measured"] = {
+            "mem_device": "no GPU: device memory is measured on CUDA devices through NVML",
+            "mem_allocated": "no GPU: allocator peaks are measured on CUDA devices",
+            "energy": "no GPU: energy is read from NVML on CUDA devices",
+        }
+    return env
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - NVML absent or unusable: the driver stays unknown
+        return None

@@ -1,0 +1,342 @@
+"""One budgeted training run (DESIGN.md, "One run"). The runner calls method hooks; it never names a method.
+
+    run_dir = execute(config, out="results/runs")
+
+A run is resumable: run again with the same configuration and it continues from its last checkpoint, or
+returns at once when it has already ended.
+"""
+
+import math
+import random
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
+from tqdm import tqdm
+
+from . import measure, results
+from .budget import Budget, BudgetClock, Used, lr_factor
+from .config import RunConfig, save_yaml
+from .errors import ConfigError
+from .evaluate import EvalData, evaluate
+from .flops import StepFlops
+from .shape import BatchShape
+
+FINAL_STATUSES = ("completed", "diverged", "oom")
+FLUSH_EVERY = 50  # steps between reading losses back from the device (one synchronisation each)
+
+
+@dataclass
+class RunContext:
+    """What `Method.prepare` may look at and change (it may replace `model`)."""
+
+    config: RunConfig
+    model: torch.nn.Module
+    base_shape: BatchShape
+    num_classes: int
+    device: torch.device
+    train_data: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Diverged(Exception):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device here")
+    return device
+
+
+def execute(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Path:
+    """Run (or resume, or skip if ended) one configuration under `out/<run_id>/`; returns the run directory."""
+    config = config.resolve()
+    run_dir = Path(out) / config.run_id()
+    summary = run_dir / results.SUMMARY
+    if summary.exists() and results.read_json(summary).get("status") in FINAL_STATUSES:
+        return run_dir
+    Run(config, run_dir, progress_bar).train()
+    return run_dir
+
+
+class Run:
+    def __init__(self, config: RunConfig, run_dir: Path, progress_bar: bool = True):
+        from vtbench.datasets import build_dataset
+        from vtbench.methods import build_methods
+        from vtbench.models import build_model
+
+        self.config, self.dir, self.show_progress = config, run_dir, progress_bar
+        self.budget = Budget.parse(config.budget)
+        self.methods = build_methods(config.methods)
+        self.device = resolve_device(config.device)
+        self.base = BatchShape(config.batch_size, config.frames, config.size, config.stride)
+        _seed_everything(config.seed)
+        self.train_data = build_dataset(config.dataset, "train", config.seed, **config.data_args)
+        val_data = build_dataset(config.dataset, "val", config.seed, length=config.eval_clips, **config.data_args)
+        self.eval_data = EvalData(val_data, min(config.eval_clips, len(val_data)), config.eval_batch_size,
+                                  config.stride)
+        model = build_model(config.model, config.arch, self.train_data.num_classes, config.frames, config.size,
+                            **config.model_args)
+        context = RunContext(config, model, self.base, self.train_data.num_classes, self.device, self.train_data)
+        self.methods.prepare(context)
+        self.model = context.model.to(self.device)
+        self.settings = self.methods.eval_settings()
+        no_decay = {n for n, p in self.model.named_parameters() if "pos" in n or n.endswith("_cls")
+                    or n.endswith("cls_token")}
+        groups = param_groups_weight_decay(self.model, config.weight_decay, no_weight_decay_list=no_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+        self.precision = "bf16" if bf16 else "fp32"
+        self.clock = BudgetClock(self.budget, device=self.device)
+        self.flops = StepFlops()
+        points = math.ceil(1 / config.eval_every - 1e-9)
+        self.eval_points = [round(min(1.0, (k + 1) * config.eval_every), 10) for k in range(points)]
+        self.next_eval = 0
+        self.step_rows: list[dict[str, Any]] = []
+        self.eval_rows: list[dict[str, Any]] = []
+        self.unflushed = 0
+        self.last_checkpoint = time.monotonic()
+
+    # ---- the loop -------------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        self._write_start()
+        status, error = "completed", None
+        bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not self.show_progress, leave=False)
+        try:
+            bar.update(int(self._progress() * 1000))
+            self.clock.start()
+            while True:
+                progress = self._progress_before_step()
+                if progress >= 1:
+                    break
+                self._evaluate_due(progress)
+                self._step(progress)
+                bar.update(int(self._progress() * 1000) - bar.n)
+                if self.unflushed >= FLUSH_EVERY:
+                    self._flush()
+                if time.monotonic() - self.last_checkpoint > self.config.checkpoint_every:
+                    self._checkpoint()
+            self.clock.stop()
+            self._flush()
+            self._evaluate_due(1.0)
+        except Diverged as err:
+            status, error = "diverged", str(err)
+        except torch.OutOfMemoryError as err:
+            status, error = "oom", str(err).splitlines()[0]
+        except Exception as err:
+            status, error = "failed", "".join(traceback.format_exception_only(err)).strip()
+            self._finish(status, error, traceback.format_exc())
+            raise
+        finally:
+            bar.close()
+        self._finish(status, error)
+
+    def _progress_before_step(self) -> float:
+        """Progress now; on CUDA synchronised only where it matters: near the end of a time budget."""
+        progress = self.clock.progress()
+        if self.budget.unit == "s" and progress > 0.98:
+            progress = self.clock.progress(sync=True)
+        return progress
+
+    def _progress(self) -> float:
+        used = self.clock.used
+        spent = {"s": used.s, "flops": used.flops, "steps": used.steps, "samples": used.samples}
+        return min(1.0, spent[self.budget.unit] / self.budget.amount)
+
+    def _step(self, progress: float) -> None:
+        config, used = self.config, self.clock.used
+        shape = self.methods.batch_shape(progress, used.steps, self.base)
+        lr = config.lr * lr_factor(progress, config.warmup, config.lr_decay) * self.methods.lr_scale(progress, shape)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        began = self.clock.read().s
+        video, labels = self._train_batch(shape)
+        shape_key = (len(labels), *video.shape[2:])
+        self.model.token_counts = []
+        with self.flops.context(shape_key):
+            with self.autocast():
+                if self.methods.owns_loss:
+                    loss = self.methods.training_loss(self.model, (video, labels), progress)
+                else:
+                    logits = self.model(video, select=self.methods.selector(progress, training=True))
+                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        tokens = tuple(self.model.token_counts)
+        self.clock.add_step(len(labels), self.flops.settle(shape_key, tokens))
+        used = self.clock.read()
+        step_s = used.s - began
+        full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2
+        row = {
+            "step": used.steps, "progress": self._progress(), "used_s": used.s, "used_flops": used.flops,
+            "used_samples": used.samples, "loss": loss.detach(), "lr": lr, "clips": len(labels),
+            "frames": video.shape[2], "size": video.shape[3], "tokens": tokens[0] if tokens else full,
+            "keep": (tokens[0] if tokens else full) / full, "step_s": step_s, "clips_per_s": len(labels) / step_s,
+            "trainable_params": _trainable(self.model),
+        }
+        row.update(self.methods.log_columns(progress))
+        self.step_rows.append(row)
+        self.unflushed += 1
+
+    @property
+    def _tubelet(self) -> tuple[int, int, int]:
+        return self.model.patch_embed.tubelet
+
+    def _train_batch(self, shape: BatchShape) -> tuple[torch.Tensor, torch.Tensor]:
+        first = self.clock.used.samples
+        indices = list(range(first, first + shape.clips))
+        stride = shape.stride
+        if isinstance(stride, tuple):  # each clip draws its own stride, reproducibly from its index
+            rng = np.random.default_rng([self.config.seed, first])
+            stride = rng.integers(stride[0], stride[1] + 1, size=shape.clips).tolist()
+        video, labels = self.train_data.batch(indices, shape.frames, shape.size, stride, training=True)
+        return video.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def _flush(self) -> None:
+        """Read losses back (one synchronisation, which also brings the clock up to date) and stop on a
+        non-finite one."""
+        self.clock.read(sync=True)
+        pending = [r for r in self.step_rows[-self.unflushed:] if torch.is_tensor(r["loss"])] if self.unflushed else []
+        if pending:
+            values = torch.stack([r["loss"].float() for r in pending]).cpu().tolist()
+            for row, value in zip(pending, values, strict=True):
+                row["loss"] = value
+            self.unflushed = 0
+            bad = next((r for r in pending if not math.isfinite(r["loss"])), None)
+            if bad is not None:
+                raise Diverged(f"loss became {bad['loss']} at step {bad['step']} (progress {bad['progress']:.3f})")
+
+    # ---- evaluation and checkpoints, off the clock -----------------------------------------------------
+
+    def _evaluate_due(self, progress: float) -> None:
+        while self.next_eval < len(self.eval_points) and progress + 1e-9 >= self.eval_points[self.next_eval]:
+            with self.clock.off_clock("eval"):
+                self._flush()
+                self._evaluate(self.eval_points[self.next_eval])
+            self.next_eval += 1
+            self._checkpoint()
+
+    def _evaluate(self, point: float) -> None:
+        used = self.clock.read()
+        progress = self._progress()
+        default = [("default", self.methods.selector(progress, training=False), None, None)]
+        extra = [(s.name, s.select, s.frames, s.size) for s in self.settings]
+        for name, select, frames, size in default + extra:
+            began = time.perf_counter()
+            batches = self.eval_data.batches(frames or self.config.frames, size or self.config.size)
+            scores = evaluate(self.model, batches, select, self.device, self.autocast)
+            self.eval_rows.append({
+                "point": point, "progress": progress, "step": used.steps, "used_s": used.s,
+                "used_flops": used.flops, "used_samples": used.samples, "setting": name, **scores,
+                "eval_s": time.perf_counter() - began,
+            })
+
+    def _checkpoint(self) -> None:
+        with self.clock.off_clock("checkpoint"):
+            self._flush()
+            state = {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "methods": self.methods.state_dict(), "used": vars(self.clock.used).copy(),
+                "off_clock_s": dict(self.clock.off_clock_s), "flops": self.flops.state_dict(),
+                "next_eval": self.next_eval, "step_rows": self.step_rows, "eval_rows": self.eval_rows,
+                "rng": _rng_state(), "run_id": self.dir.name,
+            }
+            results.save_checkpoint(self.dir / results.CHECKPOINT, state)
+            self._write_tables()
+        self.last_checkpoint = time.monotonic()
+
+    def _restore(self, path: Path) -> None:
+        state = results.load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.methods.load_state_dict(state["methods"])
+        self.clock.used = Used(**state["used"])
+        self.clock.off_clock_s = state["off_clock_s"]
+        self.flops.load_state_dict(state["flops"])
+        self.next_eval, self.step_rows, self.eval_rows = state["next_eval"], state["step_rows"], state["eval_rows"]
+        _set_rng_state(state["rng"])
+
+    # ---- files ------------------------------------------------------------------------------------------
+
+    def _write_start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        results.write_text(self.dir / results.CONFIG, save_yaml(self.config.to_dict()))
+        env = results.environment(self.device)
+        env["precision"] = self.precision
+        results.write_json(self.dir / results.ENV, env)
+        checkpoint = self.dir / results.CHECKPOINT
+        if checkpoint.exists():
+            self._restore(checkpoint)
+
+    def _write_tables(self) -> None:
+        if self.step_rows:
+            results.write_parquet(self.dir / results.STEPS, self.step_rows)
+        if self.eval_rows:
+            results.write_parquet(self.dir / results.EVALS, self.eval_rows)
+
+    def _finish(self, status: str, error: str | None, trace: str | None = None) -> None:
+        try:
+            self._flush()
+        except Diverged:
+            pass
+        if status != "failed":
+            self._write_tables()
+        used = self.clock.used
+        default = [r for r in self.eval_rows if r["setting"] == "default"]
+        final = default[-1] if default and default[-1]["point"] == 1.0 else None
+        summary = {
+            "status": status, "error": error, "run_id": self.dir.name, "budget": str(self.budget),
+            "methods": [str(m) for m in self.config.methods] or ["baseline"],
+            "top1": final["top1"] if final else None, "top5": final["top5"] if final else None,
+            "final_eval": {r["setting"]: r["top1"] for r in self.eval_rows if r["point"] == 1.0},
+            "train_s": used.s, "eval_s": self.clock.off_clock_s.get("eval", 0.0),
+            "checkpoint_s": self.clock.off_clock_s.get("checkpoint", 0.0),
+            "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
+            "clips_per_s": used.samples / used.s if used.s else None,
+            "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
+            "cpu_s": measure.cpu_seconds(), **measure.memory(self.device), "precision": self.precision,
+        }
+        if trace:
+            summary["traceback"] = trace
+        results.write_json(self.dir / results.SUMMARY, summary)
+
+
+def _trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

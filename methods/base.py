@@ -1,0 +1,145 @@
+"""The Method interface (DESIGN.md, "The Method interface") and how a list of methods composes.
+
+A method changes training only through these hooks; each default does nothing. The runner calls them
+through a `MethodStack` and never names a method.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from vtbench.errors import ConfigError
+from vtbench.models.tokens import Tokens
+from vtbench.shape import BatchShape
+
+if TYPE_CHECKING:
+    from vtbench.runner import RunContext
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (video (B, C, T, H, W), labels (B,))
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    """An extra evaluation: `select` replaces the training selection; frames/size override the clip shape."""
+
+    name: str
+    select: Callable[[Tokens], Tokens] | None = None
+    frames: int | None = None
+    size: int | None = None
+
+
+class Method:
+    """Base class of every training accelerator. Subclasses override only the hooks they need."""
+
+    name: ClassVar[str] = ""
+    # hooks whose answer one method of a list decides alone
+    OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "training_loss")
+
+    def prepare(self, run: "RunContext") -> None:
+        """Once, before training (and before a checkpoint is restored): change, freeze or replace the model."""
+
+    def batch_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
+        """Shape of the next batch."""
+        return base
+
+    def lr_scale(self, progress: float, shape: BatchShape) -> float:
+        """Multiplier of the scheduled learning rate for the next step."""
+        return 1.0
+
+    def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
+        """After patch and position embedding, before the first block: return a (physically) smaller set."""
+        return tokens
+
+    def training_loss(self, model: torch.nn.Module, batch: Batch, progress: float) -> torch.Tensor:
+        """Replace the loss of a step. Only called on a method that overrides it."""
+        raise NotImplementedError
+
+    def eval_settings(self) -> list[EvalSetting]:
+        """Evaluation settings besides the default one."""
+        return []
+
+    def log_columns(self, progress: float) -> dict[str, Any]:
+        """Extra per-step columns for steps.parquet (a stage, a ratio)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def owns(self, hook: str) -> bool:
+        return getattr(type(self), hook) is not getattr(Method, hook)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class MethodStack:
+    """An ordered list of methods seen as one: selections chain, lr scales multiply, owned hooks have one owner."""
+
+    def __init__(self, methods: list[Method]):
+        self.methods = list(methods)
+        self.owners: dict[str, Method | None] = {}
+        for hook in Method.OWNED_HOOKS:
+            owners = [m for m in self.methods if m.owns(hook)]
+            if len(owners) > 1:
+                names = " and ".join(m.name for m in owners)
+                raise ConfigError(f"methods {names} both decide {hook}; at most one method of a list may")
+            self.owners[hook] = owners[0] if owners else None
+
+    def prepare(self, run: "RunContext") -> None:
+        for method in self.methods:
+            method.prepare(run)
+
+    def batch_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
+        owner = self.owners["batch_shape"]
+        return owner.batch_shape(progress, step, base) if owner else base
+
+    def lr_scale(self, progress: float, shape: BatchShape) -> float:
+        scale = 1.0
+        for method in self.methods:
+            scale *= method.lr_scale(progress, shape)
+        return scale
+
+    def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
+        for method in self.methods:
+            tokens = method.select_tokens(tokens, progress, training)
+        return tokens
+
+    def selector(self, progress: float, training: bool) -> Callable[[Tokens], Tokens] | None:
+        if not self.methods:
+            return None
+        return lambda tokens: self.select_tokens(tokens, progress, training)
+
+    @property
+    def owns_loss(self) -> bool:
+        return self.owners["training_loss"] is not None
+
+    def training_loss(self, model: torch.nn.Module, batch: Batch, progress: float) -> torch.Tensor:
+        return self.owners["training_loss"].training_loss(model, batch, progress)
+
+    def eval_settings(self) -> list[EvalSetting]:
+        settings = [s for m in self.methods for s in m.eval_settings()]
+        names = [s.name for s in settings]
+        duplicated = sorted({n for n in names if names.count(n) > 1} | ({"default"} & set(names)))
+        if duplicated:
+            raise ConfigError(f"evaluation settings named more than once: {', '.join(duplicated)}")
+        return settings
+
+    def log_columns(self, progress: float) -> dict[str, Any]:
+        columns: dict[str, Any] = {}
+        for method in self.methods:
+            columns.update(method.log_columns(progress))
+        return columns
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [{"name": m.name, "state": m.state_dict()} for m in self.methods]
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        saved = [s["name"] for s in states]
+        if saved != [m.name for m in self.methods]:
+            raise ConfigError(f"checkpoint holds methods {saved}, this run has {[m.name for m in self.methods]}")
+        for method, state in zip(self.methods, states, strict=True):
+            method.load_state_dict(state["state"])

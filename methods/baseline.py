@@ -1,0 +1,12 @@
+"""Baseline: no accelerator. The same model, data, budget-aware learning rate; full tokens at a fixed shape.
+
+A run's empty method list is the baseline; naming `baseline` in a list is the same as leaving it out.
+"""
+
+from . import register
+from .base import Method
+
+
+@register
+class Baseline(Method):
+    name = "baseline"

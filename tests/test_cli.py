@@ -1,0 +1,63 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from vtbench.cli import main
+
+TINY = ["--set", "model_args={dim: 32, depth: 1, heads: 2}", "--set", "frames=4", "--set", "size=16",
+        "--set", "batch_size=4", "--set", "eval_clips=16", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "turbo"], "unknown method 'turbo'; known: baseline"),
+        (["--model", "vit_huge"], "unknown model preset 'vit_huge'; known: vit_tiny, vit_small, vit_base"),
+        (["--budget", "ten minutes"], "budget 'ten minutes' is not understood; allowed forms: '20s'"),
+        (["--set", "learning_rate=0.1"], "--set: unknown key 'learning_rate'; allowed: dataset"),
+        (["--set", "batch_size=big"], "--set: batch_size expects int, got 'big'"),
+        (["--dataset", "kinetics"], "unknown dataset 'kinetics'; known: synthetic"),
+        (["--method", "baseline:keep=0.5"], "method 'baseline' has no parameters"),
+        (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    assert main(["run", *TINY, *argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vtbench: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir()), "nothing may be written before the input is valid"
+
+
+def test_yaml_error_names_file_and_line(capsys, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("budget: 5steps\nmethods: [a, b\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:3: invalid YAML" in err and err.count("\n") == 1
+
+
+def test_flags_override_the_config_file(tmp_path):
+    from vtbench.cli import _run_parser, build_config  # noqa: F401
+
+    config = tmp_path / "run.yaml"
+    config.write_text("budget: 5steps\nseed: 3\nlr: 0.01\n")
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    _run_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["run", "--config", str(config), "--seed", "4", "--set", "lr=2e-3"])
+    resolved = build_config(args)
+    assert (resolved.budget, resolved.seed, resolved.lr) == ("5steps", 4, 2e-3)
+
+
+def test_the_console_command_prints_the_run_directory_last(tmp_path):
+    result = subprocess.run(
+        [Path(sys.executable).parent / "vtbench", "run", "--budget", "4steps", "--out", str(tmp_path), *TINY],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert run_dir.parent == tmp_path and (run_dir / "summary.json").exists()
+    assert "completed: top-1" in result.stderr

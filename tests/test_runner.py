@@ -1,0 +1,162 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny
+from vtbench import methods
+from vtbench.config import MethodSpec
+from vtbench.methods import Method
+from vtbench.runner import execute
+
+STEP_COLUMNS = {"step", "progress", "used_s", "used_flops", "used_samples", "loss", "lr", "clips", "frames",
+                "size", "tokens", "clips_per_s"}
+EVAL_COLUMNS = {"progress", "used_s", "setting", "top1", "top5", "loss"}
+SUMMARY_KEYS = {"status", "top1", "train_s", "eval_s", "steps", "trainable_params"}
+
+
+def test_a_steps_budget_run_writes_every_file(tmp_path):
+    run_dir = execute(tiny(budget="20steps"), tmp_path, progress_bar=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "checkpoint.pt", "config.yaml", "env.json", "evals.parquet", "steps.parquet", "summary.json"]
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    evals = pd.read_parquet(run_dir / "evals.parquet")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert STEP_COLUMNS <= set(steps.columns) and EVAL_COLUMNS <= set(evals.columns)
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["status"] == "completed" and summary["steps"] == 20 == len(steps)
+    assert steps["step"].tolist() == list(range(1, 21))
+    assert steps["used_flops"].is_monotonic_increasing and steps["used_flops"].iloc[0] > 0
+    assert evals["point"].tolist() == pytest.approx([0.1 * k for k in range(1, 11)])
+    assert evals["progress"].tolist() == pytest.approx([0.1 * k for k in range(1, 11)])
+    assert steps["lr"].iloc[-1] < steps["lr"].max() and steps["progress"].iloc[-1] == 1.0
+    assert summary["top1"] == evals["top1"].iloc[-1]
+    env = json.loads((run_dir / "env.json").read_text())
+    assert {"python", "torch", "timm", "vtbench", "git_commit", "device_name", "cores"} <= set(env)
+    assert run_dir.name == tiny(budget="20steps").resolve().run_id()
+
+
+def test_time_budget_stops_at_the_first_step_past_it_and_excludes_evaluation(tmp_path):
+    run_dir = execute(tiny(budget="3s", eval_clips=64), tmp_path, progress_bar=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    assert summary["eval_s"] > 0
+    assert 3.0 <= summary["train_s"] <= 3.0 + steps["step_s"].max() + 0.05
+    assert steps["used_s"].iloc[-2] < 3.0 <= steps["used_s"].iloc[-1]
+
+
+def test_samples_and_flops_budgets(tmp_path):
+    run_dir = execute(tiny(budget="30samples"), tmp_path, progress_bar=False)
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    assert steps["used_samples"].tolist()[-2:] == [28, 32]
+    flops_per_step = steps["used_flops"].iloc[0]
+    run_dir = execute(tiny(budget=f"{flops_per_step * 5.5:.6e}flops"), tmp_path / "f", progress_bar=False)
+    assert len(pd.read_parquet(run_dir / "steps.parquet")) == 6
+
+
+def test_runs_are_deterministic(tmp_path):
+    a = execute(tiny(), tmp_path / "a", progress_bar=False)
+    b = execute(tiny(), tmp_path / "b", progress_bar=False)
+    la = pd.read_parquet(a / "steps.parquet")["loss"]
+    lb = pd.read_parquet(b / "steps.parquet")["loss"]
+    assert la.tolist() == lb.tolist()
+    c = execute(tiny(seed=1), tmp_path / "c", progress_bar=False)
+    assert pd.read_parquet(c / "steps.parquet")["loss"].tolist() != la.tolist()
+
+
+def test_an_ended_run_is_not_run_again(tmp_path):
+    run_dir = execute(tiny(), tmp_path, progress_bar=False)
+    stamp = (run_dir / "steps.parquet").stat().st_mtime_ns
+    assert execute(tiny(), tmp_path, progress_bar=False) == run_dir
+    assert (run_dir / "steps.parquet").stat().st_mtime_ns == stamp
+
+
+class CrashOnce(Method):
+    """Raises once at a chosen step, as a crash in the middle of training would."""
+
+    name = "crash_once"
+    crashed = False
+
+    def __init__(self, at: int = 13):
+        self.at = at
+
+    def lr_scale(self, progress, shape):
+        self.calls = getattr(self, "calls", 0) + 1
+        return 1.0
+
+    def batch_shape(self, progress, step, base):
+        if step == self.at and not CrashOnce.crashed:
+            CrashOnce.crashed = True
+            raise RuntimeError("simulated crash")
+        return base
+
+
+def test_a_crashed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, monkeypatch):
+    monkeypatch.setitem(methods.REGISTRY, "crash_once", CrashOnce)
+    config = tiny(budget="30steps", methods=[MethodSpec("crash_once")])
+    CrashOnce.crashed = True  # the reference run does not crash
+    reference = execute(config, tmp_path / "ref", progress_bar=False)
+    CrashOnce.crashed = False
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        execute(config, tmp_path / "run", progress_bar=False)
+    crashed_dir = tmp_path / "run" / reference.name
+    assert json.loads((crashed_dir / "summary.json").read_text())["status"] == "failed"
+    resumed = execute(config, tmp_path / "run", progress_bar=False)
+    _assert_same_run(reference, resumed)
+
+
+def _assert_same_run(reference, resumed):
+    ref_steps, res_steps = (pd.read_parquet(d / "steps.parquet") for d in (reference, resumed))
+    assert res_steps["step"].tolist() == list(range(1, len(ref_steps) + 1))
+    assert res_steps["loss"].tolist() == pytest.approx(ref_steps["loss"].tolist(), rel=1e-5)
+    ref_evals, res_evals = (pd.read_parquet(d / "evals.parquet") for d in (reference, resumed))
+    assert res_evals["top1"].tolist() == ref_evals["top1"].tolist()
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == len(ref_steps)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    args = ["run", "--budget", "60steps", "--no-progress", "--set", "model_args={dim: 32, depth: 1, heads: 2}",
+            "--set", "frames=4", "--set", "size=16", "--set", "batch_size=4", "--set", "eval_clips=16",
+            "--set", "log_every=1"]
+    reference = subprocess.run([sys.executable, "-m", "vtbench.cli", *args, "--out", str(tmp_path / "ref")],
+                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "vtbench.cli", *args, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoint = out / os.path.basename(reference) / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = torch.load(checkpoint, weights_only=False)
+    assert partial["used"]["steps"] < 60, "the run must have been killed before it ended"
+    assert not (checkpoint.parent / "summary.json").exists()
+    again = subprocess.run([sys.executable, "-m", "vtbench.cli", *args, "--out", str(out)],
+                           capture_output=True, text=True, check=True)
+    resumed = again.stdout.strip().splitlines()[-1]
+    _assert_same_run(__import__("pathlib").Path(reference), __import__("pathlib").Path(resumed))
+
+
+class Explode(Method):
+    name = "explode"
+
+    def training_loss(self, model, batch, progress):
+        video, labels = batch
+        loss = torch.nn.functional.cross_entropy(model(video), labels)
+        return loss * float("nan") if progress >= 0.5 else loss
+
+
+def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
+    monkeypatch.setitem(methods.REGISTRY, "explode", Explode)
+    run_dir = execute(tiny(budget="10steps", methods=[MethodSpec("explode")]), tmp_path, progress_bar=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "step 6" in summary["error"]
+    assert summary["top1"] is None
