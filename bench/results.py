@@ -70,6 +70,7 @@ def _jsonable(value: Any) -> Any:
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and hardware of this run: what a reader needs to reproduce or compare its numbers."""
     import timm
+
     import vtbench
 
     env: dict[str, Any] = {

@@ -16,6 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
+
 from vtbench.config import RunConfig
 from vtbench.datasets import build_dataset
 from vtbench.models import build_model

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
 from vtbench.errors import ConfigError
 from vtbench.models.tokens import Tokens
 from vtbench.shape import BatchShape

@@ -1,4 +1,5 @@
 import pytest
+
 from vtbench.config import RunConfig
 
 

@@ -2,6 +2,7 @@ import math
 import time
 
 import pytest
+
 from vtbench.budget import Budget, BudgetClock, lr_factor
 from vtbench.errors import ConfigError
 

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from vtbench.cli import main
 
 TINY = ["--set", "model_args={dim: 32, depth: 1, heads: 2}", "--set", "frames=4", "--set", "size=16",

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny
+
 from vtbench import methods
 from vtbench.budget import lr_factor
 from vtbench.config import MethodSpec

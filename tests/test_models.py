@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from vtbench.errors import ConfigError
 from vtbench.models import build_model
 from vtbench.models.embed import grid_positions

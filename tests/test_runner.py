@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import tiny
+
 from vtbench import methods
 from vtbench.config import MethodSpec
 from vtbench.methods import Method

@@ -1,0 +1,112 @@
+"""Patch Sampling Schedule, PSS (McDanel and Huynh, "Accelerating Vision Transformer Training via a Patch
+Sampling Schedule", arXiv 2208.09520; reference code BradMcDanel/pss, deit/patch_scheduler.py and deit/pss.py).
+
+The fraction of tokens kept changes every step with budget progress p. Schedules are written as the drop
+ratio d = 1 - keep, from `start` to `end` (the paper's configs: 0.8 to -0.1):
+
+- linear: d = (1 - q) start + q end, q the progress within the scheduled part (before the cooldown);
+- cosine: d = end + (start - end)(1 + cos(pi q)) / 2;
+- cyclic (the paper's headline): a triangle wave of period `period` (a fraction of progress): d = start at
+  the period's edges, end at its middle.
+
+d is clipped to [0, 1] and rounded to the nearest `quantum` (default 0.2), so only a few token counts occur;
+the last `cooldown` fraction of progress trains at full tokens. Kept per clip: K = max(1, round(keep x N)),
+the same for every clip of a batch. Selection: `magnitude` (the paper's configs: the K tokens with the largest
+L1 norm of their embedding, position embedding included, deterministic) or `random`.
+Evaluation: full tokens, plus settings keep=0.8, 0.6, 0.4, 0.2 with the same selection (the robustness curve).
+
+Departures: PSS is an image-ViT method; here its patches are space-time tubelets of the flattened clip (our
+adaptation). The original's cyclic period is one epoch; here it is a fraction of the budget (default 0.1,
+since the synthetic data is endless and budgets are not counted in epochs). The quantum and the cooldown are
+ours (METHODS.md); the original uses the unrounded ratio and no cooldown. The original counts the CLS token in
+N and always keeps it; here the CLS token is outside the selected set (the model adds it afterwards).
+"""
+
+import math
+
+import torch
+
+from vtbench.models.tokens import Tokens
+
+from . import register
+from .base import EvalSetting, Method
+
+SCHEDULES = ("linear", "cosine", "cyclic")
+SELECTIONS = ("magnitude", "random")
+EVAL_KEEPS = (0.8, 0.6, 0.4, 0.2)
+
+
+def scheduled_drop(q: float, schedule: str, start: float, end: float, period: float) -> float:
+    """The raw drop ratio at progress q of the scheduled part (before clipping and rounding)."""
+    if schedule == "linear":
+        return (1 - q) * start + q * end
+    if schedule == "cosine":
+        return end + (start - end) * (1 + math.cos(math.pi * q)) / 2
+    phase = (q % period) / period
+    triangle = 1 - abs(2 * phase - 1)  # 0 at the period's edges, 1 in its middle
+    return (1 - triangle) * start + triangle * end
+
+
+def keep_ratio(progress: float, schedule: str = "cyclic", start: float = 0.8, end: float = -0.1,
+               period: float = 0.1, quantum: float = 0.2, cooldown: float = 0.0) -> float:
+    """Fraction of tokens kept at budget `progress`."""
+    if progress >= 1 - cooldown:
+        return 1.0
+    drop = scheduled_drop(progress / (1 - cooldown), schedule, start, end, period)
+    drop = min(1.0, max(0.0, drop))
+    drop = round(round(drop / quantum) * quantum, 10)
+    return round(max(0.0, 1.0 - drop), 10)
+
+
+def select_by(tokens: Tokens, keep: float, selection: str, generator: torch.Generator | None = None) -> Tokens:
+    """K = max(1, round(keep x N)) tokens per clip: the largest L1 norms, or a random subset."""
+    k = max(1, round(keep * tokens.count))
+    if k >= tokens.count:
+        return tokens
+    if selection == "magnitude":
+        score = tokens.x.detach().abs().sum(dim=-1)
+    else:
+        score = torch.rand(tokens.x.shape[:2], device=tokens.x.device, generator=generator)
+    index = score.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+    return tokens.gather(index)
+
+
+@register
+class PatchSamplingSchedule(Method):
+    name = "pss"
+
+    def __init__(self, schedule: str = "cyclic", start: float = 0.8, end: float = -0.1, period: float = 0.1,
+                 quantum: float = 0.2, cooldown: float = 0.0, selection: str = "magnitude"):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule={schedule!r} is not allowed; choose one of {', '.join(SCHEDULES)}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection={selection!r} is not allowed; choose one of {', '.join(SELECTIONS)}")
+        for key, value, low, high, closed in (("quantum", quantum, 0, 1, "(0, 1]"), ("period", period, 0, 1, "(0, 1]")):
+            if not low < value <= high:
+                raise ValueError(f"{key}={value!r} is outside the allowed range {closed}")
+        if not 0 <= cooldown < 1:
+            raise ValueError(f"cooldown={cooldown!r} is outside the allowed range [0, 1)")
+        for key, value in (("start", start), ("end", end)):
+            if not -1 <= value <= 1:
+                raise ValueError(f"{key}={value!r} is outside the allowed range [-1, 1] (a drop ratio)")
+        self.schedule, self.start, self.end, self.period = schedule, start, end, period
+        self.quantum, self.cooldown, self.selection = quantum, cooldown, selection
+
+    def keep(self, progress: float) -> float:
+        return keep_ratio(progress, self.schedule, self.start, self.end, self.period, self.quantum, self.cooldown)
+
+    def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
+        return select_by(tokens, self.keep(progress), self.selection) if training else tokens
+
+    def eval_settings(self) -> list[EvalSetting]:
+        def at(keep: float):
+            def select(tokens: Tokens) -> Tokens:
+                generator = torch.Generator(tokens.x.device).manual_seed(0)  # the same subsets at every evaluation
+                return select_by(tokens, keep, self.selection, generator)
+
+            return select
+
+        return [EvalSetting(f"keep={keep:g}", select=at(keep)) for keep in EVAL_KEEPS]
+
+    def log_columns(self, progress: float) -> dict:
+        return {"scheduled_keep": self.keep(progress)}

@@ -1,0 +1,214 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vtbench.datasets.synthetic import CLASSES, PIXEL_STD, SyntheticVideos, _Draws, _target_track
+
+PAIRS = [(CLASSES[i][0], CLASSES[i + 1][0]) for i in range(0, len(CLASSES), 2)]
+PER_CLASS = 200  # clips per class in the distribution tests
+
+
+def ks_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Kolmogorov-Smirnov distance between two samples (the largest gap between their CDFs)."""
+    a, b = a.flatten().sort().values, b.flatten().sort().values
+    points = torch.cat([a, b])
+    cdf_a = torch.searchsorted(a, points, right=True) / len(a)
+    cdf_b = torch.searchsorted(b, points, right=True) / len(b)
+    return (cdf_a - cdf_b).abs().max().item()
+
+
+def indices_of(name: str, count: int = PER_CLASS) -> list[int]:
+    """Validation indices of one class (labels cycle through all classes)."""
+    c = [n for n, _, _ in CLASSES].index(name)
+    return [c + len(CLASSES) * j for j in range(count)]
+
+
+def clean_set(**knobs) -> SyntheticVideos:
+    """All classes, one object, no noise, so objects can be found in the pixels."""
+    knobs = {"noise": 0.0, "distractors": 0, **knobs}
+    return SyntheticVideos("val", num_classes=len(CLASSES), length=len(CLASSES) * PER_CLASS, **knobs)
+
+
+def object_centroids(video: torch.Tensor) -> torch.Tensor:
+    """(B, F, 2) position (x, y) of the single object in clips long enough that the per-pixel temporal
+    median is the background; circular means, as objects wrap round the frame."""
+    background = video.median(dim=2, keepdim=True).values
+    mask = ((video - background).abs().sum(dim=1) > 0.1).float()  # (B, F, H, W)
+    size = video.shape[-1]
+    angles = 2 * math.pi * (torch.arange(size) + 0.5) / size
+    centres = []
+    for weights in (mask.sum(dim=2), mask.sum(dim=3)):  # over columns (x), then rows (y)
+        angle = torch.atan2((weights * angles.sin()).sum(-1), (weights * angles.cos()).sum(-1))
+        centres.append(torch.remainder(angle / (2 * math.pi), 1.0))
+    return torch.stack(centres, dim=-1)
+
+
+def test_class_list_has_order_pairs():
+    assert len(CLASSES) >= 10
+    for first, second in zip(CLASSES[::2], CLASSES[1::2], strict=True):
+        assert first[1] == second[1] and first[2] == -second[2]  # same process, opposite directions
+    assert SyntheticVideos("val").class_names == [name for name, _, _ in CLASSES[:10]]
+
+
+@pytest.mark.parametrize(
+    "frames, size, stride",
+    [(8, 32, 2), (4, 16, 1), (1, 8, 3), (16, 64, 4), (5, 24, [1, 2, 3, 4, 8])],
+)
+def test_batch_shape_and_dtype(frames, size, stride):
+    ds = SyntheticVideos("train")
+    video, labels = ds.batch([0, 5, 17, 123456, 9], frames, size, stride, training=True)
+    assert video.shape == (5, 3, frames, size, size) and video.dtype == torch.float32
+    assert labels.shape == (5,) and labels.dtype == torch.int64
+    assert torch.isfinite(video).all()
+
+
+def test_batch_is_roughly_normalised():
+    video, _ = SyntheticVideos("val").batch(range(200), 8, 32, 2, training=False)
+    assert abs(video.mean().item()) < 0.3
+    assert 0.7 < video.std().item() < 1.4
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_deterministic_and_independent_of_batch(training):
+    ds = SyntheticVideos("train", seed=3, distractors=2, noise=0.1)
+    first, labels = ds.batch([3, 7], 8, 32, [2, 3], training)
+    again, labels_again = ds.batch([3, 7], 8, 32, [2, 3], training)
+    assert torch.equal(first, again) and torch.equal(labels, labels_again)
+    alone, _ = ds.batch([7], 8, 32, 3, training)
+    crowd, _ = ds.batch([11, 7, 400, 2, 5, 6, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19], 8, 32, 3, training)
+    assert torch.equal(first[1], alone[0])
+    assert torch.equal(first[1], crowd[1])
+    fresh, _ = SyntheticVideos("train", seed=3, distractors=2, noise=0.1).batch([7], 8, 32, 3, training)
+    assert torch.equal(fresh, alone)
+
+
+def test_training_clips_start_at_random_eval_clips_do_not():
+    ds = SyntheticVideos("val", noise=0.0)
+    centred, _ = ds.batch(range(40), 4, 16, 2, training=False)
+    random_start, _ = ds.batch(range(40), 4, 16, 2, training=True)
+    differs = (centred - random_start).flatten(1).abs().amax(dim=1) > 0
+    assert differs.sum() > 20  # most clips start elsewhere than the centre
+
+
+def test_splits_and_seeds_are_unrelated_streams():
+    val, _ = SyntheticVideos("val").batch(range(8), 8, 32, 2, training=False)
+    train, _ = SyntheticVideos("train").batch(range(8), 8, 32, 2, training=False)
+    other_seed, _ = SyntheticVideos("val", seed=1).batch(range(8), 8, 32, 2, training=False)
+    for other in (train, other_seed):
+        assert ((val - other).flatten(1).abs().mean(dim=1) > 0.3).all()
+
+
+def test_labels_agree_with_batch_and_cover_every_class():
+    ds = SyntheticVideos("val", num_classes=12, length=100)
+    indices = [0, 99, 13, 50, 7]
+    assert torch.equal(ds.labels(indices), ds.batch(indices, 2, 8, 1, training=True)[1])
+    assert torch.equal(ds.labels(torch.tensor(indices)), ds.labels(indices))
+    counts = torch.bincount(SyntheticVideos("val").labels(range(512)), minlength=10)
+    assert len(counts) == 10 and counts.min() >= 50
+    few = SyntheticVideos("val", num_classes=4)
+    assert few.class_names == ["move_left", "move_right", "move_up", "move_down"]
+    assert set(few.labels(range(100)).tolist()) == {0, 1, 2, 3}
+
+
+def test_lengths():
+    assert len(SyntheticVideos("val")) == 512
+    assert len(SyntheticVideos("val", length=64)) == 64
+    assert len(SyntheticVideos("train")) == 2**31 - 1
+    with pytest.raises(IndexError):
+        SyntheticVideos("val", length=64).batch([64], 8, 32, 2, training=False)
+
+
+def test_bad_arguments_name_the_value():
+    with pytest.raises(ValueError, match="'test'"):
+        SyntheticVideos("test")
+    with pytest.raises(ValueError, match="13"):
+        SyntheticVideos("val", num_classes=len(CLASSES) + 1)
+    with pytest.raises(ValueError, match="strides"):
+        SyntheticVideos("val").batch([0, 1], 8, 32, [1, 2, 3], training=False)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_two_sizes_show_the_same_scene(training):
+    ds = SyntheticVideos("val", noise=0.0, distractors=2)
+    small, _ = ds.batch(range(32), 8, 32, 2, training)
+    large, _ = ds.batch(range(32), 8, 64, 2, training)
+    gap = (F.avg_pool3d(large, (1, 2, 2)) - small).abs()
+    assert gap.mean() < 0.03
+    assert gap.flatten().kthvalue(int(0.99 * gap.numel())).values < 0.4  # larger only on object edges
+    other_scene, _ = ds.batch(range(1, 33), 8, 32, 2, training)
+    assert (other_scene - small).abs().mean() > 0.5
+
+
+def test_background_is_static_apart_from_noise():
+    clean, _ = clean_set(distractors=2).batch(range(48), 8, 32, 2, training=True)
+    still = (clean == clean[:, :, :1]).all(dim=2).all(dim=1)  # (B, H, W): bitwise equal in every frame
+    assert (still.flatten(1).float().mean(dim=1) > 0.3).all()  # objects sweep over the rest
+    assert (~still).flatten(1).any(dim=1).all()  # but something moves in every clip
+
+    noisy, _ = clean_set(distractors=2, noise=0.05).batch(range(48), 8, 32, 2, training=True)
+    residual = (noisy - clean)[still[:, None, None].expand_as(noisy)]
+    assert abs(residual.std() / (0.05 / PIXEL_STD) - 1) < 0.05
+
+
+def test_motion_stays_visible_when_the_clip_outlasts_the_video():
+    video, _ = clean_set().batch(indices_of("move_right", 8), 16, 32, 4, training=True)  # 64 native frames
+    steps = (video[:, :, 1:] - video[:, :, :-1]).abs().flatten(3).amax(dim=(1, 3))  # (B, 15)
+    assert (steps > 0.1).float().mean() > 0.9  # the object moves between (almost) all frames
+
+
+@pytest.mark.parametrize("pair, axis", [(("move_left", "move_right"), 0), (("move_up", "move_down"), 1)])
+def test_reversing_a_clip_turns_it_into_its_pair(pair, axis):
+    ds = clean_set()
+    backward_name, forward_name = pair
+    backward, _ = ds.batch(indices_of(backward_name), 32, 32, 1, training=False)
+    forward, _ = ds.batch(indices_of(forward_name), 32, 32, 1, training=False)
+
+    def mean_velocity(video):  # along the axis, in frame widths per frame
+        position = object_centroids(video)[..., axis]
+        step = position[:, 1:] - position[:, :-1]
+        return (step - step.round()).mean(dim=1)
+
+    assert (mean_velocity(backward) < 0).float().mean() > 0.95
+    assert (mean_velocity(forward) > 0).float().mean() > 0.95
+    reversed_backward = mean_velocity(backward.flip(2))
+    assert (reversed_backward > 0).float().mean() > 0.95
+    assert ks_distance(reversed_backward, mean_velocity(forward)) < 0.2
+
+
+@pytest.mark.parametrize("pair", [p for p in PAIRS if p[0].startswith(("move", "orbit"))])
+def test_single_frame_position_does_not_tell_a_pair_apart(pair):
+    ds = clean_set()
+    first, second = (ds.batch(indices_of(name), 32, 32, 1, training=False)[0] for name in pair)
+    for frame in (0, 31):
+        for axis in (0, 1):
+            a, b = object_centroids(first)[:, frame, axis], object_centroids(second)[:, frame, axis]
+            assert ks_distance(a, b) < 0.2, (frame, axis)
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_single_frame_brightness_does_not_tell_a_pair_apart(pair):
+    ds = clean_set(distractors=1)
+    first, second = (ds.batch(indices_of(name), 8, 32, 2, training=False)[0] for name in pair)
+    for frame in (0, 7):
+        assert ks_distance(first[:, :, frame].mean(dim=(1, 2, 3)), second[:, :, frame].mean(dim=(1, 2, 3))) < 0.2
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_target_state_at_any_time_has_the_same_distribution_within_a_pair(pair):
+    """The rendered object's state (position, size, opacity, luminance) at a fixed time: a single frame."""
+    generator = torch.Generator().manual_seed(0)
+    uniforms = torch.rand(2 * 1000, 64, generator=generator)
+    labels = torch.tensor([[n for n, _, _ in CLASSES].index(name) for name in pair]).repeat_interleave(1000)
+    tau = torch.tensor([0.0, 0.3, 0.9]).expand(len(labels), 3)
+    track = _target_track(_Draws(uniforms), labels, tau, motion=1.0)
+    for name in ("x", "y", "radius", "opacity", "gain"):
+        state = getattr(track, name).expand(len(labels), 3)
+        for t in range(3):
+            assert ks_distance(state[:1000, t], state[1000:, t]) < 0.08, (name, t)
+    changes = {
+        name: (getattr(track, name)[:1000, 1] != getattr(track, name)[:1000, 0]).float().mean()
+        for name in ("x", "y", "radius", "opacity", "gain")
+    }
+    assert max(changes.values()) > 0.99  # the pair's process does change something over time

@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from vtbench.config import MethodSpec
+from vtbench.errors import ConfigError
+from vtbench.methods import build_method
+from vtbench.methods.token_dropout import TokenDropout, drop_tokens
+from vtbench.models import build_model
+
+
+def _tokens(clips=4, frames=8, size=32):
+    torch.manual_seed(0)
+    model = build_model("vit_tiny", "joint", 5, frames, size, dim=32, depth=1, heads=2)
+    return model, model.embed(torch.randn(clips, 3, frames, size, size))  # grid (4, 8, 8): 256 tokens
+
+
+@pytest.mark.parametrize("keep, expected", [(0.5, 128), (0.25, 64), (0.1, 26), (1.0, 256), (0.001, 1)])
+def test_random_mode_keeps_k_per_clip(keep, expected):
+    _, tokens = _tokens()
+    kept = drop_tokens(tokens, keep, "random")
+    assert kept.x.shape == (4, expected, 32)
+    for b in range(4):
+        assert len({tuple(p) for p in kept.pos[b].tolist()}) == expected  # no token twice
+
+
+def test_clips_of_a_batch_keep_different_tokens():
+    _, tokens = _tokens()
+    kept = drop_tokens(tokens, 0.5, "random")
+    assert not torch.equal(kept.pos[0], kept.pos[1])
+
+
+def test_kept_tokens_carry_their_own_position_embedding():
+    model, tokens = _tokens()
+    kept = drop_tokens(tokens, 0.3, "random")
+    table = model.pos_embed(tokens.grid)
+    t, y, x = kept.pos.unbind(-1)
+    source = t * 64 + y * 8 + x
+    assert torch.allclose(kept.x - kept.raw, table[source], atol=1e-6)
+
+
+def test_tube_mode_keeps_the_same_spatial_positions_in_every_frame():
+    _, tokens = _tokens()
+    kept = drop_tokens(tokens, 0.5, "tube")
+    assert kept.count == 4 * 32
+    for b in range(4):
+        by_frame = [{(y, x) for tt, y, x in kept.pos[b].tolist() if tt == t} for t in range(4)]
+        assert all(len(s) == 32 for s in by_frame) and all(s == by_frame[0] for s in by_frame)
+    positions = [{(y, x) for _, y, x in kept.pos[b].tolist()} for b in range(4)]
+    assert positions[0] != positions[1]
+
+
+def test_frame_mode_keeps_whole_frames():
+    _, tokens = _tokens()
+    kept = drop_tokens(tokens, 0.5, "frame")
+    assert kept.count == 2 * 64
+    for b in range(4):
+        frames = kept.pos[b, :, 0]
+        assert len(set(frames.tolist())) == 2
+        for t in set(frames.tolist()):
+            assert (frames == t).sum() == 64
+
+
+def test_cls_token_survives_dropout():
+    torch.manual_seed(0)
+    model = build_model("vit_tiny", "joint", 5, 8, 32, dim=32, depth=1, heads=2, cls_token=True, pool="cls")
+    widths = []
+    model.blocks[0].register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[1]))
+    method = TokenDropout(keep=0.25)
+    model(torch.randn(2, 3, 8, 32, 32), select=lambda t: method.select_tokens(t, 0.5, training=True))
+    assert widths == [1 + 64]
+    assert model.token_counts == [64]
+
+
+def test_evaluation_keeps_all_tokens_and_adds_the_training_ratio():
+    _, tokens = _tokens()
+    method = TokenDropout(keep=0.5, mode="tube")
+    assert method.select_tokens(tokens, 0.3, training=False) is tokens
+    (setting,) = method.eval_settings()
+    assert setting.name == "keep=0.5"
+    first, again = setting.select(tokens), setting.select(tokens)
+    assert first.count == 128 and torch.equal(first.pos, again.pos)  # reproducible across evaluations
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"keep": 0}, r"keep=0 is outside the allowed range \(0, 1\]"),
+    ({"keep": 1.5}, r"keep=1.5 is outside the allowed range \(0, 1\]"),
+    ({"mode": "patch"}, r"mode='patch' is not allowed; choose one of random, tube, frame"),
+])
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ConfigError, match=message):
+        build_method(MethodSpec("token_dropout", params))
