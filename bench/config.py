@@ -38,15 +38,15 @@ class RunConfig:
     arch: str = "joint"  # joint (VideoViT) | factorised (ViViT-FE)
     model_args: dict[str, Any] = field(default_factory=dict)
     methods: list[MethodSpec] = field(default_factory=list)
-    # the base batch shape; frames and size default to the preset's
+    # the base batch shape; frames, size and stride default to the preset's
     frames: int | None = None
     size: int | None = None
-    stride: int = 4
-    batch_size: int = 16
+    stride: int | None = None
+    batch_size: int = 8
     # budget and optimisation
     budget: str = "60s"
     seed: int = 0
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.05
     warmup: float = 0.1
     lr_decay: str = "linear"  # linear | cosine
@@ -73,6 +73,7 @@ class RunConfig:
             self,
             frames=self.frames or preset.frames,
             size=self.size or preset.size,
+            stride=self.stride or preset.stride,
             methods=[MethodSpec(m.name, dict(m.params)) for m in self.methods],
         )
         if any(m.name == "baseline" and m.params for m in resolved.methods):

@@ -36,7 +36,7 @@ def test_method_forms():
 
 def test_resolve_fills_shape_from_preset_and_drops_baseline():
     config = apply(RunConfig(), {"methods": ["baseline"]}).resolve()
-    assert (config.frames, config.size) == (8, 32) and config.methods == []
+    assert (config.frames, config.size, config.stride) == (16, 32, 2) and config.methods == []
     assert config.run_id() == RunConfig().resolve().run_id()
 
 

@@ -24,7 +24,7 @@ def _moving_square(frames=16, size=32, square=8, step=1):
 
 def _model(frames=16, size=32):
     torch.manual_seed(0)
-    return build_model("vit_tiny", "joint", 5, frames, size, dim=32, depth=1, heads=2)
+    return build_model("vit_tiny", "joint", 5, frames, size, dim=32, depth=1, heads=2, tubelet=(2, 4, 4))
 
 
 def _square_tokens(frames, size=32, square=8, step=2, patch=4, tubelet=2):

@@ -75,7 +75,7 @@ def test_every_hook_is_called_at_its_place(probe, tmp_path):
     assert steps["clips"].tolist() == [4, 3] * 4
     assert steps["used_samples"].iloc[-1] == 4 * 4 + 3 * 4
     # lr_scale reached the optimizer
-    expected = [1e-3 * lr_factor(p, 0.1) * 0.5 for p in [i / 8 for i in range(8)]]
+    expected = [config.lr * lr_factor(p, 0.1) * 0.5 for p in [i / 8 for i in range(8)]]
     assert steps["lr"].tolist() == pytest.approx(expected)
     # select_tokens: a physically smaller token set reached the blocks
     assert (steps["tokens"] == KEEP).all() and steps["keep"].iloc[0] == pytest.approx(KEEP / 32)
@@ -121,7 +121,7 @@ def test_selections_chain_in_list_order():
     stack = MethodStack([First(), Halve()])
     from vtbench.models import build_model
 
-    model = build_model("vit_tiny", "joint", 3, 4, 16, dim=32, depth=1, heads=2)
+    model = build_model("vit_tiny", "joint", 3, 4, 16, dim=32, depth=1, heads=2, tubelet=(2, 4, 4))
     tokens = stack.select_tokens(model.embed(torch.randn(2, 3, 4, 16, 16)), 0.5, True)
     assert tokens.count == 3 and tokens.pos[0, :, 2].tolist() == [0, 1, 2]
     assert stack.lr_scale(0.5, None) == 0.25

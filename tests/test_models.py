@@ -6,7 +6,7 @@ from vtbench.models import build_model
 from vtbench.models.embed import grid_positions
 from vtbench.models.vivit import _group_by_frame
 
-SMALL = {"dim": 32, "depth": 2, "heads": 2}
+SMALL = {"dim": 32, "depth": 2, "heads": 2, "tubelet": (2, 4, 4)}
 
 
 def _model(arch="joint", frames=4, size=16, **args):

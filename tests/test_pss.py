@@ -47,7 +47,7 @@ def test_only_a_few_token_counts_occur():
 
 def test_magnitude_keeps_exactly_the_largest_l1_tokens():
     torch.manual_seed(0)
-    model = build_model("vit_tiny", "joint", 5, 4, 16, dim=32, depth=1, heads=2)
+    model = build_model("vit_tiny", "joint", 5, 4, 16, dim=32, depth=1, heads=2, tubelet=(2, 4, 4))
     tokens = model.embed(torch.randn(3, 3, 4, 16, 16))
     kept = select_by(tokens, 0.4, "magnitude")
     k = round(0.4 * 32)
@@ -62,7 +62,7 @@ def test_magnitude_keeps_exactly_the_largest_l1_tokens():
 
 def test_training_selects_by_schedule_and_evaluation_sweeps_keep_ratios():
     torch.manual_seed(0)
-    model = build_model("vit_tiny", "joint", 5, 4, 16, dim=32, depth=1, heads=2)
+    model = build_model("vit_tiny", "joint", 5, 4, 16, dim=32, depth=1, heads=2, tubelet=(2, 4, 4))
     tokens = model.embed(torch.randn(2, 3, 4, 16, 16))
     method = PatchSamplingSchedule(schedule="cyclic")
     assert method.select_tokens(tokens, 0.0, training=True).count == round(0.2 * 32)

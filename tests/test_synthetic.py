@@ -27,7 +27,7 @@ def indices_of(name: str, count: int = PER_CLASS) -> list[int]:
 
 def clean_set(**knobs) -> SyntheticVideos:
     """All classes, one object, no noise, so objects can be found in the pixels."""
-    knobs = {"noise": 0.0, "distractors": 0, **knobs}
+    knobs = {"noise": 0.0, "distractors": 0, "targets": 1, **knobs}
     return SyntheticVideos("val", num_classes=len(CLASSES), length=len(CLASSES) * PER_CLASS, **knobs)
 
 
@@ -212,3 +212,27 @@ def test_target_state_at_any_time_has_the_same_distribution_within_a_pair(pair):
         for name in ("x", "y", "radius", "opacity", "gain")
     }
     assert max(changes.values()) > 0.99  # the pair's process does change something over time
+
+
+def test_segment_sampling_spreads_frames_over_the_whole_video():
+    ds = SyntheticVideos("val")
+    centred = ds._segment_times([0, 1], 8, training=False)
+    assert torch.allclose(centred[0], (torch.arange(8) + 0.5) / 8)
+    jittered = ds._segment_times([0, 1, 2], 8, training=True)
+    segment = (jittered * 8).floor()
+    assert torch.equal(segment, torch.arange(8.0).expand(3, -1))  # one frame in each equal segment
+    assert not torch.equal(jittered[0], jittered[1])
+    video, _ = ds.batch([0, 1], 6, 24, 0, training=True)
+    assert video.shape == (2, 3, 6, 24, 24)
+    again, _ = ds.batch([0, 1], 6, 24, 0, training=True)
+    assert torch.equal(video, again)
+
+
+def test_more_targets_move_more_of_the_frame():
+    def moving_fraction(targets):
+        clips, _ = SyntheticVideos("val", noise=0.0, targets=targets).batch(range(32), 8, 32, 4, training=False)
+        return (clips != clips[:, :, :1]).any(dim=2).any(dim=1).float().mean().item()
+
+    assert moving_fraction(1) < moving_fraction(6) < 0.9
+    with pytest.raises(ValueError, match="targets must be at least 1, got 0"):
+        SyntheticVideos("val", targets=0)

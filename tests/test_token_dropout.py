@@ -10,7 +10,7 @@ from vtbench.models import build_model
 
 def _tokens(clips=4, frames=8, size=32):
     torch.manual_seed(0)
-    model = build_model("vit_tiny", "joint", 5, frames, size, dim=32, depth=1, heads=2)
+    model = build_model("vit_tiny", "joint", 5, frames, size, dim=32, depth=1, heads=2, tubelet=(2, 4, 4))
     return model, model.embed(torch.randn(clips, 3, frames, size, size))  # grid (4, 8, 8): 256 tokens
 
 
@@ -62,7 +62,7 @@ def test_frame_mode_keeps_whole_frames():
 
 def test_cls_token_survives_dropout():
     torch.manual_seed(0)
-    model = build_model("vit_tiny", "joint", 5, 8, 32, dim=32, depth=1, heads=2, cls_token=True, pool="cls")
+    model = build_model("vit_tiny", "joint", 5, 8, 32, dim=32, depth=1, heads=2, tubelet=(2, 4, 4), cls_token=True, pool="cls")
     widths = []
     model.blocks[0].register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[1]))
     method = TokenDropout(keep=0.25)
