@@ -28,8 +28,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # vit_tiny is sized so that a 2-core CPU learns the synthetic data within a minute (not timm's vit_tiny):
     # 16 frames x 32 px in 4x8x8 tubelets, 64 tokens.
-    "vit_tiny": Preset(dim=128, depth=4, heads=4, tubelet=(4, 8, 8), frames=16, size=32, stride=2,
-                       temporal_depth=2),
+    "vit_tiny": Preset(dim=64, depth=2, heads=4, tubelet=(4, 8, 8), frames=16, size=32, stride=2,
+                       temporal_depth=1),
     "vit_small": Preset(dim=384, depth=12, heads=6, tubelet=(2, 16, 16), frames=16, size=224, stride=4,
                         temporal_depth=4),
     "vit_base": Preset(dim=768, depth=12, heads=12, tubelet=(2, 16, 16), frames=16, size=224, stride=4,
