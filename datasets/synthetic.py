@@ -2,7 +2,8 @@
 
 Each video shows a few objects (the *targets*, six by default) acting alike over a static, smoothly
 textured background, with optional *distractor* objects that wander at random and mild per-pixel noise.
-The class is what the targets do (each target with its own position, phase, colour and shape). Classes come in pairs whose members are the same process run forwards and backwards in time:
+The class is what the targets do (each target with its own position, phase, colour and shape). Classes
+come in pairs whose members are the same process run forwards and backwards in time:
 
     move_left / move_right                  the target slides horizontally (wrapping round the frame)
     move_up / move_down                     the target slides vertically (wrapping round the frame)

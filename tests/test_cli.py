@@ -6,7 +6,8 @@ import pytest
 
 from vtbench.cli import main
 
-TINY = ["--set", "model_args={dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}", "--set", "frames=4", "--set", "size=16",
+TINY = ["--set", "model_args={dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}", "--set", "frames=4",
+        "--set", "size=16",
         "--set", "batch_size=4", "--set", "eval_clips=16", "--no-progress"]
 
 

@@ -122,7 +122,8 @@ def _assert_same_run(reference, resumed):
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
-    args = ["run", "--budget", "60steps", "--no-progress", "--set", "model_args={dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}",
+    args = ["run", "--budget", "60steps", "--no-progress",
+            "--set", "model_args={dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}",
             "--set", "frames=4", "--set", "size=16", "--set", "batch_size=4", "--set", "eval_clips=16",
             "--set", "log_every=1"]
     reference = subprocess.run([sys.executable, "-m", "vtbench.cli", *args, "--out", str(tmp_path / "ref")],

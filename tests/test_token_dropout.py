@@ -62,7 +62,8 @@ def test_frame_mode_keeps_whole_frames():
 
 def test_cls_token_survives_dropout():
     torch.manual_seed(0)
-    model = build_model("vit_tiny", "joint", 5, 8, 32, dim=32, depth=1, heads=2, tubelet=(2, 4, 4), cls_token=True, pool="cls")
+    model = build_model("vit_tiny", "joint", 5, 8, 32, dim=32, depth=1, heads=2, tubelet=(2, 4, 4), cls_token=True,
+                        pool="cls")
     widths = []
     model.blocks[0].register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[1]))
     method = TokenDropout(keep=0.25)
