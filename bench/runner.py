@@ -96,6 +96,7 @@ class Run:
                     or n.endswith("cls_token")}
         groups = param_groups_weight_decay(self.model, config.weight_decay, no_weight_decay_list=no_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        self._parameters = list(self.model.parameters())
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
         self.precision = "bf16" if bf16 else "fp32"
@@ -176,7 +177,7 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self._parameters, config.grad_clip)
         self.optimizer.step()
         tokens = tuple(self.model.token_counts)
         self.clock.add_step(len(labels), self.flops.settle(shape_key, tokens))
@@ -188,7 +189,7 @@ class Run:
             "used_samples": used.samples, "loss": loss.detach(), "lr": lr, "clips": len(labels),
             "frames": video.shape[2], "size": video.shape[3], "tokens": tokens[0] if tokens else full,
             "keep": (tokens[0] if tokens else full) / full, "step_s": step_s, "clips_per_s": len(labels) / step_s,
-            "trainable_params": _trainable(self.model),
+            "trainable_params": sum(p.numel() for p in self._parameters if p.requires_grad),
         }
         row.update(self.methods.log_columns(progress))
         self.step_rows.append(row)

@@ -5,7 +5,7 @@ is its on-clock time (train_s: data, forward, backward, optimizer, plus its cloc
 counting and learning-rate schedule); the bare loop has none of those. Evaluation and checkpoints are off the
 runner's clock, so they are not part of the comparison. Runs alternate, and each side's median is compared.
 
-    python benchmarks/harness_overhead.py [--steps 120] [--repeats 3]
+    python benchmarks/harness_overhead.py [--steps 400] [--repeats 5]
 """
 
 import argparse
@@ -52,8 +52,8 @@ def runner_loop(config: RunConfig, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=120)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     config = RunConfig(budget=f"{args.steps}steps", eval_clips=64).resolve()
     print(f"model {config.model}, batch {config.batch_size} x {config.frames} x {config.size}^2, "
