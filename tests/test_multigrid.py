@@ -1,0 +1,112 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny
+
+from vtbench.config import MethodSpec
+from vtbench.errors import ConfigError
+from vtbench.methods import build_method
+from vtbench.methods.multigrid import Multigrid, long_cycle_stages, slowfast_schedule
+from vtbench.models import build_model
+from vtbench.runner import RunContext, execute
+from vtbench.shape import BatchShape
+
+K400 = dict(frames=32, crop=224, steps=[0, 94, 154, 196], max_epoch=239)
+
+
+def test_slowfast_schedule_reproduces_the_k400_reference():
+    schedule = slowfast_schedule(**K400, long_cycle=True, short_cycle=True)
+    shapes = [shape for index, shape, _ in schedule.stages if index == 0]
+    assert shapes == [[8, 8, 158], [4, 16, 158], [2, 16, 224], [1, 32, 224]]
+    assert [shape for index, shape, _ in schedule.stages if index == 1] == shapes  # repeats per lr stage
+    assert schedule.stages[-1][1] == [1, 32, 224]  # then the fine-tuning phase at the base shape
+    assert schedule.relative_lrs == [8, 4, 2, 1]
+    assert round(schedule.iteration_saving, 2) == 3.42
+    assert round(slowfast_schedule(**K400, long_cycle=True, short_cycle=False).iteration_saving, 2) == 2.19
+    assert round(slowfast_schedule(**K400, long_cycle=False, short_cycle=True).iteration_saving, 2) == 1.56
+
+
+def _prepared(base=BatchShape(8, 16, 64, 2), **params):
+    method = Multigrid(**params)
+    model = build_model("vit_tiny", "joint", 10, base.frames, base.size, tubelet=(2, 8, 8))
+    method.prepare(RunContext(tiny().resolve(), model, base, 10, torch.device("cpu"), None))
+    return method, base
+
+
+def test_long_cycle_keeps_clips_frames_pixels_about_constant():
+    base = BatchShape(8, 16, 64, 2)
+    stages = long_cycle_stages(base, (2, 8, 8))
+    assert [(s.frames, s.size, s.multiplier) for s in stages] == [(4, 48, 7), (8, 48, 4), (8, 64, 2), (16, 64, 1)]
+    method, _ = _prepared(short_cycle=False, cycles=1, final=0.2)
+    volumes = []
+    for p in (0.0, 0.25, 0.45, 0.65, 0.85):
+        shape = method.batch_shape(p, 0, base)
+        volumes.append(shape.clips * shape.frames * shape.size**2)
+    assert max(volumes) / min(volumes) < 1.15  # equal within rounding to whole tubelets and patches
+    assert method.batch_shape(0.85, 0, base) == base  # the final phase runs at the base shape
+
+
+def test_short_cycle_sizes_and_multipliers():
+    method, base = _prepared(cycles=1, final=0.2)
+    at_full = [method.batch_shape(0.5, step, base) for step in range(3)]  # stage (8 frames, 64 px)
+    assert [(s.size, s.clips) for s in at_full] == [(32, 8 * 2 * 4), (48, 8 * 2 * 2), (64, 8 * 2 * 1)]
+    at_small = [method.batch_shape(0.05, step, base) for step in range(3)]  # stage (4 frames, 48 px)
+    assert [(s.size, s.clips) for s in at_small] == [(32, 8 * 7 * 2), (48, 8 * 7), (48, 8 * 7)]
+
+
+def test_stages_follow_progress_and_cycles():
+    method, base = _prepared(cycles=3, final=0.2, short_cycle=False)
+    stages = [method.stage(p / 1000) for p in range(1000)]
+    in_order = [stages[0]] + [b for a, b in zip(stages, stages[1:], strict=False) if b != a]
+    assert in_order == method.stages * 3 + [None]  # three long cycles, then the final phase
+    lengths = [sum(1 for s in stages[:800] if s == stage) for stage in method.stages]
+    assert all(abs(n - 200) <= 2 for n in lengths)  # each shape an equal share of progress
+    assert stages[799] is not None and stages[800] is None
+
+
+def test_learning_rate_scales_with_the_long_cycle_multiplier_only():
+    method, base = _prepared(lr_scaling="linear", cycles=1, final=0.2)
+    assert {method.lr_scale(0.05, method.batch_shape(0.05, s, base)) for s in range(3)} == {7}
+    sqrt, _ = _prepared(lr_scaling="sqrt", cycles=1, final=0.2)
+    assert sqrt.lr_scale(0.05, None) == pytest.approx(math.sqrt(7))
+    none, _ = _prepared(lr_scaling="none", cycles=1, final=0.2)
+    assert none.lr_scale(0.05, None) == 1.0
+    assert method.lr_scale(0.9, None) == 1.0
+
+
+def test_fewer_frames_draw_a_stride_per_clip():
+    method, base = _prepared(cycles=1, final=0.2, short_cycle=False)
+    assert method.batch_shape(0.05, 0, base).stride == (2, 8)  # 4 of 16 frames: up to 4x the base stride
+    assert method.batch_shape(0.3, 0, base).stride == (2, 4)
+    assert method.batch_shape(0.7, 0, base).stride == 2
+
+
+def test_steps_parquet_shows_the_schedule(tmp_path):
+    config = tiny(frames=8, size=32, budget="30steps", methods=[MethodSpec("multigrid", {"cycles": 1})],
+                  model_args={"dim": 32, "depth": 1, "heads": 2, "tubelet": [2, 8, 8]})
+    steps = pd.read_parquet(execute(config, tmp_path, progress_bar=False) / "steps.parquet")
+    long_cycle = steps[steps["progress"] <= 0.8 - 1e-9]
+    assert set(long_cycle["frames"]) == {2, 4, 8} and set(steps["size"]) == {16, 24, 32}
+    final = steps[steps["progress"] > 0.8 + 1e-9]
+    assert (final["clips"] == 4).all() and (final["frames"] == 8).all() and (final["size"] == 32).all()
+    assert steps["lr"].iloc[0] == 0 and steps["multigrid_stage"].iloc[-1] == -1
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"final": 1.0}, r"final=1.0 is outside the allowed range \[0, 1\)"),
+    ({"cycles": 0}, "cycles=0 must be a whole number"),
+    ({"lr_scaling": "cubic"}, "lr_scaling='cubic' is not allowed"),
+])
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ConfigError, match=message):
+        build_method(MethodSpec("multigrid", params))
+
+
+def test_a_shape_that_rounds_to_zero_is_refused_before_training(tmp_path):
+    config = tiny(frames=4, size=16, methods=[MethodSpec("multigrid")],
+                  model_args={"dim": 32, "depth": 1, "heads": 2, "tubelet": [4, 8, 8]})
+    with pytest.raises(ConfigError, match="rounds to zero"):
+        execute(config, tmp_path, progress_bar=False)
+    assert not any(tmp_path.iterdir())
