@@ -28,7 +28,10 @@ def test_slowfast_schedule_reproduces_the_k400_reference():
     assert round(slowfast_schedule(**K400, long_cycle=False, short_cycle=True).iteration_saving, 2) == 1.56
 
 
-def _prepared(base=BatchShape(8, 16, 64, 2), **params):
+BASE = BatchShape(8, 16, 64, 2)
+
+
+def _prepared(base=BASE, **params):
     method = Multigrid(**params)
     model = build_model("vit_tiny", "joint", 10, base.frames, base.size, tubelet=(2, 8, 8))
     method.prepare(RunContext(tiny().resolve(), model, base, 10, torch.device("cpu"), None))
