@@ -43,6 +43,7 @@ class RunContext:
     num_classes: int
     device: torch.device
     train_data: Any
+    clock: BudgetClock | None = None  # read-only for methods: what training has used so far
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,7 +89,9 @@ class Run:
                                   config.stride)
         model = build_model(config.model, config.arch, self.train_data.num_classes, config.frames, config.size,
                             **config.model_args)
-        context = RunContext(config, model, self.base, self.train_data.num_classes, self.device, self.train_data)
+        self.clock = BudgetClock(self.budget, device=self.device)
+        context = RunContext(config, model, self.base, self.train_data.num_classes, self.device, self.train_data,
+                             self.clock)
         self.methods.prepare(context)
         self.model = context.model.to(self.device)
         self.settings = self.methods.eval_settings()
@@ -100,7 +103,6 @@ class Run:
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
         self.precision = "bf16" if bf16 else "fp32"
-        self.clock = BudgetClock(self.budget, device=self.device)
         self.flops = StepFlops()
         points = math.ceil(1 / config.eval_every - 1e-9)
         self.eval_points = [round(min(1.0, (k + 1) * config.eval_every), 10) for k in range(points)]
@@ -312,6 +314,7 @@ class Run:
             "clips_per_s": used.samples / used.s if used.s else None,
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
             "cpu_s": measure.cpu_seconds(), **measure.memory(self.device), "precision": self.precision,
+            **self.methods.summary(),
         }
         if trace:
             summary["traceback"] = trace

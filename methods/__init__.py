@@ -44,6 +44,6 @@ def build_methods(specs: list[MethodSpec]) -> MethodStack:
     return MethodStack([build_method(s) for s in specs])
 
 
-from . import baseline, flux, multigrid, pss, token_dropout  # noqa: E402,F401  (registers)
+from . import baseline, flux, frozen_spatial, multigrid, pss, token_dropout  # noqa: E402,F401  (registers)
 
 __all__ = ["REGISTRY", "EvalSetting", "Method", "MethodStack", "build_method", "build_methods", "register"]

@@ -64,6 +64,10 @@ class Method:
         """Extra per-step columns for steps.parquet (a stage, a ratio)."""
         return {}
 
+    def summary(self) -> dict[str, Any]:
+        """Extra figures for summary.json (a stage's cost, say)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -134,6 +138,12 @@ class MethodStack:
         for method in self.methods:
             columns.update(method.log_columns(progress))
         return columns
+
+    def summary(self) -> dict[str, Any]:
+        figures: dict[str, Any] = {}
+        for method in self.methods:
+            figures.update(method.summary())
+        return figures
 
     def state_dict(self) -> list[dict[str, Any]]:
         return [{"name": m.name, "state": m.state_dict()} for m in self.methods]

@@ -68,9 +68,21 @@ class ViViTFactorised(nn.Module):
         tokens = embed_clip(self.patch_embed, _SpatialOnly(self.pos_embed), video)
         return tokens
 
+    def spatial_parameters(self) -> list[nn.Parameter]:
+        """The tubelet embedding and the spatial encoder (what a frozen spatial stage freezes)."""
+        parts = (self.patch_embed, self.pos_embed, self.spatial_blocks, self.spatial_norm)
+        return [self.spatial_cls, *(p for part in parts for p in part.parameters())]
+
     def spatial(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spatial encoder per frame index -> outputs (B, T, 1+L, D) and validity mask (B, T, 1+L)."""
+        """Spatial encoder per frame index -> outputs (B, T, 1+L, D) and validity mask (B, T, 1+L).
+
+        When no spatial parameter trains (a frozen spatial encoder), it runs without autograd."""
         self.token_counts.append(tokens.count)
+        trainable = any(p.requires_grad for p in self.spatial_parameters()) or tokens.x.requires_grad
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
+            return self._spatial(tokens)
+
+    def _spatial(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         padded, mask = _group_by_frame(tokens)
         b, t, length, d = padded.shape
         x = torch.cat([self.spatial_cls.to(padded.dtype).expand(b * t, 1, d), padded.reshape(b * t, length, d)], 1)

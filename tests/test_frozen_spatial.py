@@ -1,0 +1,183 @@
+import json
+
+import pandas as pd
+import pytest
+import timm
+import torch
+from conftest import tiny
+
+from vtbench import methods
+from vtbench.config import MethodSpec
+from vtbench.errors import ConfigError
+from vtbench.methods import Method, build_method
+from vtbench.runner import execute
+
+MODEL = {"dim": 32, "depth": 2, "heads": 2, "tubelet": [2, 8, 8], "temporal_depth": 1}
+
+
+def _config(budget="20steps", **params):
+    spec = [MethodSpec("frozen_spatial", {"stage1": 0.5, **params}), MethodSpec("snapshot")]
+    return tiny(arch="factorised", frames=8, size=32, budget=budget, model_args=MODEL, methods=spec)
+
+
+class Snapshot(Method):
+    """Records, before every step, the spatial and temporal weights and whether spatial grads exist."""
+
+    name = "snapshot"
+    log: list = []
+
+    def prepare(self, run):
+        self.model = run.model
+        Snapshot.log = []
+
+    def lr_scale(self, progress, shape):
+        model = self.model
+        Snapshot.log.append({
+            "progress": progress,
+            "spatial": [p.detach().clone() for p in model.spatial_parameters()],
+            "temporal": [p.detach().clone() for p in model.temporal_blocks.parameters()],
+            "adapter": [p.detach().clone() for p in model.adapter.parameters()],
+            "spatial_grads": any(p.grad is not None for p in model.spatial_parameters()),
+            "spatial_trainable": any(p.requires_grad for p in model.spatial_parameters()),
+        })
+        return 1.0
+
+
+@pytest.fixture
+def snapshot(monkeypatch):
+    monkeypatch.setitem(methods.REGISTRY, "snapshot", Snapshot)
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_after_the_switch_the_spatial_encoder_is_frozen_and_the_temporal_one_carries_on(snapshot, tmp_path):
+    run_dir = execute(_config(), tmp_path, progress_bar=False)
+    log = Snapshot.log
+    switch = next(i for i, r in enumerate(log) if r["progress"] >= 0.5)
+    assert switch == 10 and not log[switch]["spatial_trainable"]
+    assert not _same(log[0]["spatial"], log[switch]["spatial"])  # stage 1 trained it
+    for record in log[switch:]:
+        assert _same(record["spatial"], log[switch]["spatial"])  # then it never changes
+        assert not record["spatial_grads"]
+    # the switch carries the temporal encoder over as stage 1 left it; stage 2 goes on training it
+    assert not _same(log[switch]["temporal"], log[-1]["temporal"])
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    assert steps["stage"].tolist() == [1] * 10 + [2] * 10
+    assert steps["frames"].tolist() == [2] * 10 + [8] * 10  # stage 1 on short clips (a quarter)
+    assert steps["trainable_params"].iloc[-1] < steps["trainable_params"].iloc[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 < summary["stage2_train_s"] < summary["train_s"]
+
+
+def test_the_spatial_encoder_runs_without_autograd_in_stage_two(snapshot, tmp_path):
+    from vtbench.models import build_model
+    from vtbench.runner import RunContext
+    from vtbench.shape import BatchShape
+
+    model = build_model("vit_tiny", "factorised", 5, 8, 32, **{**MODEL, "tubelet": (2, 8, 8)})
+    method = build_method(MethodSpec("frozen_spatial", {"stage1": 0}))
+    method.prepare(RunContext(tiny().resolve(), model, BatchShape(2, 8, 32, 2), 5, torch.device("cpu"), None))
+    tokens = model.embed(torch.randn(2, 3, 8, 32, 32))
+    frames, _ = model.spatial(tokens)
+    assert not tokens.x.requires_grad and not frames.requires_grad and frames.grad_fn is None
+    logits = model(torch.randn(2, 3, 8, 32, 32))
+    assert logits.requires_grad  # the adapter, temporal encoder and head still learn
+
+
+@pytest.mark.parametrize("adapter", ["attn_pool", "mlp"])
+def test_adapter_variants_train(adapter, snapshot, tmp_path):
+    execute(_config(adapter=adapter), tmp_path, progress_bar=False)
+    log = Snapshot.log
+    switch = next(i for i, r in enumerate(log) if r["progress"] >= 0.5)
+    assert _same(log[0]["adapter"], log[switch]["adapter"])  # idle in stage 1
+    assert not _same(log[switch]["adapter"], log[-1]["adapter"])  # trained in stage 2
+
+
+class CrashInStageTwo(Method):
+    name = "crash_stage2"
+    crashed = False
+
+    def lr_scale(self, progress, shape):
+        if progress >= 0.7 and not CrashInStageTwo.crashed:
+            CrashInStageTwo.crashed = True
+            raise RuntimeError("simulated crash")
+        return 1.0
+
+
+def test_the_stage_switch_survives_checkpoint_and_resume(monkeypatch, tmp_path):
+    monkeypatch.setitem(methods.REGISTRY, "crash_stage2", CrashInStageTwo)
+    config = tiny(arch="factorised", frames=8, size=32, budget="20steps", model_args=MODEL,
+                  methods=[MethodSpec("frozen_spatial", {"stage1": 0.5}), MethodSpec("crash_stage2")])
+    CrashInStageTwo.crashed = True
+    reference = execute(config, tmp_path / "ref", progress_bar=False)
+    CrashInStageTwo.crashed = False
+    with pytest.raises(RuntimeError):
+        execute(config, tmp_path / "run", progress_bar=False)
+    resumed = execute(config, tmp_path / "run", progress_bar=False)
+    ref, res = (pd.read_parquet(d / "steps.parquet") for d in (reference, resumed))
+    assert res["stage"].tolist() == ref["stage"].tolist()
+    assert res["loss"].tolist() == pytest.approx(ref["loss"].tolist(), rel=1e-5)
+    ref_model, res_model = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (reference, resumed))
+    assert all(torch.equal(ref_model[k], res_model[k]) for k in ref_model)
+
+
+def _timm_state(tmp_path, depth=2):
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                            depth=depth, num_heads=2, num_classes=0)
+    path = tmp_path / f"vit_depth{depth}.pth"
+    torch.save(vit.state_dict(), path)
+    return vit, path
+
+
+def test_the_spatial_encoder_can_start_from_an_image_checkpoint(tmp_path):
+    from vtbench.models import build_model
+    from vtbench.runner import RunContext
+    from vtbench.shape import BatchShape
+
+    vit, path = _timm_state(tmp_path)
+    model = build_model("vit_tiny", "factorised", 5, 8, 32, **{**MODEL, "tubelet": (2, 8, 8)})
+    method = build_method(MethodSpec("frozen_spatial", {"stage1": 0, "checkpoint": str(path)}))
+    method.prepare(RunContext(tiny().resolve(), model, BatchShape(2, 8, 32, 2), 5, torch.device("cpu"), None))
+    assert torch.equal(model.spatial_blocks[1].mlp.fc2.weight, vit.blocks[1].mlp.fc2.weight)
+    assert torch.allclose(model.pos_embed.spatial, vit.pos_embed[0, 1:])
+    # a still image repeated over a tubelet embeds as the 2D patch embedding does
+    image = torch.randn(1, 3, 32, 32)
+    ours = model.patch_embed(image.unsqueeze(2).repeat(1, 1, 2, 1, 1))[0, 0]
+    assert torch.allclose(ours, vit.patch_embed(image)[0].reshape(4, 4, 32), atol=1e-5)
+    assert method.stage == 2 and not any(p.requires_grad for p in model.spatial_parameters())
+
+
+def test_a_mismatching_checkpoint_names_the_first_mismatching_key(tmp_path):
+    _, path = _timm_state(tmp_path, depth=3)
+    config = tiny(arch="factorised", frames=8, size=32, model_args=MODEL,
+                  methods=[MethodSpec("frozen_spatial", {"stage1": 0, "checkpoint": str(path)})])
+    with pytest.raises(ConfigError, match=r"has .spatial_blocks\.2\.[a-z0-9_.]+., which the spatial encoder lacks"):
+        execute(config, tmp_path / "out", progress_bar=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_frozen_spatial_with_token_dropout(tmp_path):
+    config = tiny(arch="factorised", frames=8, size=32, budget="12steps", model_args=MODEL,
+                  methods=[MethodSpec("frozen_spatial", {"stage1": 0.5}), MethodSpec("token_dropout", {"keep": 0.5})])
+    steps = pd.read_parquet(execute(config, tmp_path, progress_bar=False) / "steps.parquet")
+    full = (steps["frames"] // 2) * 16
+    assert (steps["tokens"] == (full * 0.5).round()).all()
+    assert steps["stage"].tolist() == [1] * 6 + [2] * 6
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"stage1": 1.0}, r"stage1=1.0 is outside the allowed range \[0, 1\)"),
+    ({"stage1": -0.1}, r"stage1=-0.1 is outside"),
+    ({"adapter": "linear"}, "adapter='linear' is not allowed; choose one of attn_pool, mlp"),
+    ({"checkpoint": "vit.pth"}, "set stage1=0"),
+])
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ConfigError, match=message):
+        build_method(MethodSpec("frozen_spatial", params))
+
+
+def test_frozen_spatial_needs_the_factorised_encoder(tmp_path):
+    with pytest.raises(ConfigError, match="needs the factorised encoder: set arch=factorised"):
+        execute(tiny(methods=[MethodSpec("frozen_spatial")]), tmp_path, progress_bar=False)
