@@ -23,6 +23,32 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _estimate_parser(sub) -> None:
+    p = sub.add_parser("estimate", help="FLOPs and activation memory per method, on meta tensors (runs nothing)")
+    p.add_argument("--model", default="vit_base", help="model preset (default: vit_base)")
+    p.add_argument("--arch", default="joint", help="joint (default) or factorised")
+    p.add_argument("--frames", type=int, help="frames per clip (default: the preset's)")
+    p.add_argument("--size", type=int, help="frame size in pixels (default: the preset's)")
+    p.add_argument("--classes", type=int, default=400, help="classifier width (default: 400, Kinetics)")
+    p.add_argument("--progress", type=float, default=0.5, help="budget progress for scheduled methods (default 0.5)")
+    p.add_argument("--method", action="append", default=[], metavar="NAME[:key=value,...][+NAME...]",
+                   help="one row per flag; join methods of one list with +")
+    p.add_argument("--set", action="append", default=[], metavar="key=value", help="any run setting")
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate, table
+
+    values = {"model": args.model, "arch": args.arch, "frames": args.frames, "size": args.size}
+    config = apply(apply(RunConfig(), {k: v for k, v in values.items() if v is not None}), parse_set(args.set),
+                   where="--set")
+    if not 0 <= args.progress <= 1:
+        raise VtbenchError(f"--progress {args.progress} is outside [0, 1]")
+    settings = [[]] + [[parse_method(m) for m in flag.split("+")] for flag in args.method]
+    print(table([estimate(config, methods, args.progress, args.classes) for methods in settings]))
+    return 0
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
     config = load_run_config(args.config) if args.config else RunConfig()
     flags = {k: getattr(args, k) for k in ("dataset", "model", "budget", "seed") if getattr(args, k) is not None}
@@ -61,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vtbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    _estimate_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return {"run": cmd_run}[args.command](args)
+        return {"run": cmd_run, "estimate": cmd_estimate}[args.command](args)
     except VtbenchError as err:
         print(f"vtbench: error: {err}", file=sys.stderr)
         return 2

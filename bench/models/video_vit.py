@@ -87,7 +87,7 @@ layer_norm = partial(nn.LayerNorm, eps=1e-6)
 
 def make_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float) -> nn.ModuleList:
     """timm ViT blocks with stochastic depth rising linearly to `drop_path`."""
-    rates = torch.linspace(0, drop_path, depth).tolist()
+    rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
     return nn.ModuleList(
         Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=r, norm_layer=layer_norm) for r in rates
     )

@@ -1,0 +1,84 @@
+"""Paper-scale cost without running it: FLOPs and activation memory of one training step per method, computed
+on meta tensors (no weights are allocated, nothing is computed).
+
+FLOPs are torch.utils.flop_counter's: one multiply-add is two FLOPs. Papers that say "FLOPs" usually mean
+multiply-adds (as fvcore counts), so the table gives both: GMACs = GFLOPs / 2. The activation memory is what
+autograd saves for the backward pass of one clip, at float32 (halve it for bf16 autocast, roughly).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import MethodSpec, RunConfig
+from .shape import BatchShape
+
+
+@dataclass
+class Estimate:
+    setting: str
+    clips: int
+    frames: int
+    size: int
+    tokens: int
+    forward_gflops: float  # per clip
+    train_gflops: float  # forward + backward, per clip
+    activation_mib: float  # saved for backward, per clip
+
+    @property
+    def forward_gmacs(self) -> float:
+        return self.forward_gflops / 2
+
+
+def estimate(config: RunConfig, methods: list[MethodSpec], progress: float = 0.5, num_classes: int = 400) -> Estimate:
+    """Cost per clip of one training step of `config` with `methods`, at budget `progress`."""
+    from vtbench.methods import build_methods
+    from vtbench.models import build_model
+    from vtbench.runner import RunContext
+
+    config = config.resolve()
+    stack = build_methods(methods)
+    meta = torch.device("meta")
+    with meta:
+        model = build_model(config.model, config.arch, num_classes, config.frames, config.size, **config.model_args)
+    base = BatchShape(1, config.frames, config.size, config.stride)
+    stack.prepare(RunContext(config, model, base, num_classes, meta, None))
+    shape = stack.batch_shape(progress, 0, base)
+    video = torch.empty(shape.clips, 3, shape.frames, shape.size, shape.size, device=meta)
+    labels = torch.zeros(shape.clips, dtype=torch.long, device=meta)
+    saved = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    model.token_counts = []
+    with FlopCounterMode(display=False) as forward, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if stack.owns_loss:
+            loss = stack.training_loss(model, (video, labels), progress)
+        else:
+            loss = F.cross_entropy(model(video, select=stack.selector(progress, training=True)), labels)
+    with FlopCounterMode(display=False) as backward:
+        loss.backward()
+    clips = shape.clips
+    forward_flops = forward.get_total_flops()
+    return Estimate(
+        setting=" + ".join(str(m) for m in methods) or "baseline", clips=clips, frames=shape.frames,
+        size=shape.size, tokens=model.token_counts[0], forward_gflops=forward_flops / clips / 1e9,
+        train_gflops=(forward_flops + backward.get_total_flops()) / clips / 1e9, activation_mib=saved / clips / 2**20,
+    )
+
+
+def table(rows: list[Estimate]) -> str:
+    from tabulate import tabulate
+
+    baseline = rows[0].train_gflops
+    data = [[r.setting, f"{r.clips}x{r.frames}x{r.size}^2", r.tokens, f"{r.forward_gmacs:.1f}",
+             f"{r.forward_gflops:.1f}", f"{r.train_gflops:.1f}", f"{baseline / r.train_gflops:.2f}",
+             f"{r.activation_mib:.0f}"] for r in rows]
+    headers = ["setting", "batch shape", "tokens/clip", "fwd GMACs/clip", "fwd GFLOPs/clip", "train GFLOPs/clip",
+               "cost ratio", "activations MiB/clip"]
+    return tabulate(data, headers=headers, tablefmt="github")

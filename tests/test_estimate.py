@@ -1,0 +1,49 @@
+import pytest
+
+from vtbench.cli import main
+from vtbench.config import MethodSpec, RunConfig
+from vtbench.estimate import estimate
+
+
+def _hand_count(n: int, d: int, depth: int, patch_inputs: int, classes: int) -> int:
+    """Forward FLOPs of the joint ViT by hand: 2 per multiply-add, norms and activations not counted."""
+    embed = 2 * n * d * patch_inputs
+    attention = 2 * n * d * 3 * d + 2 * (2 * n * n * d) + 2 * n * d * d  # qkv, scores and values, projection
+    mlp = 2 * (2 * n * d * 4 * d)
+    return embed + depth * (attention + mlp) + 2 * d * classes
+
+
+def test_tiny_estimate_matches_a_count_by_hand():
+    config = RunConfig(frames=4, size=16, model_args={"dim": 32, "depth": 2, "heads": 2, "tubelet": [2, 4, 4]})
+    row = estimate(config, [], num_classes=10)
+    expected = _hand_count(n=32, d=32, depth=2, patch_inputs=3 * 2 * 4 * 4, classes=10)
+    assert row.tokens == 32
+    assert row.forward_gflops * 1e9 == pytest.approx(expected, rel=1e-9)
+    assert row.forward_gmacs == pytest.approx(row.forward_gflops / 2)
+    assert row.train_gflops == pytest.approx(3 * row.forward_gflops, rel=0.05)  # backward costs about twice
+    assert row.activation_mib > 0
+
+
+def test_token_dropout_halves_the_token_count_and_about_halves_the_cost():
+    config = RunConfig(frames=4, size=16, model_args={"dim": 32, "depth": 2, "heads": 2, "tubelet": [2, 4, 4]})
+    full = estimate(config, [], num_classes=10)
+    half = estimate(config, [MethodSpec("token_dropout", {"keep": 0.5})], num_classes=10)
+    expected = _hand_count(n=16, d=32, depth=2, patch_inputs=96, classes=10)
+    embed_difference = 2 * 16 * 32 * 96  # the patch embedding still runs on every tubelet
+    assert half.tokens == 16
+    assert half.forward_gflops * 1e9 == pytest.approx(expected + embed_difference, rel=1e-9)
+    assert half.activation_mib < full.activation_mib
+
+
+def test_vit_base_reproduces_the_videomae_anchor():
+    row = estimate(RunConfig(model="vit_base", frames=16, size=224), [])
+    assert row.tokens == 1568
+    assert row.forward_gmacs == pytest.approx(180, rel=0.05)
+
+
+def test_estimate_command_prints_a_row_per_setting(capsys):
+    assert main(["estimate", "--model", "vit_tiny", "--method", "token_dropout:keep=0.5",
+                 "--method", "multigrid+token_dropout:keep=0.25"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 + 3 and "baseline" in out[2] and "token_dropout:keep=0.5" in out[3]
+    assert "multigrid + token_dropout:keep=0.25" in out[4]
