@@ -69,18 +69,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as err:  # the run recorded it (status failed) and stays resumable
         print(f"vtbench: run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    _print_outcome(run_dir)
+    status = _print_outcome(run_dir)
     print(run_dir)
-    return 0
+    return 0 if status == "completed" else 1
 
 
-def _print_outcome(run_dir: Path) -> None:
+def _print_outcome(run_dir: Path) -> str:
+    """One line on stderr about how the run ended; returns its status."""
     from .results import SUMMARY, read_json
 
     s = read_json(run_dir / SUMMARY)
     top1 = "n/a" if s.get("top1") is None else f"{s['top1']:.1f}%"
     print(f"{s['status']}: top-1 {top1} after {s['steps']} steps, {s['train_s']:.1f}s on the clock "
           f"(+{s['eval_s']:.1f}s evaluation), {s['samples']} clips", file=sys.stderr)
+    if s.get("error"):
+        print(f"{s['status']}: {s['error']}", file=sys.stderr)
+    return s["status"]
 
 
 def main(argv: list[str] | None = None) -> int:

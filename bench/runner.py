@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 from tqdm import tqdm
 
-from . import measure, results
+from . import measure, mfu, results
 from .budget import Budget, BudgetClock, Used, lr_factor
 from .config import RunConfig, save_yaml
 from .errors import ConfigError
@@ -111,6 +111,7 @@ class Run:
         self.eval_rows: list[dict[str, Any]] = []
         self.unflushed = 0
         self.last_checkpoint = time.monotonic()
+        self.last_shape: BatchShape | None = None
 
     # ---- the loop -------------------------------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class Run:
             status, error = "diverged", str(err)
         except torch.OutOfMemoryError as err:
             status, error = "oom", str(err).splitlines()[0]
+            self.optimizer.zero_grad(set_to_none=True)  # free what the failed step held before measuring
         except Exception as err:
             status, error = "failed", "".join(traceback.format_exception_only(err)).strip()
             self._finish(status, error, traceback.format_exc())
@@ -162,6 +164,7 @@ class Run:
     def _step(self, progress: float) -> None:
         config, used = self.config, self.clock.used
         shape = self.methods.batch_shape(progress, used.steps, self.base)
+        self.last_shape = shape
         lr = config.lr * lr_factor(progress, config.warmup, config.lr_decay) * self.methods.lr_scale(progress, shape)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -316,6 +319,12 @@ class Run:
             "cpu_s": measure.cpu_seconds(), **measure.memory(self.device), "precision": self.precision,
             **self.methods.summary(),
         }
+        peak, source = mfu.device_peak(self.device, self.precision)
+        achieved = used.flops / used.s if used.s else None
+        summary.update(achieved_flops_per_s=achieved, peak_flops_per_s=peak, peak_source=source,
+                       mfu=achieved / peak if achieved and peak else None)
+        if status == "oom" and self.last_shape is not None:
+            summary["oom_shape"] = dict(self.last_shape._asdict())
         if trace:
             summary["traceback"] = trace
         results.write_json(self.dir / results.SUMMARY, summary)

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+import torch
+from conftest import tiny
+
+from vtbench import methods, mfu
+from vtbench.config import MethodSpec
+from vtbench.methods import Method
+from vtbench.runner import execute
+
+
+class RunOutOfMemory(Method):
+    name = "oom_at_3"
+
+    def batch_shape(self, progress, step, base):
+        self.step = step
+        return base._replace(clips=base.clips + step)
+
+    def training_loss(self, model, batch, progress):
+        video, labels = batch
+        if self.step == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return torch.nn.functional.cross_entropy(model(video), labels)
+
+
+def test_out_of_memory_is_an_outcome_not_a_crash(monkeypatch, tmp_path):
+    monkeypatch.setitem(methods.REGISTRY, "oom_at_3", RunOutOfMemory)
+    config = tiny(methods=[MethodSpec("oom_at_3")])
+    run_dir = execute(config, tmp_path, progress_bar=False)  # returns: a grid would go on
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "oom" and "Tried to allocate 20.00 GiB" in summary["error"]
+    assert summary["steps"] == 3 and summary["mem_rss"] > 0
+    assert summary["oom_shape"]["clips"] == 4 + 3 and summary["oom_shape"]["frames"] == 4
+    assert execute(config, tmp_path, progress_bar=False) == run_dir  # an outcome: not run again
+
+
+def test_a_cpu_run_reports_what_it_measured_and_what_it_could_not(tmp_path):
+    run_dir = execute(tiny(), tmp_path, progress_bar=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["mem_rss"] > 2**20 and summary["cpu_s"] > 0 and summary["total_flops"] > 0
+    assert summary["peak_source"].startswith("measured") and 0 < summary["mfu"] < 1
+    assert summary["mem_allocated"] is None and summary["mem_device"] is None  # empty, not zero
+    env = json.loads((run_dir / "env.json").read_text())
+    assert "no GPU" in env["not_measured"]["mem_device"]
+
+
+def test_gpu_peaks_by_name_and_precision():
+    assert mfu.gpu_peak("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
+    assert mfu.gpu_peak("NVIDIA H100 PCIe", "fp32") == pytest.approx(51.2e12)
+    assert mfu.gpu_peak("NVIDIA A100-SXM4-40GB", "bf16") == pytest.approx(312e12)
+    assert mfu.gpu_peak("Some Future GPU", "bf16") is None
+
+
+def test_the_cpu_peak_is_measured_once_and_cached(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(mfu, "CACHE", tmp_path / "cpu_peak.json")
+    monkeypatch.setattr(mfu, "measure_cpu_peak", lambda: calls.append(1) or 1.5e11)
+    assert mfu.cpu_peak() == 1.5e11 and mfu.cpu_peak() == 1.5e11
+    assert calls == [1] and json.loads((tmp_path / "cpu_peak.json").read_text())
