@@ -60,6 +60,7 @@ class RunConfig:
     checkpoint_every: float = 300.0  # wall seconds between checkpoints (one is also written at each evaluation)
     # where it runs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    monitor_interval: float = 0.1  # seconds between NVML samples on a GPU
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
 
     def resolve(self) -> "RunConfig":
@@ -87,6 +88,8 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.monitor_interval <= 0:
+            raise ConfigError(f"monitor_interval must be > 0 seconds, got {self.monitor_interval}")
         if not 0 < self.eval_every <= 1:
             raise ConfigError(f"eval_every must be a fraction of progress in (0, 1], got {self.eval_every}")
         for name, allowed in (("arch", ("joint", "factorised")), ("lr_decay", ("linear", "cosine")),

@@ -92,11 +92,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         env["driver"] = _nvidia_driver()
     else:
         env["device_name"] = env["cpu"]
-        env["not_measured"] = {
-            "mem_device": "no GPU: device memory is measured on CUDA devices through NVML",
-            "mem_allocated": "no GPU: allocator peaks are measured on CUDA devices",
-            "energy": "no GPU: energy is read from NVML on CUDA devices",
-        }
     return env
 
 

@@ -112,10 +112,12 @@ class Run:
         self.unflushed = 0
         self.last_checkpoint = time.monotonic()
         self.last_shape: BatchShape | None = None
+        self.measure: measure.Measurements | None = None
 
     # ---- the loop -------------------------------------------------------------------------------------
 
     def train(self) -> None:
+        self.measure = measure.Measurements(self.device, self.config.monitor_interval)
         self._write_start()
         status, error = "completed", None
         bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not self.show_progress, leave=False)
@@ -144,10 +146,12 @@ class Run:
         except Exception as err:
             status, error = "failed", "".join(traceback.format_exception_only(err)).strip()
             self._finish(status, error, traceback.format_exc())
+            self.measure.close()
             raise
         finally:
             bar.close()
         self._finish(status, error)
+        self.measure.close()
 
     def _progress_before_step(self) -> float:
         """Progress now; on CUDA synchronised only where it matters: near the end of a time budget."""
@@ -195,6 +199,7 @@ class Run:
             "frames": video.shape[2], "size": video.shape[3], "tokens": tokens[0] if tokens else full,
             "keep": (tokens[0] if tokens else full) / full, "step_s": step_s, "clips_per_s": len(labels) / step_s,
             "trainable_params": sum(p.numel() for p in self._parameters if p.requires_grad),
+            **self.measure.step_columns(),
         }
         row.update(self.methods.log_columns(progress))
         self.step_rows.append(row)
@@ -234,11 +239,12 @@ class Run:
         while self.next_eval < len(self.eval_points) and progress + 1e-9 >= self.eval_points[self.next_eval]:
             with self.clock.off_clock("eval"):
                 self._flush()
-                self._evaluate(self.eval_points[self.next_eval])
+                window = self.measure.window()  # the training window that ends here
+                self._evaluate(self.eval_points[self.next_eval], window)
             self.next_eval += 1
             self._checkpoint()
 
-    def _evaluate(self, point: float) -> None:
+    def _evaluate(self, point: float, window: dict[str, Any]) -> None:
         used = self.clock.read()
         progress = self._progress()
         default = [("default", self.methods.selector(progress, training=False), None, None)]
@@ -250,7 +256,9 @@ class Run:
             self.eval_rows.append({
                 "point": point, "progress": progress, "step": used.steps, "used_s": used.s,
                 "used_flops": used.flops, "used_samples": used.samples, "setting": name, **scores,
-                "eval_s": time.perf_counter() - began,
+                "eval_s": time.perf_counter() - began, "window_energy_j": window["energy_j"],
+                "window_power_w": window["power_w"], "window_mem_device": window["mem_device"],
+                "window_mem_allocated": window.get("mem_allocated"),
             })
 
     def _checkpoint(self) -> None:
@@ -285,6 +293,7 @@ class Run:
         results.write_text(self.dir / results.CONFIG, save_yaml(self.config.to_dict()))
         env = results.environment(self.device)
         env["precision"] = self.precision
+        env["not_measured"] = self.measure.not_measured
         results.write_json(self.dir / results.ENV, env)
         checkpoint = self.dir / results.CHECKPOINT
         if checkpoint.exists():
@@ -316,7 +325,7 @@ class Run:
             "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
             "clips_per_s": used.samples / used.s if used.s else None,
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
-            "cpu_s": measure.cpu_seconds(), **measure.memory(self.device), "precision": self.precision,
+            **self.measure.summary(), "precision": self.precision,
             **self.methods.summary(),
         }
         peak, source = mfu.device_peak(self.device, self.precision)
