@@ -89,7 +89,13 @@ class BudgetClock:
         self.used.flops += flops
 
     def progress(self, sync: bool = False) -> float:
-        used = self.read(sync)
+        """Progress now (brings the time up to date first)."""
+        self.read(sync)
+        return self.fraction()
+
+    def fraction(self) -> float:
+        """Progress as of the last read: used / budget in the budget's unit, at most 1."""
+        used = self.used
         spent = {"s": used.s, "flops": used.flops, "steps": used.steps, "samples": used.samples}
         return min(1.0, spent[self.budget.unit] / self.budget.amount)
 

@@ -118,11 +118,17 @@ class Run:
 
     def train(self) -> None:
         self.measure = measure.Measurements(self.device, self.config.monitor_interval)
+        try:
+            self._train()
+        finally:
+            self.measure.close()
+
+    def _train(self) -> None:
         self._write_start()
         status, error = "completed", None
         bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not self.show_progress, leave=False)
         try:
-            bar.update(int(self._progress() * 1000))
+            bar.update(int(self.clock.fraction() * 1000))
             self.clock.start()
             while True:
                 progress = self._progress_before_step()
@@ -130,7 +136,7 @@ class Run:
                     break
                 self._evaluate_due(progress)
                 self._step(progress)
-                bar.update(int(self._progress() * 1000) - bar.n)
+                bar.update(int(self.clock.fraction() * 1000) - bar.n)
                 if self.unflushed >= FLUSH_EVERY:
                     self._flush()
                 if time.monotonic() - self.last_checkpoint > self.config.checkpoint_every:
@@ -146,12 +152,10 @@ class Run:
         except Exception as err:
             status, error = "failed", "".join(traceback.format_exception_only(err)).strip()
             self._finish(status, error, traceback.format_exc())
-            self.measure.close()
             raise
         finally:
             bar.close()
         self._finish(status, error)
-        self.measure.close()
 
     def _progress_before_step(self) -> float:
         """Progress now; on CUDA synchronised only where it matters: near the end of a time budget."""
@@ -159,11 +163,6 @@ class Run:
         if self.budget.unit == "s" and progress > 0.98:
             progress = self.clock.progress(sync=True)
         return progress
-
-    def _progress(self) -> float:
-        used = self.clock.used
-        spent = {"s": used.s, "flops": used.flops, "steps": used.steps, "samples": used.samples}
-        return min(1.0, spent[self.budget.unit] / self.budget.amount)
 
     def _step(self, progress: float) -> None:
         config, used = self.config, self.clock.used
@@ -194,7 +193,7 @@ class Run:
         step_s = used.s - began
         full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2
         row = {
-            "step": used.steps, "progress": self._progress(), "used_s": used.s, "used_flops": used.flops,
+            "step": used.steps, "progress": self.clock.fraction(), "used_s": used.s, "used_flops": used.flops,
             "used_samples": used.samples, "loss": loss.detach(), "lr": lr, "clips": len(labels),
             "frames": video.shape[2], "size": video.shape[3], "tokens": tokens[0] if tokens else full,
             "keep": (tokens[0] if tokens else full) / full, "step_s": step_s, "clips_per_s": len(labels) / step_s,
@@ -246,7 +245,7 @@ class Run:
 
     def _evaluate(self, point: float, window: dict[str, Any]) -> None:
         used = self.clock.read()
-        progress = self._progress()
+        progress = self.clock.fraction()
         default = [("default", self.methods.selector(progress, training=False), None, None)]
         extra = [(s.name, s.select, s.frames, s.size) for s in self.settings]
         for name, select, frames, size in default + extra:
