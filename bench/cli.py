@@ -49,6 +49,21 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_parser(sub) -> None:
+    p = sub.add_parser("grid", help="run a whole ablation grid; run it again to resume after any crash")
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--workers", type=int, default=1, help="worker processes for --executor local (default 1)")
+    p.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline")
+    p.add_argument("--out", default="results", help="results folder; the study goes to OUT/<study>/")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .grid_cli import run_grid
+
+    return run_grid(args)
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
     config = load_run_config(args.config) if args.config else RunConfig()
     flags = {k: getattr(args, k) for k in ("dataset", "model", "budget", "seed") if getattr(args, k) is not None}
@@ -92,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _estimate_parser(sub)
+    _grid_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return {"run": cmd_run, "estimate": cmd_estimate}[args.command](args)
+        return {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid}[args.command](args)
     except VtbenchError as err:
         print(f"vtbench: error: {err}", file=sys.stderr)
         return 2

@@ -112,6 +112,7 @@ class Run:
         self.unflushed = 0
         self.last_checkpoint = time.monotonic()
         self.last_shape: BatchShape | None = None
+        self.resumed_at: list[int] = []  # the step each resume started from
         self.measure: measure.Measurements | None = None
 
     # ---- the loop -------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class Run:
                 "methods": self.methods.state_dict(), "used": vars(self.clock.used).copy(),
                 "off_clock_s": dict(self.clock.off_clock_s), "flops": self.flops.state_dict(),
                 "next_eval": self.next_eval, "step_rows": self.step_rows, "eval_rows": self.eval_rows,
-                "rng": _rng_state(), "run_id": self.dir.name,
+                "rng": _rng_state(), "run_id": self.dir.name, "resumed_at": self.resumed_at,
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
             self._write_tables()
@@ -284,6 +285,7 @@ class Run:
         self.flops.load_state_dict(state["flops"])
         self.next_eval, self.step_rows, self.eval_rows = state["next_eval"], state["step_rows"], state["eval_rows"]
         _set_rng_state(state["rng"])
+        self.resumed_at = [*state.get("resumed_at", []), self.clock.used.steps]
 
     # ---- files ------------------------------------------------------------------------------------------
 
@@ -324,6 +326,7 @@ class Run:
             "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
             "clips_per_s": used.samples / used.s if used.s else None,
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
+            "resumed_at": self.resumed_at,
             **self.measure.summary(), "precision": self.precision,
             **self.methods.summary(),
         }

@@ -1,0 +1,130 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vtbench import methods
+from vtbench.errors import ConfigError
+from vtbench.grid import load_grid, prepare_study, run_worker
+from vtbench.methods import Method
+
+BASE = ("base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_every: 0.1,\n"
+        "       model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")
+
+
+def _write(tmp_path, body, name="grid.yaml"):
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def test_expansion_is_the_cartesian_product(tmp_path):
+    path = _write(tmp_path, "study: demo\n" + BASE + "methods:\n  - []\n  - [pss]\n  - [{multigrid: {}}, "
+                  "{token_dropout: {keep: 0.5}}]\nbudgets: [10steps, 20steps]\nseeds: [0, 1]\n")
+    grid = load_grid(path)
+    assert len(grid.cells) == 3 * 2 * 2 and grid.study == "demo"
+    assert len({c.run_id() for c in grid.cells}) == 12
+    assert [str(m) for m in grid.cells[-1].methods] == ["multigrid", "token_dropout:keep=0.5"]
+    assert grid.cells[0].methods == [] and grid.cells[0].frames == 4
+
+
+@pytest.mark.parametrize("body, message", [
+    ("- a\n- b\n", "a grid is a mapping"),
+    ("study: s\nbudget: [10steps]\n", "unknown key 'budget'; allowed: study, base, methods, budgets, seeds"),
+    ("study: s\nmethods: [[turbo]]\n", "unknown method 'turbo'"),
+    ("study: s\nmethods: [[{pss: {speed: 2}}]]\n", "method 'pss' has no parameter speed"),
+    ("study: s\nbudgets: []\n", "budgets must be a non-empty list"),
+    ("study: s\nbudgets: [ten minutes]\n", "budget 'ten minutes' is not understood"),
+    ("study: s\nbase: {lrr: 1}\n", "base: unknown key 'lrr'"),
+])
+def test_bad_grids_are_refused_before_any_cell_runs(body, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        load_grid(_write(tmp_path, body))
+
+
+def test_a_folder_of_another_study_or_format_is_refused(tmp_path):
+    grid = load_grid(_write(tmp_path, "study: one\n" + BASE))
+    folder = prepare_study(tmp_path / "out", grid)
+    (tmp_path / "out" / "two").mkdir()
+    (tmp_path / "out" / "two" / "study.json").write_text(json.dumps({"study": "one", "format": 1}))
+    other = load_grid(_write(tmp_path, "study: two\n" + BASE, "two.yaml"))
+    with pytest.raises(ConfigError, match="holds study 'one', not 'two'"):
+        prepare_study(tmp_path / "out", other)
+    (folder / "study.json").write_text(json.dumps({"study": "one", "format": 0, "vtbench": "0.0.1"}))
+    with pytest.raises(ConfigError, match="format 0"):
+        prepare_study(tmp_path / "out", grid)
+
+
+class AlwaysFails(Method):
+    name = "always_fails"
+
+    def lr_scale(self, progress, shape):
+        raise RuntimeError("broken cell")
+
+
+def test_a_failed_cell_is_retried_once_and_does_not_stop_the_grid(monkeypatch, tmp_path):
+    monkeypatch.setitem(methods.REGISTRY, "always_fails", AlwaysFails)
+    grid = load_grid(_write(tmp_path, "study: s\n" + BASE + "methods: [[always_fails], []]\nbudgets: [6steps]\n"))
+    folder = prepare_study(tmp_path / "out", grid)
+    assert run_worker(grid, folder, progress_bar=False) == 2  # the failure did not stop the good cell
+    statuses = {c.run_id(): json.loads((folder / c.run_id() / "summary.json").read_text())["status"]
+                for c in grid.cells}
+    assert sorted(statuses.values()) == ["completed", "failed"]
+    assert run_worker(grid, folder, progress_bar=False) == 1  # the retry
+    assert run_worker(grid, folder, progress_bar=False) == 0  # retries used up
+    failed = next(c for c in grid.cells if c.methods)
+    assert json.loads((folder / failed.run_id() / "attempts.json").read_text()) == {"failed": 2}
+
+
+def _grid_command(path, out, *extra):
+    return [sys.executable, "-m", "vtbench.cli", "grid", str(path), "--out", str(out), "--no-progress", *extra]
+
+
+def _log(folder: Path) -> list[str]:
+    return [line.split()[0] for line in (folder / "workers.log").read_text().splitlines()]
+
+
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
+    path = _write(tmp_path, "study: s\n" + BASE + "methods: [[], [pss]]\nbudgets: [80steps]\n")
+    out = tmp_path / "out"
+    worker = subprocess.Popen(_grid_command(path, out, "--executor", "local", "--workers", "1"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    folder = out / "s"
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        for run_dir in folder.glob("*/") if folder.exists() else []:
+            if (run_dir / "checkpoint.pt").exists() and not (run_dir / "summary.json").exists():
+                victim = run_dir
+        time.sleep(0.005)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert victim is not None and not (victim / "summary.json").exists()
+    again = subprocess.run(_grid_command(path, out), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    grid = load_grid(path)
+    run_ids = sorted(c.run_id() for c in grid.cells)
+    assert sorted(_log(folder)) == run_ids  # every cell finished exactly once
+    for run_id in run_ids:
+        summary = json.loads((folder / run_id / "summary.json").read_text())
+        steps = pd.read_parquet(folder / run_id / "steps.parquet")
+        assert summary["status"] == "completed" and steps["step"].tolist() == list(range(1, 81))
+        if run_id == victim.name:
+            assert len(summary["resumed_at"]) == 1 and 0 < summary["resumed_at"][0] < 80  # continued, not restarted
+        else:
+            assert summary["resumed_at"] == []
+
+
+def test_two_local_workers_never_run_the_same_cell(tmp_path):
+    path = _write(tmp_path, "study: s\n" + BASE + "methods: [[], [pss]]\nbudgets: [10steps, 20steps]\n")
+    result = subprocess.run(_grid_command(path, tmp_path / "out", "--executor", "local", "--workers", "2"),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    ran = _log(tmp_path / "out" / "s")
+    assert sorted(ran) == sorted(c.run_id() for c in load_grid(path).cells)
