@@ -64,6 +64,26 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return run_grid(args)
 
 
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="Markdown report, figures and tables of a study")
+    p.add_argument("study_dir", metavar="STUDY_DIR")
+    p.add_argument("--out", help="default: reports/<study>/")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    study = Path(args.study_dir)
+    if not study.is_dir():
+        raise VtbenchError(f"study folder {study} does not exist")
+    try:
+        path = write_report(study, Path(args.out or Path("reports") / study.name))
+    except FileNotFoundError as err:
+        raise VtbenchError(str(err)) from None
+    print(path)
+    return 0
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
     config = load_run_config(args.config) if args.config else RunConfig()
     flags = {k: getattr(args, k) for k in ("dataset", "model", "budget", "seed") if getattr(args, k) is not None}
@@ -108,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     _run_parser(sub)
     _estimate_parser(sub)
     _grid_parser(sub)
+    _report_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid}[args.command](args)
+        commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "report": cmd_report}
+        return commands[args.command](args)
     except VtbenchError as err:
         print(f"vtbench: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,45 @@
+"""The numbers a report shows, as plain functions of pandas tables: Pareto frontiers, time to reach the
+baseline's accuracy with bootstrap confidence intervals."""
+
+import numpy as np
+import pandas as pd
+
+
+def pareto_front(table: pd.DataFrame, cost: str, accuracy: str = "top1") -> pd.Series:
+    """Boolean mask of the rows no other row beats: no cheaper-or-equal row with higher-or-equal accuracy
+    that is strictly better in one of the two."""
+    costs, accs = table[cost].to_numpy(float), table[accuracy].to_numpy(float)
+    front = []
+    for c, a in zip(costs, accs, strict=True):
+        dominated = np.any((costs <= c) & (accs >= a) & ((costs < c) | (accs > a)))
+        front.append(not dominated)
+    return pd.Series(front, index=table.index)
+
+
+def time_to_reach(curve: pd.DataFrame, target: float, cost: str = "used_s", accuracy: str = "top1") -> float:
+    """The cost at which a run's accuracy curve first reaches `target`, linearly interpolated between its
+    evaluations; NaN if it never does."""
+    curve = curve.sort_values(cost)
+    previous_cost, previous_acc = 0.0, None
+    for c, a in zip(curve[cost], curve[accuracy], strict=True):
+        if a >= target:
+            if previous_acc is None or a == previous_acc:
+                return float(c)
+            return float(previous_cost + (target - previous_acc) / (a - previous_acc) * (c - previous_cost))
+        previous_cost, previous_acc = c, a
+    return float("nan")
+
+
+def speedup(baseline_times: list[float], method_times: list[float], baseline_final: float | None = None,
+            resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Speed-up (baseline time / method time to reach the baseline's final accuracy) and a 95% bootstrap
+    interval over seeds: (estimate, low, high). NaN where the method never reaches it."""
+    base, method = np.asarray(baseline_times, float), np.asarray(method_times, float)
+    if np.isnan(method).any() or len(method) == 0:
+        return float("nan"), float("nan"), float("nan")
+    estimate = base.mean() / method.mean()
+    rng = np.random.default_rng(seed)
+    b = rng.choice(base, (resamples, len(base))).mean(axis=1)
+    m = rng.choice(method, (resamples, len(method))).mean(axis=1)
+    low, high = np.percentile(b / m, [2.5, 97.5])
+    return float(estimate), float(low), float(high)

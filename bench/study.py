@@ -1,0 +1,58 @@
+"""A study's runs as one pandas table: one row per run and evaluation (DESIGN.md, "What a run writes").
+
+Reports, grids and tuning all read this table. Runs are the folders of a study that hold a summary.json;
+columns come from config.yaml (method, parameters, budget, seed), summary.json (status, totals, memory)
+and evals.parquet (progress, budget used, setting, top-1, top-5, loss).
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from . import results
+
+
+def method_label(methods: list) -> str:
+    """`baseline`, or the method list as written on the command line: `multigrid + token_dropout:keep=0.5`."""
+    parts = []
+    for entry in methods:
+        (name, params), = entry.items()
+        args = ",".join(f"{k}={v}" for k, v in (params or {}).items())
+        parts.append(f"{name}:{args}" if args else name)
+    return " + ".join(parts) or "baseline"
+
+
+SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clips_per_s", "mem_allocated",
+                   "mem_reserved", "mem_device", "mem_rss", "energy_j", "trainable_params", "top1")
+
+
+def runs_table(study_dir: str | Path) -> pd.DataFrame:
+    """One row per run: its configuration and summary."""
+    rows = []
+    for run_dir in sorted(Path(study_dir).iterdir()):
+        summary_path = run_dir / results.SUMMARY
+        if not run_dir.is_dir() or not summary_path.exists():
+            continue
+        config = yaml.safe_load((run_dir / results.CONFIG).read_text())
+        summary = results.read_json(summary_path)
+        row = {"run_id": run_dir.name, "method": method_label(config["methods"]), "budget": config["budget"],
+               "seed": config["seed"], "model": config["model"], "dataset": config["dataset"]}
+        row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
+        row["final_top1"] = row.pop("top1")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def study_table(study_dir: str | Path) -> pd.DataFrame:
+    """One row per run and evaluation setting and point."""
+    runs = runs_table(study_dir)
+    frames = []
+    for run in runs.itertuples(index=False):
+        evals_path = Path(study_dir) / run.run_id / results.EVALS
+        if evals_path.exists():
+            evals = pd.read_parquet(evals_path)
+            for key, value in run._asdict().items():
+                evals[key] = value
+            frames.append(evals)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,59 @@
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from vtbench.analysis import pareto_front, speedup, time_to_reach
+
+
+def test_pareto_front_on_a_hand_made_table():
+    table = pd.DataFrame({"cost": [1, 2, 3, 2, 4, 1], "top1": [50, 60, 55, 70, 80, 40]})
+    assert pareto_front(table, "cost").tolist() == [True, False, False, True, True, False]
+
+
+def test_equal_points_are_both_on_the_front():
+    table = pd.DataFrame({"cost": [1, 1], "top1": [50, 50]})
+    assert pareto_front(table, "cost").tolist() == [True, True]
+
+
+def test_time_to_reach_interpolates_between_evaluations():
+    curve = pd.DataFrame({"used_s": [10, 20, 30], "top1": [20, 40, 60]})
+    assert time_to_reach(curve, 50) == pytest.approx(25)
+    assert time_to_reach(curve, 10) == pytest.approx(10)  # reached by the first evaluation: no earlier evidence
+    assert math.isnan(time_to_reach(curve, 70))
+
+
+def test_speedup_and_its_bootstrap_interval():
+    estimate, low, high = speedup([100, 110, 90], [50, 55, 45])
+    assert estimate == pytest.approx(2.0)
+    assert low <= 2.0 <= high and high - low < 1
+    assert all(math.isnan(v) for v in speedup([100], [float("nan")]))
+    assert speedup([100, 100], [50, 50]) == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_the_report_renders_from_a_small_real_grid(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "study: tiny\n"
+        "base: {frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_every: 0.5,\n"
+        "       model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n"
+        "methods: [[], [{token_dropout: {keep: 0.5}}], [pss]]\nbudgets: [8steps, 16steps]\nseeds: [0, 1]\n")
+    out = tmp_path / "results"
+    run = subprocess.run([sys.executable, "-m", "vtbench.cli", "grid", str(grid), "--out", str(out), "--no-progress"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    report = tmp_path / "report"
+    made = subprocess.run([sys.executable, "-m", "vtbench.cli", "report", str(out / "tiny"), "--out", str(report)],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    text = (report / "report.md").read_text()
+    assert "12 runs" in text and "baseline" in text
+    assert text.count("the frontier") == 2  # a verdict for each method but the baseline
+    for name in ("pareto_device_hours", "pareto_total_gflops", "pareto_peak_memory_gib", "curves", "settings"):
+        assert (report / "figures" / f"{name}.pdf").stat().st_size > 0
+        assert (report / "figures" / f"{name}.png").stat().st_size > 0
+    tex = (report / "tables" / "summary.tex").read_text()
+    assert "\\toprule" in tex and "token\\_dropout" in tex
+    assert (report / "tables" / "summary.md").read_text().count("\n") == 2 + 6
