@@ -5,13 +5,16 @@ import numpy as np
 import pandas as pd
 
 
-def pareto_front(table: pd.DataFrame, cost: str, accuracy: str = "top1") -> pd.Series:
-    """Boolean mask of the rows no other row beats: no cheaper-or-equal row with higher-or-equal accuracy
-    that is strictly better in one of the two."""
+def pareto_front(table: pd.DataFrame, cost: str, accuracy: str = "top1", tolerance: float = 0.02) -> pd.Series:
+    """Boolean mask of the rows no other row beats: no row as cheap (costs within `tolerance` of each other
+    count as equal: runs of one time budget end a fraction of a step apart) with accuracy as high, and
+    strictly better in one of the two."""
     costs, accs = table[cost].to_numpy(float), table[accuracy].to_numpy(float)
     front = []
     for c, a in zip(costs, accs, strict=True):
-        dominated = np.any((costs <= c) & (accs >= a) & ((costs < c) | (accs > a)))
+        as_cheap = costs <= c * (1 + tolerance)
+        cheaper = costs < c * (1 - tolerance)
+        dominated = np.any(as_cheap & (accs >= a) & (cheaper | (accs > a)))
         front.append(not dominated)
     return pd.Series(front, index=table.index)
 

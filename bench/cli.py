@@ -84,6 +84,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the demo grid on the synthetic data (about ten minutes on a CPU), then its report")
+    p.add_argument("--out", default="results")
+    p.add_argument("--report", default="reports/demo")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .grid_cli import run_grid
+    from .report import write_report
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    if not config.exists():
+        raise VtbenchError(f"{config} is missing: the demo needs a source checkout (pip install -e .)")
+    grid_args = argparse.Namespace(config=str(config), workers=args.workers, out=args.out,
+                                   executor="local" if args.workers > 1 else "inline", no_progress=args.no_progress)
+    status = run_grid(grid_args)
+    print(write_report(Path(args.out) / "demo", Path(args.report)))
+    return status
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
     config = load_run_config(args.config) if args.config else RunConfig()
     flags = {k: getattr(args, k) for k in ("dataset", "model", "budget", "seed") if getattr(args, k) is not None}
@@ -129,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     _estimate_parser(sub)
     _grid_parser(sub)
     _report_parser(sub)
+    _demo_parser(sub)
     args = parser.parse_args(argv)
     try:
-        commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "report": cmd_report}
+        commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "report": cmd_report, "demo": cmd_demo}
         return commands[args.command](args)
     except VtbenchError as err:
         print(f"vtbench: error: {err}", file=sys.stderr)

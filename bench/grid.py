@@ -62,13 +62,18 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"{where}: retries must be a whole number >= 0, got {retries!r}")
     cells, labels = [], {}
     for methods, budget, seed in itertools.product(axes["methods"], axes["budgets"], axes["seeds"]):
+        overrides = {}
+        if isinstance(methods, dict) and "methods" in methods:  # {methods: [...], set: {run settings}}
+            overrides = methods.get("set") or {}
+            methods = methods["methods"]
         entries = methods if isinstance(methods, list) else [methods]
         specs = [method_spec(m, f"{where}: methods") for m in entries]
-        cell = apply(base, {"budget": budget, "seed": seed}, where=where)
+        cell = apply(base, {**overrides, "budget": budget, "seed": seed}, where=where)
         cell.methods = specs
         cell = cell.resolve()
         _validate_methods(cell, where)
-        labels[cell.run_id()] = f"{' + '.join(map(str, cell.methods)) or 'baseline'} @ {cell.budget}, seed {seed}"
+        arch = "" if cell.arch == "joint" else f" ({cell.arch})"
+        labels[cell.run_id()] = f"{' + '.join(map(str, cell.methods)) or 'baseline'}{arch} @ {cell.budget}, seed {seed}"
         cells.append(cell)
     return Grid(study, cells, retries, where, labels)
 

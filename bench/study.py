@@ -36,7 +36,8 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
             continue
         config = yaml.safe_load((run_dir / results.CONFIG).read_text())
         summary = results.read_json(summary_path)
-        row = {"run_id": run_dir.name, "method": method_label(config["methods"]), "budget": config["budget"],
+        arch = "" if config.get("arch", "joint") == "joint" else f" ({config['arch']})"
+        row = {"run_id": run_dir.name, "method": method_label(config["methods"]) + arch, "budget": config["budget"],
                "seed": config["seed"], "model": config["model"], "dataset": config["dataset"]}
         row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
         row["final_top1"] = row.pop("top1")

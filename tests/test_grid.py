@@ -128,3 +128,11 @@ def test_two_local_workers_never_run_the_same_cell(tmp_path):
     assert result.returncode == 0, result.stderr
     ran = _log(tmp_path / "out" / "s")
     assert sorted(ran) == sorted(c.run_id() for c in load_grid(path).cells)
+
+
+def test_a_method_entry_may_carry_its_own_run_settings(tmp_path):
+    path = _write(tmp_path, "study: s\n" + BASE + "methods:\n  - []\n  - {methods: [frozen_spatial], set: {arch: "
+                  "factorised}}\n")
+    grid = load_grid(path)
+    assert [c.arch for c in grid.cells] == ["joint", "factorised"]
+    assert list(grid.labels.values())[1] == "frozen_spatial (factorised) @ 60s, seed 0"

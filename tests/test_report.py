@@ -57,3 +57,9 @@ def test_the_report_renders_from_a_small_real_grid(tmp_path):
     tex = (report / "tables" / "summary.tex").read_text()
     assert "\\toprule" in tex and "token\\_dropout" in tex
     assert (report / "tables" / "summary.md").read_text().count("\n") == 2 + 6
+
+
+def test_runs_of_one_time_budget_count_as_equally_costly():
+    table = pd.DataFrame({"cost": [45.01, 45.00, 20.0], "top1": [78.0, 46.0, 27.0]})
+    assert pareto_front(table, "cost").tolist() == [True, False, True]
+    assert pareto_front(table, "cost", tolerance=0).tolist() == [True, True, True]
