@@ -21,7 +21,8 @@ from . import results
 from .config import RunConfig, apply, load_yaml, method_spec
 from .errors import ConfigError
 
-KEYS = ("study", "base", "methods", "budgets", "seeds", "retries")
+KEYS = ("study", "base", "methods", "budgets", "seeds", "retries", "slurm")
+SLURM_KEYS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "account", "qos")
 FORMAT = 1  # of a study folder; bump when runs of an older vtbench can no longer be read
 STALE_S = 120.0  # a claim whose heartbeat is older than this is taken over (other hosts)
 HEARTBEAT_S = 20.0
@@ -32,6 +33,7 @@ class Grid:
     study: str
     cells: list[RunConfig]
     retries: int = 1
+    slurm: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     labels: dict[str, str] = field(default_factory=dict)  # run_id -> "methods @ budget, seed"
 
@@ -60,6 +62,10 @@ def load_grid(path: str | Path) -> Grid:
     retries = data.get("retries", 1)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"{where}: retries must be a whole number >= 0, got {retries!r}")
+    slurm = data.get("slurm") or {}
+    if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
+        extra = sorted(set(slurm) - set(SLURM_KEYS)) if isinstance(slurm, dict) else slurm
+        raise ConfigError(f"{where}: slurm: unknown option {extra}; allowed: {', '.join(SLURM_KEYS)}")
     cells, labels = [], {}
     for methods, budget, seed in itertools.product(axes["methods"], axes["budgets"], axes["seeds"]):
         overrides = {}
@@ -75,7 +81,7 @@ def load_grid(path: str | Path) -> Grid:
         arch = "" if cell.arch == "joint" else f" ({cell.arch})"
         labels[cell.run_id()] = f"{' + '.join(map(str, cell.methods)) or 'baseline'}{arch} @ {cell.budget}, seed {seed}"
         cells.append(cell)
-    return Grid(study, cells, retries, where, labels)
+    return Grid(study, cells, retries, slurm, where, labels)
 
 
 def _validate_methods(cell: RunConfig, where: str) -> None:

@@ -27,8 +27,6 @@ def _line(label: str, run_dir: Path) -> str:
 def run_grid(args) -> int:
     grid = load_grid(args.config)
     folder = prepare_study(Path(args.out), grid)
-    if args.executor == "slurm":
-        raise VtbenchError("the slurm executor is not implemented yet; use --executor local or inline")
     if args.workers < 1:
         raise VtbenchError(f"--workers must be at least 1, got {args.workers}")
     bar = tqdm(total=len(grid.cells), initial=_finished(grid, folder), desc=grid.study, unit="cell",
@@ -38,9 +36,11 @@ def run_grid(args) -> int:
             bar.update(1)
             bar.write(_line(label, run_dir))
 
-        run_worker(grid, folder, progress_bar=False, on_done=done)
-    else:
+        run_worker(grid, folder, progress_bar=not args.no_progress, on_done=done)  # the cell's own bar below
+    elif args.executor == "local":
         _run_local(args, grid, folder, bar)
+    else:
+        _run_slurm(args, grid, folder, bar)
     bar.close()
     counts: dict[str, int] = {}
     for cell in grid.cells:
@@ -49,6 +49,45 @@ def run_grid(args) -> int:
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())), file=sys.stderr)
     print(folder)
     return 0 if counts.get("completed", 0) == len(grid.cells) else 1
+
+
+def slurm_worker(config: str, out: str) -> int:
+    """One array task: the same claim loop as a local worker, on whatever node SLURM gave it."""
+    grid = load_grid(config)
+    return run_worker(grid, prepare_study(Path(out), grid), progress_bar=False)
+
+
+def _run_slurm(args, grid: Grid, folder: Path, bar: tqdm) -> None:
+    """An array of `--workers` SLURM tasks through submitit, sharing the claims; waits for them."""
+    try:
+        import submitit
+    except ImportError:
+        raise VtbenchError("--executor slurm needs submitit: pip install 'vtbench[slurm]'") from None
+    cluster = os.environ.get("VTBENCH_SUBMITIT_CLUSTER")  # "local" runs the array as local processes (tests)
+    executor = submitit.AutoExecutor(folder=folder / "slurm", cluster=cluster)
+    options = grid.slurm
+    parameters = {"timeout_min": options.get("time_min", 24 * 60), "slurm_array_parallelism": args.workers}
+    names = {"partition": "slurm_partition", "gpus_per_task": "slurm_gpus_per_task",
+             "cpus_per_task": "slurm_cpus_per_task", "mem_gb": "slurm_mem_gb", "account": "slurm_account",
+             "qos": "slurm_qos"}
+    parameters.update({names[k]: v for k, v in options.items() if k in names})
+    if executor.cluster != "slurm":  # submitit's local executor takes only the portable options
+        parameters = {"timeout_min": parameters["timeout_min"]}
+    executor.update_parameters(**parameters)
+    jobs = executor.map_array(slurm_worker, [str(Path(args.config).resolve())] * args.workers,
+                              [str(Path(args.out).resolve())] * args.workers)
+    print(f"submitted {len(jobs)} workers: {', '.join(j.job_id for j in jobs)} (logs in {folder / 'slurm'})",
+          file=sys.stderr)
+    seen = _finished(grid, folder)
+    while not all(j.done() for j in jobs):
+        time.sleep(2.0)
+        now = _finished(grid, folder)
+        bar.update(now - seen)
+        seen = now
+    bar.update(_finished(grid, folder) - seen)
+    for job in jobs:
+        if job.state not in ("COMPLETED", "FINISHED") and job.exception() is not None:
+            print(f"worker {job.job_id} failed: {job.exception()}", file=sys.stderr)
 
 
 def _run_local(args, grid: Grid, folder: Path, bar: tqdm) -> None:
