@@ -104,6 +104,11 @@ class RunConfig:
         data["methods"] = [{m.name: dict(m.params)} for m in self.methods]
         return data
 
+    def label(self) -> str:
+        """The method list as written on the command line (`baseline` if empty), with the arch if not joint."""
+        methods = " + ".join(str(m) for m in self.methods) or "baseline"
+        return methods if self.arch == "joint" else f"{methods} ({self.arch})"
+
     def run_id(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]

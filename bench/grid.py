@@ -78,8 +78,7 @@ def load_grid(path: str | Path) -> Grid:
         cell.methods = specs
         cell = cell.resolve()
         _validate_methods(cell, where)
-        arch = "" if cell.arch == "joint" else f" ({cell.arch})"
-        labels[cell.run_id()] = f"{' + '.join(map(str, cell.methods)) or 'baseline'}{arch} @ {cell.budget}, seed {seed}"
+        labels[cell.run_id()] = f"{cell.label()} @ {cell.budget}, seed {seed}"
         cells.append(cell)
     return Grid(study, cells, retries, slurm, where, labels)
 

@@ -11,7 +11,7 @@ import random
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class RunContext:
     device: torch.device
     train_data: Any
     clock: BudgetClock | None = None  # read-only for methods: what training has used so far
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Diverged(Exception):

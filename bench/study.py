@@ -11,17 +11,7 @@ import pandas as pd
 import yaml
 
 from . import results
-
-
-def method_label(methods: list) -> str:
-    """`baseline`, or the method list as written on the command line: `multigrid + token_dropout:keep=0.5`."""
-    parts = []
-    for entry in methods:
-        (name, params), = entry.items()
-        args = ",".join(f"{k}={v}" for k, v in (params or {}).items())
-        parts.append(f"{name}:{args}" if args else name)
-    return " + ".join(parts) or "baseline"
-
+from .config import RunConfig, apply
 
 SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clips_per_s", "mem_allocated",
                    "mem_reserved", "mem_device", "mem_rss", "energy_j", "trainable_params", "top1")
@@ -36,8 +26,8 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
             continue
         config = yaml.safe_load((run_dir / results.CONFIG).read_text())
         summary = results.read_json(summary_path)
-        arch = "" if config.get("arch", "joint") == "joint" else f" ({config['arch']})"
-        row = {"run_id": run_dir.name, "method": method_label(config["methods"]) + arch, "budget": config["budget"],
+        label = apply(RunConfig(), config, where=str(run_dir / results.CONFIG)).label()
+        row = {"run_id": run_dir.name, "method": label, "budget": config["budget"],
                "seed": config["seed"], "model": config["model"], "dataset": config["dataset"]}
         row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
         row["final_top1"] = row.pop("top1")

@@ -173,9 +173,6 @@ class Flux(Method):
         return [EvalSetting(f"tokens={count}", select=lambda t, c=count: group_dynamic_select(t, c))
                 for count in self._eval_counts()]
 
-    def state_dict(self) -> dict:
-        return {"tokens": self.tokens}
-
 
 def flux_multi_loss(features: list[torch.Tensor], heads: list[nn.Module], labels: torch.Tensor,
                     align_weight: float = 1.0) -> torch.Tensor:
