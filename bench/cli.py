@@ -64,6 +64,28 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return run_grid(args)
 
 
+def _tune_parser(sub) -> None:
+    p = sub.add_parser("tune", help="an Optuna search over method parameters, each trial a budgeted run; "
+                                    "run it again to continue the study")
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--storage", metavar="URL", help="default: a journal file in the study folder; "
+                   "postgresql://user@host/db for many machines")
+    p.add_argument("--workers", type=int, default=1, help="parallel workers sharing the storage (default 1)")
+    p.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
+                   help="default: inline for one worker, local processes for more")
+    p.add_argument("--trials", type=int, help="ended trials to reach (default: the config's `trials`)")
+    p.add_argument("--out", default="results", help="results folder; the study goes to OUT/<study>/")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune_cli import run_tune
+
+    if args.executor is None:
+        args.executor = "local" if args.workers > 1 else "inline"
+    return run_tune(args)
+
+
 def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="Markdown report, figures and tables of a study")
     p.add_argument("study_dir", metavar="STUDY_DIR")
@@ -150,11 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     _run_parser(sub)
     _estimate_parser(sub)
     _grid_parser(sub)
+    _tune_parser(sub)
     _report_parser(sub)
     _demo_parser(sub)
     args = parser.parse_args(argv)
     try:
-        commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "report": cmd_report, "demo": cmd_demo}
+        commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "tune": cmd_tune,
+                    "report": cmd_report, "demo": cmd_demo}
         return commands[args.command](args)
     except VtbenchError as err:
         print(f"vtbench: error: {err}", file=sys.stderr)

@@ -94,21 +94,27 @@ def _validate_methods(cell: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def prepare_study(out: Path, grid: Grid) -> Path:
-    """The study folder, created or checked: a folder of another study or format is refused, never reused."""
-    folder = out / grid.study
+def prepare_study(out: Path, owner: "Grid | Any") -> Path:
+    """The study folder of a Grid or a Tune, created or checked: a folder of another study, kind or format is
+    refused, never reused."""
+    kind = "grid" if isinstance(owner, Grid) else "tune"
+    folder = out / owner.study
     marker = folder / "study.json"
     if marker.exists():
         found = results.read_json(marker)
-        if found.get("study") != grid.study:
-            raise ConfigError(f"{folder} holds study {found.get('study')!r}, not {grid.study!r}; choose another --out")
+        if found.get("study") != owner.study:
+            raise ConfigError(f"{folder} holds study {found.get('study')!r}, not {owner.study!r}; choose another --out")
         if found.get("format") != FORMAT:
             raise ConfigError(f"{folder} was written in study format {found.get('format')} by vtbench "
                               f"{found.get('vtbench')}; this vtbench reads format {FORMAT}")
+        if found.get("kind", "grid") != kind:
+            raise ConfigError(f"{folder} holds a {found.get('kind', 'grid')} study named {owner.study!r}, not a "
+                              f"{kind}; choose another study name or --out")
     else:
         import vtbench
 
-        results.write_json(marker, {"study": grid.study, "format": FORMAT, "vtbench": vtbench.__version__})
+        results.write_json(marker, {"study": owner.study, "kind": kind, "format": FORMAT,
+                                    "vtbench": vtbench.__version__})
     return folder
 
 

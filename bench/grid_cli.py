@@ -1,17 +1,14 @@
 """`vtbench grid`: executors around `vtbench.grid.run_worker`, with a progress bar over cells."""
 
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from . import results
 from .errors import VtbenchError
 from .grid import Grid, cell_status, load_grid, prepare_study, run_worker
+from .workers import run_local, run_slurm
 
 
 def _finished(grid: Grid, folder: Path) -> int:
@@ -58,53 +55,11 @@ def slurm_worker(config: str, out: str) -> int:
 
 
 def _run_slurm(args, grid: Grid, folder: Path, bar: tqdm) -> None:
-    """An array of `--workers` SLURM tasks through submitit, sharing the claims; waits for them."""
-    try:
-        import submitit
-    except ImportError:
-        raise VtbenchError("--executor slurm needs submitit: pip install 'vtbench[slurm]'") from None
-    cluster = os.environ.get("VTBENCH_SUBMITIT_CLUSTER")  # "local" runs the array as local processes (tests)
-    executor = submitit.AutoExecutor(folder=folder / "slurm", cluster=cluster)
-    options = grid.slurm
-    parameters = {"timeout_min": options.get("time_min", 24 * 60), "slurm_array_parallelism": args.workers}
-    names = {"partition": "slurm_partition", "gpus_per_task": "slurm_gpus_per_task",
-             "cpus_per_task": "slurm_cpus_per_task", "mem_gb": "slurm_mem_gb", "account": "slurm_account",
-             "qos": "slurm_qos"}
-    parameters.update({names[k]: v for k, v in options.items() if k in names})
-    if executor.cluster != "slurm":  # submitit's local executor takes only the portable options
-        parameters = {"timeout_min": parameters["timeout_min"]}
-    executor.update_parameters(**parameters)
-    jobs = executor.map_array(slurm_worker, [str(Path(args.config).resolve())] * args.workers,
-                              [str(Path(args.out).resolve())] * args.workers)
-    print(f"submitted {len(jobs)} workers: {', '.join(j.job_id for j in jobs)} (logs in {folder / 'slurm'})",
-          file=sys.stderr)
-    seen = _finished(grid, folder)
-    while not all(j.done() for j in jobs):
-        time.sleep(2.0)
-        now = _finished(grid, folder)
-        bar.update(now - seen)
-        seen = now
-    bar.update(_finished(grid, folder) - seen)
-    for job in jobs:
-        if job.state not in ("COMPLETED", "FINISHED") and job.exception() is not None:
-            print(f"worker {job.job_id} failed: {job.exception()}", file=sys.stderr)
+    config, out = str(Path(args.config).resolve()), str(Path(args.out).resolve())
+    run_slurm(slurm_worker, [(config, out)] * args.workers, folder, grid.slurm, args.workers, bar,
+              lambda: _finished(grid, folder))
 
 
 def _run_local(args, grid: Grid, folder: Path, bar: tqdm) -> None:
-    """N worker processes sharing the claims; on GPUs one per device through CUDA_VISIBLE_DEVICES."""
-    gpus = torch.cuda.device_count()
-    workers = []
-    for index in range(args.workers):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
-        command = [sys.executable, "-m", "vtbench.cli", "grid", args.config, "--executor", "inline",
-                   "--out", args.out, "--no-progress"]
-        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL))
-    seen = _finished(grid, folder)
-    while any(w.poll() is None for w in workers):
-        time.sleep(1.0)
-        now = _finished(grid, folder)
-        bar.update(now - seen)
-        seen = now
-    bar.update(_finished(grid, folder) - seen)
+    run_local(["grid", args.config, "--executor", "inline", "--out", args.out, "--no-progress"], args.workers, bar,
+              lambda: _finished(grid, folder))

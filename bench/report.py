@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .analysis import pareto_front, speedup, time_to_reach  # noqa: E402
+from .report_tuning import tuning_section  # noqa: E402
 from .study import study_table  # noqa: E402
 
 COLUMN = (3.4, 2.5)  # inches: one column of a two-column paper
@@ -135,9 +136,13 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
     _style()
     study_dir, out = Path(study_dir), Path(out)
     evals = study_table(study_dir)
-    if evals.empty:
+    tuning = tuning_section(study_dir, out, _save)
+    if evals.empty and not tuning:
         raise FileNotFoundError(f"{study_dir} holds no finished run")
-    final = final_table(evals)
+    final = final_table(evals) if not evals.empty else evals
+    if final.empty:  # a tuning study whose runs were all pruned
+        (out / "report.md").write_text("\n".join([f"# Study {study_dir.name}", "", *tuning]) + "\n")
+        return out / "report.md"
     table = summary_table(final, evals)
     order = {m: (m != "baseline", m) for m in table["method"]}
     table = table.sort_values(["method", "device_hours"], key=lambda c: c.map(order) if c.name == "method" else c,
@@ -160,6 +165,8 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
              *[f"![{cost}](figures/pareto_{cost}.png)" for cost in COSTS], "", "![curves](figures/curves.png)"]
     if has_settings:
         lines += ["", "![settings](figures/settings.png)"]
+    if tuning:
+        lines += ["", *tuning]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
 

@@ -29,7 +29,7 @@ from .evaluate import EvalData, evaluate
 from .flops import StepFlops
 from .shape import BatchShape
 
-FINAL_STATUSES = ("completed", "diverged", "oom")
+FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
 FLUSH_EVERY = 50  # steps between reading losses back from the device (one synchronisation each)
 
 
@@ -50,6 +50,10 @@ class Diverged(Exception):
     pass
 
 
+class Pruned(Exception):
+    """Raised by an `on_eval` callback to stop a run early (a tuner's pruner); the run ends as `pruned`."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -59,24 +63,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def execute(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Path:
-    """Run (or resume, or skip if ended) one configuration under `out/<run_id>/`; returns the run directory."""
+def execute(config: RunConfig, out: str | Path, progress_bar: bool = True, on_eval=None) -> Path:
+    """Run (or resume, or skip if ended) one configuration under `out/<run_id>/`; returns the run directory.
+
+    `on_eval(point, top1)` is called after each evaluation of the default setting, including those a resumed
+    run restored; it may raise `Pruned` to end the run there.
+    """
     config = config.resolve()
     run_dir = Path(out) / config.run_id()
     summary = run_dir / results.SUMMARY
     if summary.exists() and results.read_json(summary).get("status") in FINAL_STATUSES:
         return run_dir
-    Run(config, run_dir, progress_bar).train()
+    Run(config, run_dir, progress_bar, on_eval).train()
     return run_dir
 
 
 class Run:
-    def __init__(self, config: RunConfig, run_dir: Path, progress_bar: bool = True):
+    def __init__(self, config: RunConfig, run_dir: Path, progress_bar: bool = True, on_eval=None):
         from vtbench.datasets import build_dataset
         from vtbench.methods import build_methods
         from vtbench.models import build_model
 
-        self.config, self.dir, self.show_progress = config, run_dir, progress_bar
+        self.config, self.dir, self.show_progress, self.on_eval = config, run_dir, progress_bar, on_eval
         self.budget = Budget.parse(config.budget)
         self.methods = build_methods(config.methods)
         self.device = resolve_device(config.device)
@@ -128,6 +136,8 @@ class Run:
         status, error = "completed", None
         bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not self.show_progress, leave=False)
         try:
+            for row in self.eval_rows:  # restored by a resume: the caller sees every point once
+                self._report(row)
             bar.update(int(self.clock.fraction() * 1000))
             self.clock.start()
             while True:
@@ -146,6 +156,8 @@ class Run:
             self._evaluate_due(1.0)
         except Diverged as err:
             status, error = "diverged", str(err)
+        except Pruned as err:
+            status, error = "pruned", str(err) or None
         except torch.OutOfMemoryError as err:
             status, error = "oom", str(err).splitlines()[0]
             self.optimizer.zero_grad(set_to_none=True)  # free what the failed step held before measuring
@@ -242,6 +254,11 @@ class Run:
                 self._evaluate(self.eval_points[self.next_eval], window)
             self.next_eval += 1
             self._checkpoint()
+            self._report(self.eval_rows[-1 - len(self.settings)])
+
+    def _report(self, row: dict[str, Any]) -> None:
+        if self.on_eval is not None and row["setting"] == "default":
+            self.on_eval(row["point"], row["top1"])
 
     def _evaluate(self, point: float, window: dict[str, Any]) -> None:
         used = self.clock.read()

@@ -1,8 +1,9 @@
 """A study's runs as one pandas table: one row per run and evaluation (DESIGN.md, "What a run writes").
 
 Reports, grids and tuning all read this table. Runs are the folders of a study that hold a summary.json;
-columns come from config.yaml (method, parameters, budget, seed), summary.json (status, totals, memory)
-and evals.parquet (progress, budget used, setting, top-1, top-5, loss).
+columns come from config.yaml (method, parameters, budget, seed), summary.json (status, totals, memory),
+evals.parquet (progress, budget used, setting, top-1, top-5, loss) and, in a tuning study, trials.parquet
+(the trial's number, state, objective values and parameters, as `trial_*` columns).
 """
 
 from pathlib import Path
@@ -31,8 +32,16 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
                "seed": config["seed"], "model": config["model"], "dataset": config["dataset"]}
         row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
         row["final_top1"] = row.pop("top1")
+        trials = run_dir / "trials.json"  # a tuning study's run: the trials that drew its configuration
+        row["trial"] = min(results.read_json(trials)["trials"]) if trials.exists() else None
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    trials_file = Path(study_dir) / "trials.parquet"
+    if trials_file.exists() and not table.empty:  # parameters, objective values and state of each trial
+        trials = pd.read_parquet(trials_file).drop(columns=["run_id"])
+        table = table.merge(trials.add_prefix("trial_").rename(columns={"trial_trial": "trial"}), on="trial",
+                            how="left")
+    return table
 
 
 def study_table(study_dir: str | Path) -> pd.DataFrame:

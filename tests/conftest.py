@@ -17,3 +17,32 @@ def tiny(**overrides) -> RunConfig:
 @pytest.fixture
 def tiny_config():
     return tiny
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """URL of a PostgreSQL server: VTBENCH_POSTGRES_URL, or a throw-away cluster started here."""
+    import os
+
+    from postgres import Cluster, Unavailable
+
+    if os.environ.get("VTBENCH_POSTGRES_URL"):
+        yield os.environ["VTBENCH_POSTGRES_URL"]
+        return
+    try:
+        cluster = Cluster()
+        url = cluster.start()
+    except Unavailable as err:
+        pytest.skip(f"PostgreSQL cannot be started here: {err}")
+    try:
+        yield url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """A fresh database per test."""
+    from postgres import create_database
+
+    return create_database(postgres_server, "t_" + request.node.name.lower()[:40].replace("[", "_").replace("]", ""))

@@ -1,0 +1,468 @@
+"""`vtbench tune`: an Optuna study over method parameters, each trial a budgeted run (DESIGN.md, "Grids, tuning,
+reports").
+
+    study: keep-ratio
+    base: {dataset: synthetic, model: vit_tiny}
+    budget: 60s
+    methods: [{token_dropout: {keep: {float: [0.1, 1.0]}, mode: {choice: [random, tube]}}}]
+    objective: top1                 # or [top1, train_s] for a Pareto search
+    trials: 20
+
+Each trial is an ordinary run under `OUT/<study>/<run_id>/` (so a trial whose configuration already ran reuses
+it, and a retried trial resumes its run from the checkpoint). Intermediate top-1 is reported at each evaluation
+point with the step set to the budget progress in per mille, so pruners compare runs at equal compute.
+
+Counting trials exactly with any number of workers: Optuna numbers trials atomically, and a trial runs only if
+fewer than `trials` trials with lower numbers are running, waiting or ended; otherwise it is surplus and is
+closed as failed with the user attribute `surplus` (it never ran and the tables leave it out). Trials whose
+worker died are failed (by the storage's heartbeat, or on the same host because the worker's process is gone)
+and retried up to `retries` times as new trials with the same parameters.
+"""
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import results
+from .config import RunConfig, apply, load_yaml, save_yaml
+from .errors import ConfigError
+from .search import SearchSpace, parse_space
+
+KEYS = ("study", "base", "budget", "methods", "objective", "trials", "sampler", "pruner", "storage", "retries",
+        "heartbeat", "slurm")
+SAMPLERS = ("tpe", "random", "grid", "nsga2", "qmc", "gp")
+PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
+ENDED = ("diverged", "oom", "failed")  # run outcomes that spend a trial without an objective value
+# objective -> (direction, summary.json key)
+OBJECTIVES = {
+    "top1": ("maximize", "top1"), "top5": ("maximize", "top5"), "clips_per_s": ("maximize", "clips_per_s"),
+    "train_s": ("minimize", "train_s"), "used_s": ("minimize", "train_s"),
+    "used_flops": ("minimize", "total_flops"), "total_flops": ("minimize", "total_flops"),
+    "used_samples": ("minimize", "samples"), "samples": ("minimize", "samples"), "steps": ("minimize", "steps"),
+    "energy_j": ("minimize", "energy_j"), "mem_allocated": ("minimize", "mem_allocated"),
+    "mem_reserved": ("minimize", "mem_reserved"), "mem_device": ("minimize", "mem_device"),
+    "mem_rss": ("minimize", "mem_rss"),
+}
+POLL_S = 2.0
+
+
+@dataclass
+class Tune:
+    study: str
+    base: RunConfig
+    space: SearchSpace
+    objectives: list[str]
+    trials: int = 20
+    sampler: str = "tpe"
+    pruner: str = "none"
+    storage: str | None = None
+    retries: int = 2
+    heartbeat: int = 60
+    slurm: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][0] for o in self.objectives]
+
+    def config(self, methods) -> RunConfig:
+        config = RunConfig(**{**vars(self.base)})
+        config.methods = methods
+        return config.resolve()
+
+
+def load_tune(path: str | Path) -> Tune:
+    from .grid import SLURM_KEYS, _validate_methods
+
+    where = str(path)
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a tune config is a mapping with keys {', '.join(KEYS)}")
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(KEYS)}")
+    study = data.get("study")
+    if not isinstance(study, str) or not study or "/" in study:
+        raise ConfigError(f"{where}: study must be a folder name, got {study!r}")
+    base_values = data.get("base") or {}
+    if not isinstance(base_values, dict):
+        raise ConfigError(f"{where}: base must be a mapping of run settings, got {base_values!r}")
+    if "methods" in base_values:
+        raise ConfigError(f"{where}: base: give the methods under the top-level `methods` key")
+    if "budget" in data:
+        base_values = {**base_values, "budget": data["budget"]}
+    base = apply(RunConfig(), base_values, where=f"{where}: base")
+    space = parse_space(data.get("methods"), where)
+    objectives = data.get("objective", "top1")
+    objectives = objectives if isinstance(objectives, list) else [objectives]
+    for name in objectives:
+        if name not in OBJECTIVES:
+            raise ConfigError(f"{where}: objective {name!r} is not a run column; allowed: {', '.join(OBJECTIVES)}")
+    if not objectives or len(set(objectives)) != len(objectives):
+        raise ConfigError(f"{where}: objective must name one run column or a list of different ones")
+    tune = Tune(study, base, space, objectives, source=where)
+    for key, kind, allowed in (("trials", int, None), ("retries", int, None), ("heartbeat", int, None),
+                               ("sampler", str, SAMPLERS), ("pruner", str, PRUNERS), ("storage", str, None)):
+        if key in data:
+            value = data[key]
+            if not isinstance(value, kind) or isinstance(value, bool) or (allowed and value not in allowed):
+                expected = ", ".join(allowed) if allowed else f"a {kind.__name__}"
+                raise ConfigError(f"{where}: {key} must be {expected}, got {value!r}")
+            setattr(tune, key, value)
+    if tune.trials < 1 or tune.retries < 0 or tune.heartbeat < 1:
+        raise ConfigError(f"{where}: trials and heartbeat must be at least 1 and retries at least 0")
+    if tune.pruner != "none" and len(objectives) > 1:
+        raise ConfigError(f"{where}: pruner {tune.pruner!r} needs a single objective; Optuna cannot prune a "
+                          f"multi-objective study ({', '.join(objectives)}): use pruner: none")
+    if tune.sampler == "grid":
+        tune.space.grid()  # every range needs a step
+    slurm = data.get("slurm") or {}
+    if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
+        raise ConfigError(f"{where}: slurm: unknown option; allowed: {', '.join(SLURM_KEYS)}")
+    tune.slurm = slurm
+    for param in tune.space.params:  # every value the search can reach must make a valid method list
+        for value in param.extremes():
+            values = {p.name: p.extremes()[0] for p in tune.space.params} | {param.name: value}
+            try:
+                _validate_methods(tune.config(tune.space.fill(values)), where)
+            except ConfigError as err:
+                raise ConfigError(f"{err} (searched parameter {param.name} = {value!r})") from None
+    return tune
+
+
+# ---- storage, sampler, pruner -----------------------------------------------------------------------------
+
+
+def open_storage(tune: Tune, folder: Path, url: str | None, workers: int):
+    """Optuna storage: a journal file in the study folder by default, or an RDB URL (PostgreSQL)."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    url = url or tune.storage
+    if not url or "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        path = Path(url) if url else folder / "optuna.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), JournalFileOpenLock(str(path))))
+    scheme = url.split("://", 1)[0]
+    if scheme.startswith("sqlite") and workers > 1:
+        raise ConfigError(f"storage {url}: SQLite takes one writer at a time and its file locks fail across "
+                          f"machines; for {workers} workers use the default journal file (one machine) or a "
+                          "postgresql:// URL")
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs={"pool_pre_ping": True} if not scheme.startswith("sqlite") else None,
+            heartbeat_interval=tune.heartbeat, grace_period=2 * tune.heartbeat,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=tune.retries))
+    except ImportError as err:
+        raise ConfigError(f"storage {_hide_password(url)}: {err}; for PostgreSQL: pip install 'vtbench[postgres]'"
+                          ) from None
+    except Exception as err:  # sqlalchemy's OperationalError and friends: say which host and why
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise ConfigError(f"storage {_hide_password(url)} cannot be reached: {reason}") from None
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+        return url
+
+
+def make_sampler(tune: Tune, seed: int | None):
+    import optuna
+
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler(tune.space.grid(), seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+    }
+    return samplers[tune.sampler]()
+
+
+def make_pruner(tune: Tune):
+    import optuna
+
+    first = round(1000 * min(1.0, tune.base.eval_every))
+    pruners = {
+        "none": optuna.pruners.NopPruner,
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3),
+        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=3),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=first, max_resource=1000),
+        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=first),
+    }
+    return pruners[tune.pruner]()
+
+
+def open_study(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, worker: int = 0):
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    storage = open_storage(tune, folder, url, workers)
+    try:
+        study = optuna.create_study(study_name=tune.study, storage=storage, directions=tune.directions,
+                                    pruner=make_pruner(tune), load_if_exists=True)
+    except ValueError as err:  # directions differ from the stored study's
+        raise ConfigError(f"{tune.source}: {err}") from None
+    # Reproducible for a new study, and a continued study or another worker does not redraw the same values.
+    study.sampler = make_sampler(tune, hash((tune.base.seed, worker, len(study.get_trials(deepcopy=False)))) % 2**32)
+    return study
+
+
+# ---- counting trials ----------------------------------------------------------------------------------------
+
+
+def counts(trials) -> dict[str, int]:
+    """done (ended, objective or not), running, waiting; surplus and dead-worker failures are not counted."""
+    from optuna.trial import TrialState
+
+    out = {"done": 0, "running": 0, "waiting": 0}
+    for t in trials:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or _ended(t):
+            out["done"] += 1
+        elif t.state == TrialState.RUNNING:
+            out["running"] += 1
+        elif t.state == TrialState.WAITING:
+            out["waiting"] += 1
+    return out
+
+
+def _ended(trial) -> bool:
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("status") in ENDED
+
+
+def _counted(trial) -> bool:
+    from optuna.trial import TrialState
+
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING) \
+        or _ended(trial)
+
+
+def is_surplus(study, number: int, limit: int) -> bool:
+    return sum(_counted(t) for t in study.get_trials(deepcopy=False) if t.number < number) >= limit
+
+
+def fail_dead_workers(study, retries: int) -> list[int]:
+    """Fail the running trials whose worker process is gone from this host, and queue their retries: the
+    journal file's stand-in for a heartbeat, as its workers share one machine."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    failed = []
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if worker.get("host") != host or _alive(worker.get("pid")):
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "status", "worker died")
+            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                failed.append(trial.number)
+                RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, study._storage.get_trial(trial._trial_id))
+        except UpdateFinishedTrialError:
+            pass  # another worker got there first
+    return failed
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---- a worker ---------------------------------------------------------------------------------------------
+
+
+class RunEnded(Exception):
+    """A run that ended without an objective value (diverged, oom, failed): the trial fails, counted as spent."""
+
+
+class Surplus(Exception):
+    """The study already has `trials` trials running or ended: this one does not run."""
+
+
+def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, worker: int = 0,
+         progress_bar: bool = True, on_trial=None) -> int:
+    """Run trials until the study has `trials` ended ones; returns how many this worker ran. Safe in parallel."""
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    study = open_study(tune, folder, url, workers, worker)
+    ran: list[int] = []  # numbers of the trials this worker ran
+
+    def ended(study, trial) -> None:
+        if trial.user_attrs.get("surplus"):
+            return
+        ran.append(trial.number)
+        write_outputs(tune, study, folder)
+        if on_trial:
+            on_trial(study, trial)
+    heartbeat = is_heartbeat_enabled(study._storage)
+    while True:
+        if heartbeat:
+            fail_stale_trials(study)  # the storage's heartbeat, across machines
+        else:
+            fail_dead_workers(study, tune.retries)  # a journal file: workers share this host
+        n = counts(study.get_trials(deepcopy=False))
+        if n["done"] >= tune.trials:
+            break
+        if not n["waiting"] and n["done"] + n["running"] >= tune.trials:
+            time.sleep(POLL_S)  # the last trials run elsewhere; stay to retry them if their workers die
+            continue
+        study.optimize(lambda t: objective(tune, folder, t, progress_bar), n_trials=1, catch=(RunEnded, Surplus),
+                       callbacks=[ended])
+    write_outputs(tune, study, folder)
+    return len(ran)
+
+
+def objective(tune: Tune, folder: Path, trial, progress_bar: bool) -> float | list[float]:
+    import optuna
+
+    from .grid import Claim
+    from .runner import Pruned, execute
+
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+    if is_surplus(trial.study, trial.number, tune.trials):
+        trial.set_user_attr("surplus", True)
+        raise Surplus(f"trial {trial.number}: the study already has {tune.trials} trials")
+    config = tune.config(tune.space.suggest(trial))
+    run_id = config.run_id()
+    trial.set_user_attr("run_id", run_id)
+    run_dir = folder / run_id
+    single = len(tune.objectives) == 1
+
+    def on_eval(point: float, top1: float) -> None:
+        if not single:
+            return
+        trial.report(top1 if tune.objectives[0] == "top1" else float("nan"), step=round(1000 * point))
+        if point < 1.0 and tune.pruner != "none" and trial.should_prune():
+            raise Pruned(f"pruned by {tune.pruner} at progress {point:g} (top-1 {top1:.1f}%)")
+
+    claim = None
+    while claim is None:  # another trial may be running this very configuration: wait for its result
+        claim = Claim.take(folder / f"{run_id}.claim")
+        if claim is None:
+            time.sleep(POLL_S)
+    try:
+        _record_trial(run_dir, trial.number)
+        execute(config, folder, progress_bar=progress_bar, on_eval=on_eval)
+    except Exception as err:  # noqa: BLE001 - the run recorded it (status failed)
+        trial.set_user_attr("status", "failed")
+        raise RunEnded(f"run {run_id} failed: {type(err).__name__}: {err}") from None
+    finally:
+        claim.release()
+    summary = results.read_json(run_dir / results.SUMMARY)
+    trial.set_user_attr("status", summary["status"])
+    if summary["status"] == "pruned":
+        raise optuna.TrialPruned(summary.get("error") or "pruned")
+    if summary["status"] != "completed":
+        raise RunEnded(f"run {run_id} ended {summary['status']}: {summary.get('error')}")
+    values = [summary.get(OBJECTIVES[name][1]) for name in tune.objectives]
+    if any(v is None for v in values):
+        missing = [n for n, v in zip(tune.objectives, values, strict=True) if v is None]
+        trial.set_user_attr("status", "failed")
+        raise RunEnded(f"run {run_id} did not measure {', '.join(missing)} (see its env.json not_measured)")
+    return values[0] if single else values
+
+
+def _record_trial(run_dir: Path, number: int) -> None:
+    """The run records which trials used it (a configuration drawn twice is run once)."""
+    path = run_dir / "trials.json"
+    numbers = results.read_json(path)["trials"] if path.exists() else []
+    results.write_json(path, {"trials": sorted({*numbers, number})})
+
+
+# ---- outputs ----------------------------------------------------------------------------------------------
+
+
+def trial_rows(study, tune: Tune) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):
+            continue
+        row = {"trial": t.number, "state": t.state.name.lower(), "status": t.user_attrs.get("status"),
+               "run_id": t.user_attrs.get("run_id"), "retry_of": t.system_attrs.get("failed_trial"),
+               "started": t.datetime_start, "duration_s": t.duration.total_seconds() if t.duration else None}
+        for i, name in enumerate(tune.objectives):
+            row[name] = t.values[i] if t.values else None
+        row.update({f"param {k}": v for k, v in t.params.items()})
+        rows.append(row)
+    return rows
+
+
+def best_trials(study, tune: Tune) -> list:
+    """Single objective: the best trial. Several: the Pareto front, best first objective first."""
+    from optuna.trial import TrialState
+
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    if len(tune.objectives) == 1:
+        return [study.best_trial]
+    sign = 1 if tune.directions[0] == "maximize" else -1
+    return sorted(study.best_trials, key=lambda t: -sign * t.values[0])
+
+
+def write_outputs(tune: Tune, study, folder: Path) -> None:
+    """trials.parquet, tuning.json and best.yaml in the study folder: what reports read, without the storage."""
+    rows = trial_rows(study, tune)
+    if rows:
+        results.write_parquet(folder / "trials.parquet", rows)
+    best = best_trials(study, tune)
+    info = {"study": tune.study, "objectives": tune.objectives, "directions": tune.directions,
+            "trials": tune.trials, "sampler": tune.sampler, "pruner": tune.pruner,
+            "params": [p.name for p in tune.space.params], "best": [t.number for t in best],
+            "importances": _importances(study, tune)}
+    results.write_json(folder / "tuning.json", info)
+    if best:
+        run_dir = folder / best[0].user_attrs["run_id"]
+        values = ", ".join(f"{n} = {v:.4g}" for n, v in zip(tune.objectives, best[0].values, strict=True))
+        header = (f"# best trial {best[0].number} of study {tune.study}: {values}\n"
+                  f"# params: {best[0].params}\n# vtbench run --config best.yaml\n")
+        config = load_yaml(run_dir / results.CONFIG)
+        results.write_text(folder / "best.yaml", header + save_yaml(config))
+
+
+def _importances(study, tune: Tune) -> dict[str, dict[str, float]]:
+    """PED-ANOVA importance of each searched parameter, per objective (empty until enough trials ended)."""
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if len(complete) < 3 or len(tune.space.params) < 1:
+        return {}
+    out = {}
+    for i, name in enumerate(tune.objectives):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+                values = optuna.importance.get_param_importances(study, evaluator=evaluator,
+                                                                 target=lambda t, i=i: t.values[i])
+        except (RuntimeError, ValueError):  # too few distinct values to tell
+            continue
+        out[name] = {k: float(v) for k, v in values.items()}
+    return out

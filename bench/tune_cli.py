@@ -1,0 +1,83 @@
+"""`vtbench tune`: executors around `vtbench.tune.work`, with a progress bar over ended trials."""
+
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import VtbenchError
+from .grid import prepare_study
+from .tune import Tune, counts, load_tune, open_study, work
+from .workers import run_local, run_slurm
+
+
+def _prepare(args) -> tuple[Tune, Path]:
+    tune = load_tune(args.config)
+    if args.trials is not None:
+        if args.trials < 1:
+            raise VtbenchError(f"--trials must be at least 1, got {args.trials}")
+        tune.trials = args.trials
+    if args.workers < 1:
+        raise VtbenchError(f"--workers must be at least 1, got {args.workers}")
+    folder = prepare_study(Path(args.out), tune)
+    return tune, folder
+
+
+def run_tune(args) -> int:
+    tune, folder = _prepare(args)
+    study = open_study(tune, folder, args.storage, args.workers)  # checks the storage before any trial runs
+
+    def ended() -> int:
+        return min(tune.trials, counts(study.get_trials(deepcopy=False))["done"])
+
+    bar = tqdm(total=tune.trials, initial=ended(), desc=tune.study, unit="trial", disable=args.no_progress)
+    if args.executor == "inline":
+        worker = int(os.environ.get("VTBENCH_WORKER", "0"))
+
+        def done(study, trial):
+            bar.update(ended() - bar.n)
+            values = ", ".join(f"{n} {v:.4g}" for n, v in zip(tune.objectives, trial.values or [], strict=False))
+            outcome = values or trial.user_attrs.get("status")
+            bar.write(f"trial {trial.number:>3} {trial.state.name.lower():>8}  {outcome}  {trial.params}  "
+                      f"({trial.user_attrs.get('run_id')})")
+
+        work(tune, folder, args.storage, args.workers, worker, progress_bar=not args.no_progress, on_trial=done)
+    else:
+        common = ["--out", args.out, "--trials", str(tune.trials), "--workers", str(args.workers)]
+        if args.storage:
+            common += ["--storage", args.storage]
+        if args.executor == "local":
+            run_local(["tune", args.config, "--executor", "inline", "--no-progress", *common], args.workers, bar,
+                      ended)
+        else:
+            arguments = [(str(Path(args.config).resolve()), str(Path(args.out).resolve()), tune.trials, args.storage,
+                          args.workers, index) for index in range(args.workers)]
+            run_slurm(slurm_worker, arguments, folder, tune.slurm, args.workers, bar, ended)
+    bar.close()
+    return _print_outcome(tune, folder, study)
+
+
+def slurm_worker(config: str, out: str, trials: int, storage: str | None, workers: int, index: int) -> int:
+    tune = load_tune(config)
+    tune.trials = trials
+    return work(tune, prepare_study(Path(out), tune), storage, workers, index, progress_bar=False)
+
+
+def _print_outcome(tune: Tune, folder: Path, study) -> int:
+    from .tune import best_trials
+
+    states: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        if not t.user_attrs.get("surplus"):
+            name = t.user_attrs.get("status") if t.state.name == "FAIL" else t.state.name.lower()
+            states[name or "failed"] = states.get(name or "failed", 0) + 1
+    print(", ".join(f"{n} {s}" for s, n in sorted(states.items())), file=sys.stderr)
+    best = best_trials(study, tune)
+    if best:
+        for t in best:
+            values = ", ".join(f"{n} = {v:.4g}" for n, v in zip(tune.objectives, t.values, strict=True))
+            print(f"best trial {t.number}: {values}  {t.params}", file=sys.stderr)
+        print(f"best configuration: {folder / 'best.yaml'}", file=sys.stderr)
+    print(folder)
+    return 0 if counts(study.get_trials(deepcopy=False))["done"] >= tune.trials and best else 1

@@ -1,0 +1,67 @@
+"""Executors shared by `vtbench grid` and `vtbench tune`: N local worker processes, or a SLURM array through
+submitit. Workers coordinate through their study folder (grid claims) or storage (Optuna), never through the
+launcher, so the launcher only starts them, shows progress and waits."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .errors import VtbenchError
+
+SLURM_OPTIONS = {"partition": "slurm_partition", "gpus_per_task": "slurm_gpus_per_task",
+                 "cpus_per_task": "slurm_cpus_per_task", "mem_gb": "slurm_mem_gb", "account": "slurm_account",
+                 "qos": "slurm_qos"}
+
+
+def _follow(bar: tqdm, finished: Callable[[], int], running: Callable[[], bool], every: float) -> None:
+    seen = finished()
+    while running():
+        time.sleep(every)
+        now = finished()
+        bar.update(now - seen)
+        seen = now
+    bar.update(finished() - seen)
+
+
+def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[[], int]) -> list[int]:
+    """`workers` processes of `python -m vtbench.cli ARGUMENTS`; on GPUs one per device (CUDA_VISIBLE_DEVICES)
+    and the worker's index in VTBENCH_WORKER. Returns their exit codes."""
+    gpus = torch.cuda.device_count()
+    processes = []
+    for index in range(workers):
+        env = dict(os.environ, VTBENCH_WORKER=str(index))
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        processes.append(subprocess.Popen([sys.executable, "-m", "vtbench.cli", *arguments], env=env,
+                                          stdout=subprocess.DEVNULL))
+    _follow(bar, finished, lambda: any(p.poll() is None for p in processes), 1.0)
+    return [p.returncode for p in processes]
+
+
+def run_slurm(function: Callable, arguments: list[list], folder: Path, options: dict, parallel: int, bar: tqdm,
+              finished: Callable[[], int]) -> None:
+    """An array of SLURM tasks, `function(*arguments[i])` each, through submitit; waits for them."""
+    try:
+        import submitit
+    except ImportError:
+        raise VtbenchError("--executor slurm needs submitit: pip install 'vtbench[slurm]'") from None
+    cluster = os.environ.get("VTBENCH_SUBMITIT_CLUSTER")  # "local" runs the array as local processes (tests)
+    executor = submitit.AutoExecutor(folder=folder / "slurm", cluster=cluster)
+    parameters = {"timeout_min": options.get("time_min", 24 * 60), "slurm_array_parallelism": parallel}
+    parameters.update({SLURM_OPTIONS[k]: v for k, v in options.items() if k in SLURM_OPTIONS})
+    if executor.cluster != "slurm":  # submitit's local executor takes only the portable options
+        parameters = {"timeout_min": parameters["timeout_min"]}
+    executor.update_parameters(**parameters)
+    jobs = executor.map_array(function, *zip(*arguments, strict=True))
+    print(f"submitted {len(jobs)} workers: {', '.join(j.job_id for j in jobs)} (logs in {folder / 'slurm'})",
+          file=sys.stderr)
+    _follow(bar, finished, lambda: not all(j.done() for j in jobs), 2.0)
+    for job in jobs:
+        if job.state not in ("COMPLETED", "FINISHED") and job.exception() is not None:
+            print(f"worker {job.job_id} failed: {job.exception()}", file=sys.stderr)

@@ -1,0 +1,335 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from conftest import tiny
+from optuna.trial import TrialState
+
+from vtbench import results, tune
+from vtbench.cli import main
+from vtbench.config import load_run_config
+from vtbench.errors import ConfigError
+from vtbench.grid import prepare_study
+from vtbench.report import write_report
+from vtbench.runner import Pruned, execute
+from vtbench.study import runs_table
+
+BASE = ("base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_batch_size: 16,\n"
+        "       eval_every: 0.25, model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")
+KEEP = "methods: [{token_dropout: {keep: {float: [0.2, 1.0]}, mode: {choice: [random, tube]}}}]\n"
+
+
+def _write(tmp_path, body, name="tune.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def _config(tmp_path, extra="", budget="12steps", trials=3, name="tune.yaml") -> Path:
+    return _write(tmp_path, f"study: keep\n{BASE}budget: {budget}\n{KEEP}trials: {trials}\n{extra}", name)
+
+
+def _study(folder: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
+    return optuna.load_study(study_name="keep", storage=storage)
+
+
+def _ended(study) -> list:
+    return [t for t in study.get_trials() if tune._counted(t) and t.state.is_finished()]
+
+
+# ---- the search space and bad input --------------------------------------------------------------------
+
+
+def test_search_space_forms_and_fixed_values(tmp_path):
+    path = _write(tmp_path, "study: s\n" + BASE + "budget: 10steps\nmethods:\n"
+                  "  - {multigrid: {lr_scaling: sqrt}}\n"
+                  "  - {token_dropout: {keep: {float: [0.1, 0.9], log: true}, mode: {choice: [random, tube]}}}\n"
+                  "objective: [top1, used_flops]\n")
+    loaded = tune.load_tune(path)
+    assert [p.name for p in loaded.space.params] == ["token_dropout.keep", "token_dropout.mode"]
+    assert loaded.directions == ["maximize", "minimize"] and loaded.base.budget == "10steps"
+    specs = loaded.space.fill({"token_dropout.keep": 0.3, "token_dropout.mode": "tube"})
+    assert [str(s) for s in specs] == ["multigrid:lr_scaling=sqrt", "token_dropout:keep=0.3,mode=tube"]
+    trial = optuna.create_study().ask()
+    drawn = loaded.space.suggest(trial)
+    assert 0.1 <= drawn[1].params["keep"] <= 0.9 and drawn[1].params["mode"] in ("random", "tube")
+    assert trial.distributions["token_dropout.keep"].log
+
+
+def test_grid_sampler_takes_stepped_ranges(tmp_path):
+    path = _write(tmp_path, "study: s\n" + BASE + "methods: [{token_dropout: {keep: {float: [0.25, 0.75], "
+                  "step: 0.25}}}]\nsampler: grid\n")
+    assert tune.load_tune(path).space.grid() == {"token_dropout.keep": [0.25, 0.5, 0.75]}
+
+
+@pytest.mark.parametrize("methods, extra, message", [
+    ("[{turbo: {keep: {float: [0.1, 1.0]}}}]", "", "unknown method 'turbo'; known:"),
+    ("[{token_dropout: {ratio: {float: [0.1, 1.0]}}}]", "", "method 'token_dropout' has no parameter ratio"),
+    ("[{token_dropout: {keep: {float: [0.5, 0.5]}}}]", "", r"range \[0.5, 0.5\] is empty or inverted"),
+    ("[{token_dropout: {keep: {float: [0.9, 0.1]}}}]", "", r"range \[0.9, 0.1\] is empty or inverted"),
+    ("[{token_dropout: {keep: {float: [0.0, 1.0], log: true}}}]", "", "a log range needs lo > 0"),
+    ("[{token_dropout: {keep: {float: [0.1, 1.5]}}}]", "", r"keep.*searched parameter token_dropout.keep = 1.5"),
+    ("[{token_dropout: {keep: {uniform: [0.1, 1.0]}}}]", "", "a searched value is one of"),
+    ("[{token_dropout: {keep: {choice: []}}}]", "", "choice needs a non-empty list"),
+    ("[token_dropout]", "", "nothing to search"),
+    ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "objective: accuracy\n",
+     "objective 'accuracy' is not a run column; allowed: top1"),
+    ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "objective: [top1, train_s]\npruner: median\n",
+     "pruner 'median' needs a single objective"),
+    ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "sampler: grid\n", "grid sampler needs `step`"),
+    ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "sampler: bayes\n", "sampler must be tpe, random, grid"),
+    ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "trails: 3\n", "unknown key 'trails'"),
+])
+def test_bad_input_is_one_clear_error(methods, extra, message, tmp_path):
+    path = _write(tmp_path, f"study: s\n{BASE}methods: {methods}\n{extra}")
+    with pytest.raises(ConfigError, match=message):
+        tune.load_tune(path)
+
+
+def test_bad_input_fails_before_any_trial_from_the_cli(tmp_path, capsys):
+    bad = _write(tmp_path, f"study: s\n{BASE}methods: [{{token_dropout: {{keep: {{float: [1, 0]}}}}}}]\n")
+    assert main(["tune", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "is empty or inverted" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_storage_names_the_host_before_any_trial(tmp_path, capsys):
+    url = "postgresql://someone:secret@127.0.0.1:9/nothing"  # port 9 (discard) is closed
+    assert main(["tune", str(_config(tmp_path)), "--out", str(tmp_path / "out"), "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "storage postgresql://someone:***@127.0.0.1:9/nothing cannot be reached" in err
+    assert "127.0.0.1" in err and "refused" in err.lower() and "secret" not in err
+    assert not [p for p in (tmp_path / "out" / "keep").iterdir() if p.name != "study.json"]
+
+
+def test_sqlite_is_refused_for_several_workers(tmp_path):
+    loaded = tune.load_tune(_config(tmp_path))
+    with pytest.raises(ConfigError, match="SQLite takes one writer at a time.*for 2 workers"):
+        tune.open_storage(loaded, tmp_path, f"sqlite:///{tmp_path}/s.db", workers=2)
+    tune.open_storage(loaded, tmp_path, f"sqlite:///{tmp_path}/s.db", workers=1)  # one worker is fine
+
+
+# ---- trials are runs ------------------------------------------------------------------------------------
+
+
+def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(tmp_path):
+    loaded = tune.load_tune(_config(tmp_path, trials=3))
+    folder = prepare_study(tmp_path / "out", loaded)
+    assert tune.work(loaded, folder, progress_bar=False) == 3
+    study = _study(folder)
+    trials = study.get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        run = folder / t.user_attrs["run_id"]
+        assert t.number in results.read_json(run / "trials.json")["trials"]
+        summary = results.read_json(run / results.SUMMARY)
+        assert summary["top1"] == t.value
+        config = yaml.safe_load((run / results.CONFIG).read_text())
+        assert config["methods"] == [{"token_dropout": {"keep": t.params["token_dropout.keep"],
+                                                        "mode": t.params["token_dropout.mode"]}}]
+        # intermediate top-1 at each evaluation point, progress in per mille as the step
+        evals = pd.read_parquet(run / results.EVALS).query("setting == 'default'")
+        assert t.intermediate_values == {round(1000 * p): v for p, v in zip(evals["point"], evals["top1"],
+                                                                            strict=True)}
+        assert sorted(t.intermediate_values) == [250, 500, 750, 1000]
+    best = load_run_config(folder / "best.yaml")  # a run YAML `vtbench run --config` accepts
+    assert best.run_id() == study.best_trial.user_attrs["run_id"]
+    table = runs_table(folder)
+    assert sorted(table["trial"]) == [0, 1, 2]
+    assert {"trial_state", "trial_top1", "trial_param token_dropout.keep"} <= set(table.columns)
+
+
+def test_running_again_continues_without_duplicates(tmp_path):
+    loaded = tune.load_tune(_config(tmp_path, trials=2))
+    folder = prepare_study(tmp_path / "out", loaded)
+    tune.work(loaded, folder, progress_bar=False)
+    first = {t.number: t.params for t in _study(folder).get_trials()}
+    assert tune.work(loaded, folder, progress_bar=False) == 0  # finished: nothing reruns
+    loaded.trials = 4
+    assert tune.work(loaded, folder, progress_bar=False) == 2
+    trials = _study(folder).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert {t.number: t.params for t in trials[:2]} == first
+    new = [t.params["token_dropout.keep"] for t in trials[2:]]
+    assert not set(new) & {p["token_dropout.keep"] for p in first.values()}  # fresh draws, not replays
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return max(trial.intermediate_values) >= 500
+
+
+def test_a_pruned_trial_stops_its_run_at_equal_compute(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "make_pruner", lambda t: AlwaysPrune())
+    loaded = tune.load_tune(_config(tmp_path, "pruner: median\n", trials=2))
+    folder = prepare_study(tmp_path / "out", loaded)
+    tune.work(loaded, folder, progress_bar=False)
+    trials = _study(folder).get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    for t in trials:
+        assert sorted(t.intermediate_values) == [250, 500]
+        summary = results.read_json(folder / t.user_attrs["run_id"] / results.SUMMARY)
+        assert summary["status"] == "pruned" and summary["top1"] is None
+        assert summary["steps"] == 6 and "progress 0.5" in summary["error"]  # half of 12 steps
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "trials.parquet")[["trial", "state"]],
+                                  pd.DataFrame({"trial": [0, 1], "state": ["pruned", "pruned"]}))
+
+
+def test_a_pruned_run_is_final_and_a_resumed_run_replays_its_evaluations(tmp_path):
+    config = tiny(budget="12steps", eval_every=0.25)
+    seen = []
+
+    def prune_at_half(point, top1):
+        seen.append(point)
+        if point >= 0.5:
+            raise Pruned("enough")
+
+    run = execute(config, tmp_path, progress_bar=False, on_eval=prune_at_half)
+    assert seen == [0.25, 0.5] and results.read_json(run / results.SUMMARY)["status"] == "pruned"
+    seen.clear()
+    execute(config, tmp_path, progress_bar=False, on_eval=prune_at_half)  # ended: nothing runs, nothing replays
+    assert seen == []
+    other = tiny(budget="12steps", eval_every=0.25, seed=1)
+    with pytest.raises(RuntimeError):
+        execute(other, tmp_path, progress_bar=False, on_eval=lambda p, t: (_ for _ in ()).throw(RuntimeError()))
+    execute(other, tmp_path, progress_bar=False, on_eval=lambda p, t: seen.append(p))  # resumes after 0.25
+    assert seen == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_multi_objective_study_reports_its_pareto_front(tmp_path):
+    path = _config(tmp_path, "objective: [top1, used_flops]\nsampler: random\n", trials=4)
+    loaded = tune.load_tune(path)
+    folder = prepare_study(tmp_path / "out", loaded)
+    tune.work(loaded, folder, progress_bar=False)
+    study = _study(folder)
+    assert len(study.get_trials()) == 4
+    for t in study.get_trials():
+        summary = results.read_json(folder / t.user_attrs["run_id"] / results.SUMMARY)
+        assert t.values == [summary["top1"], summary["total_flops"]]
+    info = results.read_json(folder / "tuning.json")
+    assert sorted(info["best"]) == sorted(t.number for t in study.best_trials)
+    report = write_report(folder, tmp_path / "report")
+    text = report.read_text()
+    assert "## Tuning" in text and "Pareto front: trials" in text
+    for name in ("tuning_history", "tuning_params", "tuning_pareto"):
+        assert (tmp_path / "report" / "figures" / f"{name}.png").exists()
+
+
+def test_surplus_trials_are_closed_without_running(tmp_path):
+    loaded = tune.load_tune(_config(tmp_path, trials=2))
+    folder = prepare_study(tmp_path / "out", loaded)
+    study = tune.open_study(loaded, folder)
+    running = [study.ask() for _ in range(2)]  # two workers hold the study's two trials
+    late = study.ask()
+    assert not tune.is_surplus(study, running[1].number, 2) and tune.is_surplus(study, late.number, 2)
+    study.tell(running[0], state=TrialState.FAIL)  # a dead worker's trial no longer counts
+    assert not tune.is_surplus(study, late.number, 2)
+
+
+# ---- many workers ---------------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vtbench.cli", *args]
+
+
+@pytest.mark.slow
+def test_two_local_workers_on_a_journal_finish_exactly_the_trials(tmp_path):
+    path = _config(tmp_path, trials=5)
+    out = tmp_path / "out"
+    result = subprocess.run(_cli("tune", str(path), "--workers", "2", "--out", str(out), "--no-progress"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = _study(out / "keep")
+    ended = _ended(study)
+    assert len(ended) == 5 and all(t.state == TrialState.COMPLETE for t in ended)
+    assert len({t.user_attrs["worker"]["pid"] for t in study.get_trials()}) == 2  # both took part
+    assert len(pd.read_parquet(out / "keep" / "trials.parquet")) == 5
+    assert "5 complete" in result.stderr
+
+
+def _wait_for_running_trial(study_loader, folder: Path, timeout: float = 120) -> optuna.trial.FrozenTrial:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = study_loader()
+        except (KeyError, FileNotFoundError):  # not created yet
+            time.sleep(0.5)
+            continue
+        for t in study.get_trials(states=(TrialState.RUNNING,)):
+            run_id = t.user_attrs.get("run_id")
+            if run_id and (folder / run_id / results.EVALS).exists():  # evaluated and checkpointed once
+                return t
+        time.sleep(0.2)
+    raise AssertionError("no trial got going")
+
+
+def _kill_mid_trial_then_finish(tmp_path, path: Path, storage: list[str], study_loader) -> optuna.Study:
+    out = tmp_path / "out"
+    victim = subprocess.Popen(_cli("tune", str(path), "--out", str(out), "--no-progress", *storage),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        killed = _wait_for_running_trial(study_loader, out / "keep")
+    finally:
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+    result = subprocess.run(_cli("tune", str(path), "--out", str(out), "--no-progress", *storage),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = study_loader()
+    trials = study.get_trials()
+    dead = trials[killed.number]
+    assert dead.state == TrialState.FAIL and not tune._counted(dead)
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    assert retry.user_attrs["run_id"] == killed.user_attrs["run_id"]
+    summary = results.read_json(out / "keep" / killed.user_attrs["run_id"] / results.SUMMARY)
+    assert summary["resumed_at"] and summary["resumed_at"][0] > 0  # the retry resumed the run's checkpoint
+    ended = _ended(study)
+    assert len(ended) == 2 and all(t.state == TrialState.COMPLETE for t in ended)  # nothing lost or doubled
+    return study
+
+
+@pytest.mark.slow
+def test_a_killed_worker_on_a_journal_is_retried_from_its_checkpoint(tmp_path):
+    path = _config(tmp_path, budget="400steps", trials=2)
+    _kill_mid_trial_then_finish(tmp_path, path, [], lambda: _study(tmp_path / "out" / "keep"))
+
+
+# ---- real PostgreSQL ------------------------------------------------------------------------------------
+
+
+def _pg_study(url: str):
+    return lambda: optuna.load_study(study_name="keep", storage=url)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_workers_on_postgres_finish_exactly_the_trials(tmp_path, postgres_url):
+    path = _config(tmp_path, trials=4)
+    out = tmp_path / "out"
+    result = subprocess.run(_cli("tune", str(path), "--workers", "2", "--out", str(out), "--no-progress",
+                                 "--storage", postgres_url), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = _pg_study(postgres_url)()
+    ended = _ended(study)
+    assert len(ended) == 4 and all(t.state == TrialState.COMPLETE for t in ended)
+    assert not (out / "keep" / "optuna.journal").exists()
+    assert len({t.user_attrs["run_id"] for t in ended}) == 4
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_postgres_heartbeat_fails_a_killed_workers_trial_and_retries_it(tmp_path, postgres_url):
+    path = _config(tmp_path, "heartbeat: 1\n", budget="400steps", trials=2)
+    study = _kill_mid_trial_then_finish(tmp_path, path, ["--storage", postgres_url], _pg_study(postgres_url))
+    dead = next(t for t in study.get_trials() if t.state == TrialState.FAIL)
+    assert "status" not in dead.user_attrs  # failed by Optuna's heartbeat, not by a run outcome
