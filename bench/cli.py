@@ -86,6 +86,41 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return run_tune(args)
 
 
+def _data_parser(sub) -> None:
+    p = sub.add_parser("data", help="real video data sets: cache decoded frames, check a data set")
+    actions = p.add_subparsers(dest="action", required=True)
+    cache = actions.add_parser("cache", help="decode every video once to memory-mapped uint8 arrays")
+    check = actions.add_parser("check", help="count videos, classes and unreadable files; measure decode speed")
+    for q in (cache, check):
+        q.add_argument("--dataset", required=True, metavar="FORMAT:ROOT",
+                       help="folder, list, kinetics, ssv2, ucf101 or hmdb51, then the data set's root")
+        q.add_argument("--split", type=int, default=1, help="ucf101 / hmdb51 split (1, 2 or 3)")
+        q.add_argument("--no-progress", action="store_true")
+    cache.add_argument("--size", type=int, required=True, help="the clip size training will ask for (pixels)")
+    check.add_argument("--limit", type=int, help="check at most this many videos per split")
+    check.add_argument("--size", type=int, default=224, help="clip size for the decode-speed figure")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if ":" not in args.dataset:
+        raise VtbenchError(f"--dataset is FORMAT:ROOT (e.g. folder:/data/ucf), got {args.dataset!r}")
+    layout, root = args.dataset.split(":", 1)
+    if args.action == "cache":
+        from vtbench.datasets.cache import build_cache
+
+        if args.size < 1:
+            raise VtbenchError(f"--size must be positive, got {args.size}")
+        done = build_cache(layout, root, args.size, args.split, progress=not args.no_progress)
+        print(f"{done['videos']} videos cached ({done['cached']} new, {done['unreadable']} unreadable), "
+              f"{done['bytes'] / 2**30:.2f} GiB at short side {done['short']}: {done['folder']}")
+        return 0
+    from vtbench.datasets.check import check, table
+
+    report = check(layout, root, args.split, args.limit, size=args.size, progress=not args.no_progress)
+    print(table(report))
+    return 0 if not report["unreadable"] else 1
+
+
 def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="Markdown report, figures and tables of a study")
     p.add_argument("study_dir", metavar="STUDY_DIR")
@@ -173,11 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     _estimate_parser(sub)
     _grid_parser(sub)
     _tune_parser(sub)
+    _data_parser(sub)
     _report_parser(sub)
     _demo_parser(sub)
     args = parser.parse_args(argv)
     try:
-        commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "tune": cmd_tune,
+        commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "tune": cmd_tune, "data": cmd_data,
                     "report": cmd_report, "demo": cmd_demo}
         return commands[args.command](args)
     except VtbenchError as err:

@@ -24,7 +24,8 @@ class EvalData:
         if key in self._kept:
             yield from self._kept[key]
             return
-        keep = self.clips * 3 * frames * size * size * 4 <= self.KEEP_BYTES
+        views = getattr(self.dataset, "views", (1, 1))
+        keep = self.clips * views[0] * views[1] * 3 * frames * size * size * 4 <= self.KEEP_BYTES
         made = []
         for start in range(0, self.clips, self.batch_size):
             indices = list(range(start, min(start + self.batch_size, self.clips)))
@@ -44,16 +45,20 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
 ) -> dict[str, float]:
-    """top-1, top-5 (percent) and mean cross-entropy over `batches`."""
+    """top-1, top-5 (percent) and mean cross-entropy over `batches`; a batch of (B, V, 3, T, S, S) holds V views
+    of each clip, whose softmax outputs are averaged."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = loss_sum = count = 0.0
     try:
         for video, labels in batches:
             video, labels = video.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            views = video.shape[1] if video.dim() == 6 else 1  # (B, V, 3, T, S, S): several views of each clip
             with autocast():
-                logits = model(video, select=select)
+                logits = model(video.flatten(0, 1) if views > 1 else video, select=select)
             logits = logits.float()
+            if views > 1:  # average the views' probabilities
+                logits = logits.view(len(labels), views, -1).softmax(-1).mean(1).log()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top == labels[:, None]

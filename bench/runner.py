@@ -120,6 +120,7 @@ class Run:
         self.last_checkpoint = time.monotonic()
         self.last_shape: BatchShape | None = None
         self.resumed_at: list[int] = []  # the step each resume started from
+        self.skipped_before: dict[str, str] = {}  # unreadable videos met before a resume
         self.measure: measure.Measurements | None = None
 
     # ---- the loop -------------------------------------------------------------------------------------
@@ -286,6 +287,7 @@ class Run:
                 "off_clock_s": dict(self.clock.off_clock_s), "flops": self.flops.state_dict(),
                 "next_eval": self.next_eval, "step_rows": self.step_rows, "eval_rows": self.eval_rows,
                 "rng": _rng_state(), "run_id": self.dir.name, "resumed_at": self.resumed_at,
+                "skipped_videos": self._skipped_videos(),
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
             self._write_tables()
@@ -302,6 +304,11 @@ class Run:
         self.next_eval, self.step_rows, self.eval_rows = state["next_eval"], state["step_rows"], state["eval_rows"]
         _set_rng_state(state["rng"])
         self.resumed_at = [*state.get("resumed_at", []), self.clock.used.steps]
+        self.skipped_before = state.get("skipped_videos", {})
+
+    def _skipped_videos(self) -> dict[str, str]:
+        """Unreadable videos skipped so far (path: reason), training and evaluation."""
+        return {**self.skipped_before, **self.train_data.skipped_videos(), **self.eval_data.dataset.skipped_videos()}
 
     # ---- files ------------------------------------------------------------------------------------------
 
@@ -342,7 +349,7 @@ class Run:
             "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
             "clips_per_s": used.samples / used.s if used.s else None,
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
-            "resumed_at": self.resumed_at,
+            "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
             **self.measure.summary(), "precision": self.precision,
             **self.methods.summary(),
         }

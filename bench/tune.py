@@ -31,8 +31,8 @@ from .config import RunConfig, apply, load_yaml, save_yaml
 from .errors import ConfigError
 from .search import SearchSpace, parse_space
 
-KEYS = ("study", "base", "budget", "methods", "objective", "trials", "sampler", "pruner", "storage", "retries",
-        "heartbeat", "slurm")
+KEYS = ("study", "base", "budget", "methods", "objective", "trials", "sampler", "pruner", "prune_after", "storage",
+        "retries", "heartbeat", "slurm")
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "qmc", "gp")
 PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
 ENDED = ("diverged", "oom", "failed")  # run outcomes that spend a trial without an objective value
@@ -58,6 +58,7 @@ class Tune:
     trials: int = 20
     sampler: str = "tpe"
     pruner: str = "none"
+    prune_after: float = 0.25  # budget progress before which no trial is pruned
     storage: str | None = None
     retries: int = 2
     heartbeat: int = 60
@@ -112,6 +113,11 @@ def load_tune(path: str | Path) -> Tune:
                 expected = ", ".join(allowed) if allowed else f"a {kind.__name__}"
                 raise ConfigError(f"{where}: {key} must be {expected}, got {value!r}")
             setattr(tune, key, value)
+    prune_after = data.get("prune_after", tune.prune_after)
+    if not isinstance(prune_after, (int, float)) or isinstance(prune_after, bool) or not 0 <= prune_after < 1:
+        raise ConfigError(f"{where}: prune_after is the budget progress before which nothing is pruned, in [0, 1); "
+                          f"got {prune_after!r}")
+    tune.prune_after = float(prune_after)
     if tune.trials < 1 or tune.retries < 0 or tune.heartbeat < 1:
         raise ConfigError(f"{where}: trials and heartbeat must be at least 1 and retries at least 0")
     if tune.pruner != "none" and len(objectives) > 1:
@@ -190,13 +196,16 @@ def make_sampler(tune: Tune, seed: int | None):
 
 
 def make_pruner(tune: Tune):
+    """Pruners see top-1 at each evaluation point, the step being budget progress in per mille; none prunes
+    before `prune_after` (early accuracy says little on tasks that sit at chance before they learn)."""
     import optuna
 
-    first = round(1000 * min(1.0, tune.base.eval_every))
+    warmup = round(1000 * tune.prune_after)
+    first = max(warmup, round(1000 * min(1.0, tune.base.eval_every)))
     pruners = {
         "none": optuna.pruners.NopPruner,
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3),
-        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=3),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup),
+        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=warmup),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=first, max_resource=1000),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=first),
     }

@@ -30,14 +30,16 @@ def _follow(bar: tqdm, finished: Callable[[], int], running: Callable[[], bool],
 
 
 def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[[], int]) -> list[int]:
-    """`workers` processes of `python -m vtbench.cli ARGUMENTS`; on GPUs one per device (CUDA_VISIBLE_DEVICES)
-    and the worker's index in VTBENCH_WORKER. Returns their exit codes."""
+    """`workers` processes of `python -m vtbench.cli ARGUMENTS`, the worker's index in VTBENCH_WORKER: on GPUs
+    one per device (CUDA_VISIBLE_DEVICES), on a CPU each with its share of the cores. Returns their exit codes."""
     gpus = torch.cuda.device_count()
     processes = []
     for index in range(workers):
         env = dict(os.environ, VTBENCH_WORKER=str(index))
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        else:  # CPU workers share the cores instead of each starting a thread per core
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
         processes.append(subprocess.Popen([sys.executable, "-m", "vtbench.cli", *arguments], env=env,
                                           stdout=subprocess.DEVNULL))
     _follow(bar, finished, lambda: any(p.poll() is None for p in processes), 1.0)

@@ -2,14 +2,15 @@
 
     dataset.batch(indices, frames, size, stride, training) -> (video (B, 3, T, S, S) float, labels (B,))
 
-`synthetic` (the default, generated on the fly) needs no files.
+`synthetic` (the default, generated on the fly) needs no files; `FORMAT:ROOT` reads real videos in one of the
+layouts of datasets/layouts.py (folder, list, kinetics, ssv2, ucf101, hmdb51).
 """
 
 from typing import Any
 
 from vtbench.errors import ConfigError
 
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", "folder:ROOT", "list:ROOT", "kinetics:ROOT", "ssv2:ROOT", "ucf101:ROOT", "hmdb51:ROOT")
 
 
 def build_dataset(name: str, split: str, seed: int, length: int | None = None, **args: Any):
@@ -21,4 +22,9 @@ def build_dataset(name: str, split: str, seed: int, length: int | None = None, *
             return SyntheticVideos(split=split, seed=seed, length=length, **args)
         except TypeError as err:
             raise ConfigError(f"data_args for synthetic: {err}") from None
+    if ":" in name:
+        from .video import VideoDataset
+
+        layout, root = name.split(":", 1)
+        return VideoDataset(layout, root, split, seed, length=length, **args)
     raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

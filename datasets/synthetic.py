@@ -145,6 +145,9 @@ class SyntheticVideos:
         """`length`; the train split without one is unbounded and says so with 2**31 - 1."""
         return self.length
 
+    def skipped_videos(self) -> dict[str, str]:
+        return {}  # nothing to read, nothing to skip
+
     def labels(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """The class of each index (int64), without rendering anything."""
         return torch.tensor([i % self.num_classes for i in self._checked(indices)], dtype=torch.int64)

@@ -1,0 +1,102 @@
+"""Video loading against training: clips per second decoded from files and read from the decoded cache, with 0,
+1 and 2 decoding workers, beside the default model's training throughput, all measured in one process on
+videos this script encodes (UCF101-like: 320 x 240, 25 fps, 5 s, H.264).
+
+    python benchmarks/video_loading.py [--videos 24] [--batches 12]
+
+The cache should load clips at least 5x faster than the model consumes them.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from vtbench.config import RunConfig
+from vtbench.datasets import build_dataset
+from vtbench.datasets.cache import build_cache
+
+
+def encode(path: Path, frames: int, rng: np.random.Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        base = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+        for k in range(frames):  # a textured scene panning right: real work for the decoder
+            image = np.roll(base, 3 * k, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def loading_rate(dataset, config: RunConfig, batches: int) -> float:
+    dataset.batch(range(config.batch_size), config.frames, config.size, config.stride, training=True)  # warm up
+    began = time.perf_counter()
+    first = config.batch_size
+    for b in range(batches):
+        indices = range(first + b * config.batch_size, first + (b + 1) * config.batch_size)
+        dataset.batch(indices, config.frames, config.size, config.stride, training=True)
+    return batches * config.batch_size / (time.perf_counter() - began)
+
+
+def training_rate(config: RunConfig, steps: int = 30) -> float:
+    from vtbench.models import build_model
+
+    model = build_model(config.model, config.arch, 10, config.frames, config.size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    video = torch.randn(config.batch_size, 3, config.frames, config.size, config.size)
+    labels = torch.randint(0, 10, (config.batch_size,))
+    for step in range(steps + 5):
+        if step == 5:
+            began = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(video), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return steps * config.batch_size / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--batches", type=int, default=12)
+    args = parser.parse_args()
+    config = RunConfig().resolve()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for split, count in (("train", args.videos), ("val", 3)):
+            for n in range(count):
+                encode(root / split / f"class{n % 3}" / f"v{n}.mp4", 125, rng)
+        model = training_rate(config)
+        print(f"model ({config.model}, batch {config.batch_size} x {config.frames} x {config.size}^2, stride "
+              f"{config.stride}): trains {model:.0f} clips/s")
+        rates = {}
+        for workers in (0, 1, 2):
+            data = build_dataset(f"folder:{root}", "train", 0, workers=workers, cache=False)
+            rates["decode", workers] = loading_rate(data, config, args.batches)
+            print(f"decoded from files, {workers} workers: {rates['decode', workers]:.0f} clips/s")
+        began = time.perf_counter()
+        done = build_cache("folder", root, config.size, progress=False)
+        print(f"cache: {done['videos']} videos, {done['bytes'] / 2**20:.0f} MiB, built in "
+              f"{time.perf_counter() - began:.1f} s")
+        for workers in (0, 1, 2):
+            data = build_dataset(f"folder:{root}", "train", 0, workers=workers)
+            rates["cache", workers] = loading_rate(data, config, args.batches)
+            print(f"read from the cache, {workers} workers: {rates['cache', workers]:.0f} clips/s")
+    best_decode = max(rates["decode", w] for w in (0, 1, 2))
+    best_cache = max(rates["cache", w] for w in (0, 1, 2))
+    print(f"cache/decode loading: {best_cache / best_decode:.1f}x (best of each)", file=sys.stderr)
+    print(f"decode/training: {best_decode / model:.2f}")
+    print(f"cache/training: {best_cache / model:.1f}")
+
+
+if __name__ == "__main__":
+    main()

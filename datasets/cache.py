@@ -1,0 +1,112 @@
+"""The decoded cache: every video decoded once to a uint8 array (frames, H, W, 3) at one short side, stored
+as .npy files read memory-mapped, so that training reads frames without decoding.
+
+    vtbench data cache --dataset FORMAT:ROOT --size S
+
+writes ROOT/.vtbench-cache/short<N>/ with N = short_side(S) (the short side a crop of S is taken from):
+index.json (the videos, their frame counts and the unreadable ones) and arrays/<k>.npy. Caching is
+resumable: videos already cached are kept. A data set uses the cache of its short side when there is one,
+else the smallest larger one (frames resized on read), else decodes.
+"""
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vtbench import results
+
+from .decode import Unreadable, probe, read_frames
+from .layouts import SPLITS, read_index
+from .sampling import short_side
+
+FORMAT = 1
+FOLDER = ".vtbench-cache"
+
+
+class Cache:
+    def __init__(self, folder: Path, root: Path):
+        self.folder, self.root = folder, root
+        index = results.read_json(folder / "index.json")
+        self.short = index["short"]
+        self.videos: dict[str, dict] = index["videos"]
+        self.skipped: dict[str, str] = index.get("skipped", {})
+
+    def key(self, path: Path) -> str:
+        return _key(path, self.root)
+
+    def frames(self, path: Path) -> int | None:
+        entry = self.videos.get(self.key(path))
+        return entry["frames"] if entry else None
+
+    def read(self, path: Path, indices: list[int]) -> np.ndarray:
+        array = np.load(self.folder / "arrays" / self.videos[self.key(path)]["file"], mmap_mode="r")
+        return np.asarray(array[indices])
+
+
+def _key(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def find_cache(root: Path, short: int) -> Cache | None:
+    """The cache at this short side, else the smallest larger one, else None."""
+    base = root / FOLDER
+    if not base.is_dir():
+        return None
+    sizes = []
+    for folder in base.glob("short*"):
+        try:
+            if (folder / "index.json").exists() and results.read_json(folder / "index.json").get("format") == FORMAT:
+                sizes.append(int(folder.name[5:]))
+        except (ValueError, OSError):
+            continue
+    fitting = sorted(s for s in sizes if s >= short)
+    return Cache(base / f"short{fitting[0]}", root) if fitting else None
+
+
+def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progress: bool = True) -> dict:
+    """Decode every video of both splits once; returns counts (cached, already cached, unreadable) and bytes."""
+    root = Path(root)
+    index = read_index(layout, root, split)
+    short = short_side(size)
+    folder = root / FOLDER / f"short{short}"
+    (folder / "arrays").mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "short": short, "videos": {}, "skipped": {}}
+    if (folder / "index.json").exists():
+        state = results.read_json(folder / "index.json")
+    paths = sorted({p for name in SPLITS for p, _ in index.videos[name]})
+    new = 0
+    bar = tqdm(paths, desc=f"caching {layout}:{root} at short side {short}", unit="video", disable=not progress)
+    for number, path in enumerate(bar):
+        key = _key(path, root)
+        if key in state["videos"]:
+            continue
+        try:
+            count, fps = probe(path)
+            frames = read_frames(path, list(range(count)), count, short)
+        except Unreadable as err:
+            state["skipped"][key] = str(err)
+            warnings.warn(f"skipping unreadable video {path}: {err}", stacklevel=2)
+            continue
+        file = f"{len(state['videos'])}.npy"
+        target = folder / "arrays" / file
+        with open(target.with_suffix(".tmp"), "wb") as f:
+            np.save(f, frames)
+        target.with_suffix(".tmp").replace(target)
+        state["skipped"].pop(key, None)
+        state["videos"][key] = {"file": file, "frames": len(frames), "fps": fps, "shape": list(frames.shape)}
+        new += 1
+        if number % 100 == 0:
+            results.write_json(folder / "index.json", state)
+    bar.close()
+    results.write_json(folder / "index.json", state)
+    total = sum((folder / "arrays" / v["file"]).stat().st_size for v in state["videos"].values())
+    if state["skipped"]:
+        print(f"{len(state['skipped'])} unreadable videos skipped (listed in {folder / 'index.json'})", file=sys.stderr)
+    return {"folder": str(folder), "short": short, "cached": new, "videos": len(state["videos"]),
+            "unreadable": len(state["skipped"]), "bytes": total}

@@ -1,0 +1,114 @@
+"""Decoding the frames a clip needs with PyAV: threaded decoding, and a seek to the first needed frame when the
+clip is short against the video rather than decoding the whole file. Frames come out as uint8 RGB arrays
+(frames, height, width, 3), resized on the way out by libswscale so that the short side is `short`."""
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+SEEK_WHEN = 0.5  # seek when the clip spans less than this fraction of the video
+THREADS = "AUTO"
+
+
+_RESIZE = None  # one libswscale context per process, reused across frames and files
+
+
+def _reformatter():
+    global _RESIZE
+    if _RESIZE is None:
+        from av.video.reformatter import VideoReformatter
+
+        _RESIZE = VideoReformatter()
+    return _RESIZE
+
+
+class Unreadable(Exception):
+    """A file that is missing, empty, truncated or not a video; the loader skips it."""
+
+
+def probe(path: Path) -> tuple[int, float]:
+    """(frame count, frames per second) from the container, without decoding (counted by decoding when the
+    container does not say)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = _stream(container, path)
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
+            frames = stream.frames
+            if not frames and stream.duration and stream.time_base:
+                frames = int(round(float(stream.duration * stream.time_base) * fps))
+            if not frames and container.duration:
+                frames = int(round(container.duration / 1e6 * fps))
+            if not frames:
+                frames = sum(1 for _ in container.decode(stream))
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise Unreadable(f"{type(err).__name__}: {err}") from None
+    if frames < 1:
+        raise Unreadable("no frames")
+    return frames, fps
+
+
+def _stream(container, path: Path):
+    if not container.streams.video:
+        raise Unreadable(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = THREADS  # frame and slice threads inside libavcodec
+    return stream
+
+
+def output_size(width: int, height: int, short: int | None) -> tuple[int, int]:
+    if not short:
+        return width, height
+    if width <= height:
+        return short, max(1, round(height * short / width))
+    return max(1, round(width * short / height)), short
+
+
+def read_frames(path: Path, indices: list[int], count: int, short: int | None = None) -> np.ndarray:
+    """Frames `indices` (in [0, count), any order, repeats allowed) of the video, uint8 (len, H, W, 3).
+
+    Frame k is the one whose presentation time is nearest k / fps after the stream's start. Frames past the
+    last decodable one (a count estimated from the container's duration can be a little high) repeat it.
+    """
+    import av
+
+    wanted = set(indices)
+    first, last = min(wanted), max(wanted)
+    got: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as container:
+            stream = _stream(container, path)
+            fps = Fraction(stream.average_rate or stream.guessed_rate or 25)
+            base = stream.time_base
+            start = stream.start_time or 0
+            if first > 0 and (last - first + 1) < SEEK_WHEN * count:
+                container.seek(int(start + first / fps / base), stream=stream, backward=True, any_frame=False)
+            size = None
+            resize = _reformatter()
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                k = int(round((frame.pts - start) * base * fps))
+                if k > last:
+                    break
+                if k < first:
+                    continue
+                if size is None:
+                    size = output_size(frame.width, frame.height, short)
+                if k in wanted or not got:
+                    got[k] = resize.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise Unreadable(f"{type(err).__name__}: {err}") from None
+    if not got:
+        raise Unreadable(f"no frame decoded at or after frame {first}")
+    out = []
+    keys = sorted(got)
+    for k in indices:  # nearest decoded frame at or before k (or the first one), for gaps and a short tail
+        if k in got:
+            out.append(got[k])
+            continue
+        below = [j for j in keys if j <= k]
+        out.append(got[below[-1] if below else keys[0]])
+    return np.stack(out)

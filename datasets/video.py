@@ -1,0 +1,241 @@
+"""Real video data sets (`--dataset FORMAT:ROOT`): clips of any (frames, size, stride) from video files,
+decoded with PyAV or read from the decoded cache (datasets/cache.py), sampled as in datasets/sampling.py.
+
+data_args: `split` (1, 2 or 3 for ucf101 and hmdb51), `views` ([clips, crops] averaged in evaluation,
+default [1, 1]), `workers` (decoding processes beside training, default 0: decode in the training process),
+`cache` (true: use the cache when one exists, the default; false: always decode), `flip` (default: true,
+false for ssv2, where left and right matter).
+
+Training indices count clips drawn so far: index i is video perm_e[i mod N] of epoch e = i div N, with a
+permutation per (seed, epoch). Evaluation takes the first `length` videos of one fixed permutation
+(independent of the run's seed, so that every run is scored on the same videos). Augmentation draws come from
+(seed, split, index) alone, so a resumed run sees the same clips. An unreadable video is skipped with a
+warning naming it, counted in `skipped_videos()`, and replaced by the next video.
+"""
+
+import hashlib
+import os
+import warnings
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vtbench.errors import ConfigError
+
+from . import sampling
+from .cache import Cache, find_cache
+from .decode import Unreadable, probe, read_frames
+from .layouts import read_index
+
+EVAL_ORDER_SEED = 0
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    path: Path
+    index: int  # the clip's index in the split (for its draws)
+    frames: int
+    size: int
+    stride: int  # 0: segments
+    training: bool
+    flip: bool
+    views: tuple[int, int]
+    seed: int
+    cache_folder: Path | None
+    root: Path
+
+
+def load_clip(request: ClipRequest) -> np.ndarray:
+    """uint8 (views, T, S, S, 3) for one clip; raises Unreadable. Runs in a decoding worker or in place."""
+    cache = _open_cache(request.cache_folder, request.root) if request.cache_folder else None
+    count = cache.frames(request.path) if cache else None
+    if count is None:
+        cache = None
+        count, _ = probe(request.path)
+    rng = np.random.default_rng(_seed(request.seed, request.index)) if request.training else None
+    clip_views, crop_views = (1, 1) if request.training else request.views
+    if request.stride == 0:
+        selections = [sampling.segment_indices(count, request.frames, rng, v, clip_views) for v in range(clip_views)]
+    else:
+        starts = sampling.dense_starts(count, request.frames, request.stride, rng, clip_views)
+        selections = [sampling.dense_indices(count, request.frames, request.stride, s) for s in starts]
+    short = sampling.short_side(request.size)
+    needed = sorted({k for s in selections for k in s})
+    if cache is not None:
+        decoded = sampling.resize_short(cache.read(request.path, needed), short)
+    else:
+        decoded = read_frames(request.path, needed, count, short)
+    position = {k: n for n, k in enumerate(needed)}
+    views = []
+    for selection in selections:
+        frames = decoded[[position[k] for k in selection]]
+        if min(frames.shape[1:3]) < request.size:  # a cached short side below the request
+            frames = sampling.resize_short(frames, request.size)
+        height, width = frames.shape[1:3]
+        for top, left in sampling.crop_offsets(height, width, request.size, rng, crop_views):
+            flip = bool(request.flip and rng is not None and rng.random() < 0.5)
+            views.append(sampling.crop(frames, request.size, top, left, flip))
+    return np.stack(views)
+
+
+_caches: dict[Path, Cache] = {}
+
+
+def _open_cache(folder: Path, root: Path) -> Cache:
+    if folder not in _caches:
+        _caches[folder] = Cache(folder, root)
+    return _caches[folder]
+
+
+def _seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
+
+class VideoDataset:
+    def __init__(self, layout: str, root: str | Path, split: str, seed: int, length: int | None = None,
+                 views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
+                 flip: bool | None = None, **layout_args: Any):
+        unknown = sorted(set(layout_args) - {"split"})
+        if unknown:
+            raise ConfigError(f"data_args for {layout}: unknown key {unknown[0]!r}; allowed: split, views, workers, "
+                              "cache, flip")
+        if (not isinstance(views, (list, tuple)) or len(views) != 2
+                or not all(isinstance(v, int) and v >= 1 for v in views)):
+            raise ConfigError(f"data_args.views is [clips, crops] of whole numbers >= 1, got {views!r}")
+        if not isinstance(workers, int) or workers < 0:
+            raise ConfigError(f"data_args.workers is a whole number >= 0, got {workers!r}")
+        self.layout, self.root, self.split, self.seed = layout, Path(root).expanduser(), split, seed
+        index = read_index(layout, self.root, layout_args.get("split", 1))
+        self.classes = index.classes
+        self.num_classes = len(index.classes)
+        self.views = (int(views[0]), int(views[1]))
+        self.flip = layout != "ssv2" if flip is None else bool(flip)
+        self.use_cache = bool(cache)
+        self.skipped: dict[str, str] = {}
+        self.videos: list[tuple[Path, int]] = []
+        for path, label in index.videos[split]:
+            reason = _missing_or_empty(path)
+            if reason:
+                self.skipped[str(path)] = reason
+            else:
+                self.videos.append((path, label))
+        if not self.videos:
+            raise ConfigError(f"{layout}:{self.root} has no readable {split} video (e.g. {next(iter(self.skipped))}: "
+                              f"{next(iter(self.skipped.values()))})")
+        if self.skipped:
+            warnings.warn(f"{layout}:{self.root} {split}: {len(self.skipped)} listed videos are missing or empty, "
+                          f"skipped (e.g. {next(iter(self.skipped))})", stacklevel=2)
+        self.order = np.random.default_rng(EVAL_ORDER_SEED).permutation(len(self.videos))
+        self.length = len(self.videos) if split != "train" or length is None else length
+        if split != "train" and length is not None:
+            self.length = min(length, len(self.videos))
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._ahead: tuple[tuple, list[Future]] | None = None
+        self._caches: dict[int, Cache | None] = {}  # by clip size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def skipped_videos(self) -> dict[str, str]:
+        return dict(self.skipped)
+
+    def _video(self, index: int) -> int:
+        n = len(self.videos)
+        if self.split == "train":
+            epoch, k = divmod(index, n)
+            return int(np.random.default_rng([self.seed, epoch]).permutation(n)[k])
+        return int(self.order[index % n])
+
+    def labels(self, indices) -> torch.Tensor:
+        return torch.tensor([self.videos[self._video(int(i))][1] for i in indices], dtype=torch.int64)
+
+    def batch(self, indices, frames: int, size: int, stride, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips (B, 3, T, S, S) normalised float32 and labels (B,); in evaluation with several views
+        (B, V, 3, T, S, S). stride: one int, one per clip, or 0 for segment sampling."""
+        indices = [int(i) for i in indices]
+        if not indices:
+            raise ValueError("indices is empty")
+        strides = [stride] * len(indices) if isinstance(stride, int) else [int(s) for s in stride]
+        key = (tuple(indices), frames, size, tuple(strides), training)
+        clips, labels = self._take(key)
+        if self.workers and training:  # decode the next batch of the same shape while the model trains
+            following = (tuple(i + len(indices) for i in indices), frames, size, tuple(strides), training)
+            self._ahead = (following, self._submit(following))
+        video = sampling.to_tensor(np.stack(clips))  # (B, V, 3, T, S, S)
+        if video.shape[1] == 1:
+            video = video[:, 0]
+        return video, torch.tensor(labels, dtype=torch.int64)
+
+    # ---- loading, in place or in worker processes ---------------------------------------------------------
+
+    def _request(self, index: int, video: int, frames: int, size: int, stride: int, training: bool) -> ClipRequest:
+        if size not in self._caches:
+            self._caches[size] = find_cache(self.root, sampling.short_side(size)) if self.use_cache else None
+        cache = self._caches[size]
+        return ClipRequest(self.videos[video][0], index, frames, size, stride, training, self.flip, self.views,
+                           _seed(self.seed, self.split) % 2**63, cache.folder if cache else None, self.root)
+
+    def _submit(self, key: tuple) -> list[Future]:
+        indices, frames, size, strides, training = key
+        if self._pool is None:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return [self._pool.submit(load_clip, self._request(i, self._video(i), frames, size, s, training))
+                for i, s in zip(indices, strides, strict=True)]
+
+    def _take(self, key: tuple) -> tuple[list[np.ndarray], list[int]]:
+        indices, frames, size, strides, training = key
+        futures = None
+        if self._ahead is not None and self._ahead[0] == key:
+            futures = self._ahead[1]
+        elif self._ahead is not None:
+            for future in self._ahead[1]:
+                future.cancel()
+        self._ahead = None
+        if futures is None and self.workers:
+            futures = self._submit(key)
+        clips, labels = [], []
+        for n, (index, stride) in enumerate(zip(indices, strides, strict=True)):
+            video = self._video(index)
+            first_error = None
+            for attempt in range(len(self.videos)):
+                if str(self.videos[video][0]) in self.skipped:
+                    video = (video + 1) % len(self.videos)
+                    continue
+                try:
+                    if futures is not None and attempt == 0:
+                        clip = futures[n].result()
+                    else:
+                        clip = load_clip(self._request(index, video, frames, size, stride, training))
+                    break
+                except Unreadable as err:
+                    path = str(self.videos[video][0])
+                    if path not in self.skipped:
+                        self.skipped[path] = str(err)
+                        warnings.warn(f"skipping unreadable video {path}: {err}", stacklevel=3)
+                    first_error = first_error or err
+                    video = (video + 1) % len(self.videos)
+            else:
+                raise RuntimeError(f"no readable video in {self.layout}:{self.root} ({first_error})")
+            clips.append(clip)
+            labels.append(self.videos[video][1])
+        return clips, labels
+
+    def __del__(self):
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _missing_or_empty(path: Path) -> str | None:
+    try:
+        return "empty file" if os.path.getsize(path) == 0 else None
+    except FileNotFoundError:
+        return "missing"
+    except OSError as err:
+        return f"{type(err).__name__}: {err}"

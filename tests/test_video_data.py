@@ -1,0 +1,299 @@
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny
+from videos import (
+    CLASSES,
+    encode,
+    folder_layout,
+    frame_of,
+    hmdb51_layout,
+    kinetics_layout,
+    list_layout,
+    ssv2_layout,
+    ucf101_layout,
+)
+
+from vtbench import results
+from vtbench.cli import main
+from vtbench.datasets import build_dataset, sampling
+from vtbench.datasets.cache import build_cache, find_cache
+from vtbench.datasets.decode import Unreadable, probe, read_frames
+from vtbench.datasets.layouts import read_index
+from vtbench.datasets.video import ClipRequest, load_clip
+from vtbench.errors import ConfigError
+from vtbench.runner import execute
+
+LAYOUTS = {"folder": folder_layout, "list": list_layout, "kinetics": kinetics_layout, "ssv2": ssv2_layout,
+           "ucf101": ucf101_layout, "hmdb51": hmdb51_layout}
+
+
+def _frames_of(video: torch.Tensor) -> list[int]:
+    """Frame indices shown by a normalised clip (3, T, S, S)."""
+    std, mean = torch.tensor(sampling.STD).view(3, 1, 1, 1), torch.tensor(sampling.MEAN).view(3, 1, 1, 1)
+    pixels = ((video * std + mean) * 255).permute(1, 2, 3, 0).numpy()
+    return [frame_of(p) for p in pixels]
+
+
+# ---- decoding -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".avi"])
+def test_decoding_picks_the_requested_frames_in_every_codec(suffix, tmp_path):
+    path = encode(tmp_path / f"v{suffix}", frames=24)
+    count, fps = probe(path)
+    assert (count, fps) == (24, 12.0)
+    wanted = [0, 5, 5, 23, 7]  # any order, repeats
+    assert [frame_of(f) for f in read_frames(path, wanted, count)] == wanted
+    late = read_frames(path, [20, 21, 22], count, short=16)  # short against the video: seeks first
+    assert [frame_of(f) for f in late] == [20, 21, 22] and late.shape == (3, 16, 20, 3)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 40, b"just text, not a video\n" * 20])
+def test_broken_files_raise_unreadable(content, tmp_path):
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(content)
+    with pytest.raises(Unreadable):
+        probe(path)
+
+
+def test_a_truncated_video_is_unreadable_or_yields_its_frames(tmp_path):
+    path = encode(tmp_path / "v.mp4", frames=24)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(Unreadable):
+        count, _ = probe(path)
+        read_frames(path, list(range(count)), count)
+
+
+# ---- sampling -------------------------------------------------------------------------------------------------
+
+
+def test_dense_and_segment_indices():
+    assert sampling.dense_starts(24, 4, 2, None) == [8]  # span 7, room 17, centred
+    assert sampling.dense_indices(24, 4, 2, 8) == [8, 10, 12, 14]
+    assert sampling.dense_starts(24, 4, 2, None, views=3) == [0, 8, 17]
+    starts = {sampling.dense_starts(24, 4, 2, np.random.default_rng(s))[0] for s in range(200)}
+    assert starts == set(range(18))  # every start in [0, room] and no other
+    assert sampling.dense_indices(5, 4, 2, 0) == [0, 2, 4, 4]  # a short video repeats its last frame
+    assert sampling.segment_indices(24, 4, None) == [3, 9, 15, 21]  # segment centres
+    assert sampling.segment_indices(24, 4, None, view=0, views=2) == [1, 7, 13, 19]
+    for seed in range(20):
+        drawn = sampling.segment_indices(24, 4, np.random.default_rng(seed))
+        assert all(6 * k <= i < 6 * (k + 1) for k, i in enumerate(drawn))
+
+
+def test_crops_and_flip():
+    frames = np.arange(2 * 4 * 6 * 3, dtype=np.uint8).reshape(2, 4, 6, 3)
+    assert sampling.crop_offsets(4, 6, 4, None) == [(0, 1)]
+    assert sampling.crop_offsets(4, 6, 4, None, crops=3) == [(0, 0), (0, 1), (0, 2)]
+    assert sampling.crop_offsets(6, 4, 4, None, crops=3) == [(0, 0), (1, 0), (2, 0)]
+    flipped = sampling.crop(frames, 4, 0, 2, flip=True)
+    np.testing.assert_array_equal(flipped, frames[:, :, 2:6][:, :, ::-1])
+
+
+# ---- layouts ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_layout_reads_labels_and_splits(layout, tmp_path):
+    root = LAYOUTS[layout](tmp_path / layout)
+    index = read_index(layout, root)
+    assert len(index.classes) == 3
+    per_class = {"train": 2, "val": 1}
+    for split in ("train", "val"):
+        labels = [label for _, label in index.videos[split]]
+        assert sorted(labels) == sorted(list(range(3)) * per_class[split]), (split, labels)
+        assert all(path.exists() for path, _ in index.videos[split])
+    if layout == "folder":
+        assert index.classes == sorted(CLASSES)
+    if layout == "ssv2":  # labels by template with the brackets removed
+        assert index.classes[1] == "Putting something on something"
+    if layout == "kinetics":
+        assert index.classes == ["archery things", "bowling things", "diving things"]
+    if layout == "ucf101":  # the split's held-out group is the test list
+        assert all("_g01_" in p.name for p, _ in index.videos["val"])
+        assert all("_g02_" in p.name for p, _ in read_index(layout, root, split=2).videos["val"])
+    if layout == "hmdb51":  # 1 train, 2 test, 0 neither
+        assert all(p.name.endswith(("_0.avi", "_1.avi")) for p, _ in index.videos["train"])
+
+
+def test_kinetics_takes_val_csv_too(tmp_path):
+    root = kinetics_layout(tmp_path / "k", val_name="val.csv")
+    assert len(read_index("kinetics", root).videos["val"]) == 3
+
+
+@pytest.mark.parametrize("layout, remove, message", [
+    ("folder", "val", "the folder layout's val folder .* does not exist"),
+    ("list", "val.csv", "the list layout's val file .*val.csv does not exist"),
+    ("kinetics", "annotations/train.csv", "kinetics train annotations .* does not exist"),
+    ("ssv2", "something-something-v2-labels.json", "the ssv2 labels file .* does not exist"),
+    ("ucf101", "ucfTrainTestlist/testlist01.txt", "the ucf101 val list of split 1 .* does not exist"),
+    ("hmdb51", "testTrainMulti_7030_splits", "no hmdb51 split files"),
+])
+def test_a_missing_split_or_labels_file_is_named(layout, remove, message, tmp_path):
+    import shutil
+
+    root = LAYOUTS[layout](tmp_path / layout)
+    target = root / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(ConfigError, match=message):
+        read_index(layout, root)
+
+
+def test_a_missing_root_and_an_unknown_format_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=f"dataset root {tmp_path}/nowhere does not exist"):
+        build_dataset(f"ucf101:{tmp_path}/nowhere", "train", 0)
+    with pytest.raises(ConfigError, match="unknown dataset format 'youtube'; known: synthetic, folder:ROOT"):
+        build_dataset(f"youtube:{tmp_path}", "train", 0)
+
+
+# ---- the data set -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_clips_have_the_requested_shape_in_every_layout(layout, tmp_path):
+    root = LAYOUTS[layout](tmp_path / layout)
+    train = build_dataset(f"{layout}:{root}", "train", seed=0)
+    video, labels = train.batch([0, 1, 2], frames=4, size=16, stride=2, training=True)
+    assert video.shape == (3, 3, 4, 16, 16) and video.dtype == torch.float32 and labels.shape == (3,)
+    assert torch.equal(labels, train.labels([0, 1, 2]))
+    video, _ = train.batch([3, 4], frames=8, size=24, stride=[1, 3], training=True)  # what methods may ask
+    assert video.shape == (2, 3, 8, 24, 24)
+    segments, _ = train.batch([5], frames=6, size=16, stride=0, training=False)
+    assert _frames_of(segments[0]) == [2, 6, 10, 14, 18, 22]
+
+
+def test_training_draws_dense_clips_and_evaluation_centres_them(tmp_path):
+    root = folder_layout(tmp_path / "f")
+    train = build_dataset(f"folder:{root}", "train", seed=0)
+    val = build_dataset(f"folder:{root}", "val", seed=0)
+    (clip,), _ = val.batch([0], frames=4, size=16, stride=2, training=False)
+    assert _frames_of(clip) == [8, 10, 12, 14]  # centred in 24 frames
+    seen = set()
+    for i in range(30):
+        (clip,), _ = train.batch([i], frames=4, size=16, stride=3, training=True)
+        shown = _frames_of(clip)
+        assert shown == [shown[0] + 3 * k for k in range(4)]
+        seen.add(shown[0])
+    assert len(seen) > 5 and max(seen) <= 24 - 10
+    again, _ = train.batch([7], frames=4, size=16, stride=3, training=True)
+    first, _ = build_dataset(f"folder:{root}", "train", seed=0).batch([7], 4, 16, 3, training=True)
+    assert torch.equal(again, first)  # draws depend on (seed, index) only: a resumed run sees the same clips
+
+
+def test_epochs_visit_every_training_video_once(tmp_path):
+    root = folder_layout(tmp_path / "f")
+    train = build_dataset(f"folder:{root}", "train", seed=3)
+    n = len(train.videos)
+    for epoch in range(2):
+        assert sorted(train._video(i) for i in range(epoch * n, (epoch + 1) * n)) == list(range(n))
+    assert [train._video(i) for i in range(n)] != [train._video(i) for i in range(n, 2 * n)]
+
+
+def test_evaluation_views_are_clips_times_crops(tmp_path):
+    root = folder_layout(tmp_path / "f")
+    val = build_dataset(f"folder:{root}", "val", seed=0, views=[2, 3])
+    video, labels = val.batch([0, 1], frames=4, size=16, stride=2, training=False)
+    assert video.shape == (2, 6, 3, 4, 16, 16)
+    assert _frames_of(video[0, 0]) == [0, 2, 4, 6] and _frames_of(video[0, 3]) == [17, 19, 21, 23]
+
+
+def test_training_flips_some_clips_unless_left_and_right_matter(tmp_path):
+    path = encode(tmp_path / "ramp.webm", ramp=True)
+
+    def mirrored(flip: bool) -> list[bool]:
+        out = []
+        for index in range(20):
+            clip = load_clip(ClipRequest(path, index, 2, 16, 1, True, flip, (1, 1), 0, None, tmp_path))
+            out.append(bool(clip[0, 0, :, 0].mean() > clip[0, 0, :, -1].mean()))
+        return out
+
+    assert 3 < sum(mirrored(True)) < 17 and not any(mirrored(False))
+    assert not build_dataset(f"ssv2:{ssv2_layout(tmp_path / 's')}", "train", 0).flip
+    assert build_dataset(f"folder:{folder_layout(tmp_path / 'f')}", "train", 0).flip
+
+
+def test_unreadable_videos_are_skipped_counted_and_replaced(tmp_path):
+    root = folder_layout(tmp_path / "f")
+    broken = root / "train" / "Bowling" / "bowling_0.mp4"
+    broken.write_bytes(b"not a video" * 50)
+    empty = root / "train" / "Diving" / "diving_1.mp4"
+    empty.write_bytes(b"")
+    with pytest.warns(UserWarning, match="missing or empty"):
+        train = build_dataset(f"folder:{root}", "train", seed=0)
+    with pytest.warns(UserWarning, match=f"skipping unreadable video {broken}"):
+        video, labels = train.batch(list(range(len(train.videos))), frames=4, size=16, stride=2, training=True)
+    assert video.shape[0] == len(train.videos) == 5
+    assert train.skipped_videos() == {str(empty): "empty file", str(broken): train.skipped[str(broken)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per file
+        train.batch(list(range(5, 10)), frames=4, size=16, stride=2, training=True)
+
+
+def test_a_run_trains_on_a_folder_and_lists_skipped_videos(tmp_path):
+    root = folder_layout(tmp_path / "f")
+    (root / "val" / "Archery" / "archery_0.mp4").write_bytes(b"garbage" * 100)
+    config = tiny(dataset=f"folder:{root}", budget="6steps", eval_every=0.5, frames=4, size=16)
+    with pytest.warns(UserWarning, match="skipping unreadable video"):
+        run = execute(config, tmp_path / "runs", progress_bar=False)
+    summary = results.read_json(run / results.SUMMARY)
+    assert summary["status"] == "completed" and summary["top1"] is not None
+    assert list(summary["skipped_videos"]) == [str(root / "val" / "Archery" / "archery_0.mp4")]
+
+
+def test_decoding_workers_give_the_same_clips(tmp_path):
+    root = folder_layout(tmp_path / "f")
+    inline = build_dataset(f"folder:{root}", "train", seed=0)
+    pooled = build_dataset(f"folder:{root}", "train", seed=0, workers=2)
+    for start in (0, 2, 4, 9):  # consecutive batches hit the prefetch; the jump to 9 misses it
+        a, la = inline.batch([start, start + 1], 4, 16, 2, training=True)
+        b, lb = pooled.batch([start, start + 1], 4, 16, 2, training=True)
+        assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+# ---- the cache ----------------------------------------------------------------------------------------------
+
+
+def test_cache_and_decode_give_the_same_frames(tmp_path):
+    root = ucf101_layout(tmp_path / "u")
+    done = build_cache("ucf101", root, size=16, progress=False)
+    assert done["videos"] == 9 and done["short"] == sampling.short_side(16)
+    assert find_cache(root, sampling.short_side(16)) is not None
+    assert find_cache(root, sampling.short_side(16) + 1) is None
+    cached = build_dataset(f"ucf101:{root}", "train", seed=0)
+    decoded = build_dataset(f"ucf101:{root}", "train", seed=0, cache=False)
+    for stride in (2, 0):
+        a, _ = cached.batch([0, 1, 2], 4, 16, stride, training=True)
+        b, _ = decoded.batch([0, 1, 2], 4, 16, stride, training=True)
+        assert torch.equal(a, b)
+    smaller, _ = cached.batch([0], 4, 12, 2, training=True)  # another size: resized from the cache
+    assert smaller.shape == (1, 3, 4, 12, 12)
+    again = build_cache("ucf101", root, size=16, progress=False)  # resumable: nothing decoded twice
+    assert again["cached"] == 0 and again["videos"] == 9
+
+
+def test_cache_lists_unreadable_videos(tmp_path):
+    root = folder_layout(tmp_path / "f")
+    (root / "val" / "Diving" / "diving_0.mp4").write_bytes(b"x" * 10)
+    with pytest.warns(UserWarning, match="skipping unreadable video"):
+        done = build_cache("folder", root, size=16, progress=False)
+    assert done["unreadable"] == 1
+    index = json.loads((root / ".vtbench-cache" / f"short{done['short']}" / "index.json").read_text())
+    assert list(index["skipped"]) == ["val/Diving/diving_0.mp4"]
+
+
+def test_data_check_and_cache_from_the_cli(tmp_path, capsys):
+    root = hmdb51_layout(tmp_path / "h")
+    (root / "diving" / "diving_clip_0.avi").write_bytes(b"")
+    assert main(["data", "check", "--dataset", f"hmdb51:{root}", "--no-progress", "--size", "16"]) == 1
+    out = capsys.readouterr().out
+    assert "hmdb51:" in out and "3 classes" in out and "decode speed:" in out and "empty file" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("train", "val"))}
+    assert rows["train"][:2] == ["6", "3"] and rows["train"][4] == "1"  # 6 listed, 3 classes, 1 empty
+    assert main(["data", "cache", "--dataset", f"hmdb51:{root}", "--size", "16", "--no-progress"]) == 0
+    assert "8 videos cached" in capsys.readouterr().out
+    assert main(["data", "check", "--dataset", "nowhere"]) == 2
