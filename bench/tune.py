@@ -142,11 +142,21 @@ def load_tune(path: str | Path) -> Tune:
 # ---- storage, sampler, pruner -----------------------------------------------------------------------------
 
 
+def _quiet_optuna() -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
+
+
 def open_storage(tune: Tune, folder: Path, url: str | None, workers: int):
     """Optuna storage: a journal file in the study folder by default, or an RDB URL (PostgreSQL)."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+    _quiet_optuna()
     url = url or tune.storage
     if not url or "://" not in url:
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock

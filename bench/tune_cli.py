@@ -55,6 +55,8 @@ def run_tune(args) -> int:
                           args.workers, index) for index in range(args.workers)]
             run_slurm(slurm_worker, arguments, folder, tune.slurm, args.workers, bar, ended)
     bar.close()
+    if "VTBENCH_WORKER" in os.environ:  # a worker its launcher started: the launcher reports
+        return 0
     return _print_outcome(tune, folder, study)
 
 

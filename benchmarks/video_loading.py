@@ -82,6 +82,7 @@ def main() -> None:
         for workers in (0, 1, 2):
             data = build_dataset(f"folder:{root}", "train", 0, workers=workers, cache=False)
             rates["decode", workers] = loading_rate(data, config, args.batches)
+            data.close()
             print(f"decoded from files, {workers} workers: {rates['decode', workers]:.0f} clips/s")
         began = time.perf_counter()
         done = build_cache("folder", root, config.size, progress=False)
@@ -89,7 +90,8 @@ def main() -> None:
               f"{time.perf_counter() - began:.1f} s")
         for workers in (0, 1, 2):
             data = build_dataset(f"folder:{root}", "train", 0, workers=workers)
-            rates["cache", workers] = loading_rate(data, config, args.batches)
+            rates["cache", workers] = loading_rate(data, config, args.batches * 10)
+            data.close()
             print(f"read from the cache, {workers} workers: {rates['cache', workers]:.0f} clips/s")
     best_decode = max(rates["decode", w] for w in (0, 1, 2))
     best_cache = max(rates["cache", w] for w in (0, 1, 2))

@@ -24,6 +24,7 @@ from .sampling import short_side
 
 FORMAT = 1
 FOLDER = ".vtbench-cache"
+OPEN_MAX = 256  # memory-mapped files kept open per process
 
 
 class Cache:
@@ -33,24 +34,27 @@ class Cache:
         self.short = index["short"]
         self.videos: dict[str, dict] = index["videos"]
         self.skipped: dict[str, str] = index.get("skipped", {})
+        self._open: dict[str, np.ndarray] = {}  # memory maps kept open, oldest closed first
 
-    def key(self, path: Path) -> str:
-        return _key(path, self.root)
+    def _entry(self, path: Path) -> dict | None:
+        return self.videos.get(_key(path, self.root))
 
     def frames(self, path: Path) -> int | None:
-        entry = self.videos.get(self.key(path))
+        entry = self._entry(path)
         return entry["frames"] if entry else None
 
     def read(self, path: Path, indices: list[int]) -> np.ndarray:
-        array = np.load(self.folder / "arrays" / self.videos[self.key(path)]["file"], mmap_mode="r")
-        return np.asarray(array[indices])
+        file = self._entry(path)["file"]
+        if file not in self._open:
+            if len(self._open) >= OPEN_MAX:
+                self._open.pop(next(iter(self._open)))
+            self._open[file] = np.load(self.folder / "arrays" / file, mmap_mode="r")
+        return np.asarray(self._open[file][indices])
 
 
 def _key(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return str(path)
+    text, prefix = str(path), str(root).rstrip("/") + "/"
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def find_cache(root: Path, short: int) -> Cache | None:

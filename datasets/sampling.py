@@ -78,8 +78,7 @@ def resize_short(frames: np.ndarray, short: int) -> np.ndarray:
 
 def to_tensor(clips: np.ndarray) -> torch.Tensor:
     """uint8 (..., T, H, W, 3) -> normalised float32 (..., 3, T, H, W)."""
-    x = torch.from_numpy(np.ascontiguousarray(clips)).float().div_(255)
-    x = x.movedim(-1, -4)
-    mean = torch.tensor(MEAN).view(3, 1, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1, 1)
-    return ((x - mean) / std).contiguous()
+    x = torch.from_numpy(np.ascontiguousarray(clips)).movedim(-1, -4).contiguous()  # reorder the bytes first
+    scale = (1 / (255 * torch.tensor(STD))).view(3, 1, 1, 1)
+    shift = (-torch.tensor(MEAN) / torch.tensor(STD)).view(3, 1, 1, 1)
+    return torch.addcmul(shift, x.float(), scale)

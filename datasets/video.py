@@ -79,7 +79,18 @@ def load_clip(request: ClipRequest) -> np.ndarray:
         for top, left in sampling.crop_offsets(height, width, request.size, rng, crop_views):
             flip = bool(request.flip and rng is not None and rng.random() < 0.5)
             views.append(sampling.crop(frames, request.size, top, left, flip))
-    return np.stack(views)
+    return views[0][None] if len(views) == 1 else np.stack(views)
+
+
+def load_clips(requests: list[ClipRequest]) -> list[np.ndarray | Unreadable]:
+    """A decoding worker's task: several clips, an unreadable one returned as its error."""
+    out = []
+    for request in requests:
+        try:
+            out.append(load_clip(request))
+        except Unreadable as err:
+            out.append(err)
+    return out
 
 
 _caches: dict[Path, Cache] = {}
@@ -137,6 +148,8 @@ class VideoDataset:
         self._pool: ProcessPoolExecutor | None = None
         self._ahead: tuple[tuple, list[Future]] | None = None
         self._caches: dict[int, Cache | None] = {}  # by clip size
+        self._epoch: tuple[int, np.ndarray | None] = (-1, None)  # the training order of the current epoch
+        self._draw_seed = _seed(seed, split) % 2**63
 
     def __len__(self) -> int:
         return self.length
@@ -148,7 +161,9 @@ class VideoDataset:
         n = len(self.videos)
         if self.split == "train":
             epoch, k = divmod(index, n)
-            return int(np.random.default_rng([self.seed, epoch]).permutation(n)[k])
+            if self._epoch[0] != epoch:
+                self._epoch = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
+            return int(self._epoch[1][k])
         return int(self.order[index % n])
 
     def labels(self, indices) -> torch.Tensor:
@@ -178,16 +193,19 @@ class VideoDataset:
             self._caches[size] = find_cache(self.root, sampling.short_side(size)) if self.use_cache else None
         cache = self._caches[size]
         return ClipRequest(self.videos[video][0], index, frames, size, stride, training, self.flip, self.views,
-                           _seed(self.seed, self.split) % 2**63, cache.folder if cache else None, self.root)
+                           self._draw_seed, cache.folder if cache else None, self.root)
 
     def _submit(self, key: tuple) -> list[Future]:
+        """One task per worker, each a chunk of the batch's clips (one round trip per worker, not per clip)."""
         indices, frames, size, strides, training = key
         if self._pool is None:
             import multiprocessing
 
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-        return [self._pool.submit(load_clip, self._request(i, self._video(i), frames, size, s, training))
-                for i, s in zip(indices, strides, strict=True)]
+        requests = [self._request(i, self._video(i), frames, size, s, training)
+                    for i, s in zip(indices, strides, strict=True)]
+        chunk = -(-len(requests) // self.workers)
+        return [self._pool.submit(load_clips, requests[k:k + chunk]) for k in range(0, len(requests), chunk)]
 
     def _take(self, key: tuple) -> tuple[list[np.ndarray], list[int]]:
         indices, frames, size, strides, training = key
@@ -200,32 +218,38 @@ class VideoDataset:
         self._ahead = None
         if futures is None and self.workers:
             futures = self._submit(key)
+        loaded = [clip for f in futures for clip in f.result()] if futures else [None] * len(indices)
         clips, labels = [], []
-        for n, (index, stride) in enumerate(zip(indices, strides, strict=True)):
+        for index, stride, clip in zip(indices, strides, loaded, strict=True):
             video = self._video(index)
             first_error = None
-            for attempt in range(len(self.videos)):
-                if str(self.videos[video][0]) in self.skipped:
-                    video = (video + 1) % len(self.videos)
-                    continue
+            for _ in range(len(self.videos)):
+                path = str(self.videos[video][0])
                 try:
-                    if futures is not None and attempt == 0:
-                        clip = futures[n].result()
-                    else:
+                    if path in self.skipped:
+                        raise Unreadable(self.skipped[path])
+                    if isinstance(clip, Unreadable):
+                        raise clip
+                    if clip is None:
                         clip = load_clip(self._request(index, video, frames, size, stride, training))
                     break
                 except Unreadable as err:
-                    path = str(self.videos[video][0])
                     if path not in self.skipped:
                         self.skipped[path] = str(err)
                         warnings.warn(f"skipping unreadable video {path}: {err}", stacklevel=3)
                     first_error = first_error or err
-                    video = (video + 1) % len(self.videos)
+                    video, clip = (video + 1) % len(self.videos), None  # the next video stands in
             else:
                 raise RuntimeError(f"no readable video in {self.layout}:{self.root} ({first_error})")
             clips.append(clip)
             labels.append(self.videos[video][1])
         return clips, labels
+
+    def close(self) -> None:
+        """Stop the decoding workers (they also stop when the data set is garbage-collected)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def __del__(self):
         if getattr(self, "_pool", None) is not None:
