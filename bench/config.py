@@ -74,7 +74,7 @@ class RunConfig:
             self,
             frames=self.frames or preset.frames,
             size=self.size or preset.size,
-            stride=self.stride or preset.stride,
+            stride=preset.stride if self.stride is None else self.stride,
             methods=[MethodSpec(m.name, dict(m.params)) for m in self.methods],
         )
         if any(m.name == "baseline" and m.params for m in resolved.methods):
@@ -84,7 +84,9 @@ class RunConfig:
         return resolved
 
     def validate(self) -> None:
-        positive = ("stride", "batch_size", "eval_clips", "eval_batch_size", "log_every")
+        if self.stride < 0:
+            raise ConfigError(f"stride must be at least 1, or 0 for one frame per equal segment; got {self.stride}")
+        positive = ("batch_size", "eval_clips", "eval_batch_size", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

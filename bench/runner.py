@@ -131,6 +131,8 @@ class Run:
             self._train()
         finally:
             self.measure.close()
+            for data in (self.train_data, self.eval_data.dataset):  # decoding workers, open files
+                getattr(data, "close", lambda: None)()
 
     def _train(self) -> None:
         self._write_start()

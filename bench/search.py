@@ -9,6 +9,7 @@ In a tune YAML's `methods` list, a parameter's value is searched when it is one 
 and fixed otherwise. Optuna names each searched parameter `<method>.<param>` (`token_dropout.keep`).
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ class Param:
             return list(self.choices)
         if self.step is None:
             raise ConfigError(f"the grid sampler needs `step` for the range of {self.name} (or use choice)")
-        count = int(round((self.high - self.low) / self.step)) + 1
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1  # never past hi
         values = [self.low + i * self.step for i in range(count)]
         return [int(v) for v in values] if self.form == "int" else [round(v, 12) for v in values]
 
@@ -118,6 +119,7 @@ def _param(name: str, index: int, key: str, value: dict, where: str) -> Param:
     if log and low <= 0:
         raise ConfigError(f"{where}: a log range needs lo > 0, got [{low}, {high}]")
     step = value.get("step")
-    if step is not None and (not isinstance(step, (int, float)) or step <= 0 or log):
-        raise ConfigError(f"{where}: step must be a positive number and cannot go with log, got {step!r}")
+    if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool) or step <= 0 or log
+                             or (kind is int and not isinstance(step, int))):
+        raise ConfigError(f"{where}: step must be a positive {kind.__name__} and cannot go with log, got {step!r}")
     return Param(name, index, key, form, low, high, log, kind(step) if step is not None else None)

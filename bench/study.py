@@ -3,7 +3,8 @@
 Reports, grids and tuning all read this table. Runs are the folders of a study that hold a summary.json;
 columns come from config.yaml (method, parameters, budget, seed), summary.json (status, totals, memory),
 evals.parquet (progress, budget used, setting, top-1, top-5, loss) and, in a tuning study, trials.parquet
-(the trial's number, state, objective values and parameters, as `trial_*` columns).
+(the number, state, objective values and parameters of the trial that ended with the run: `trial`,
+`trial_*` columns; a configuration drawn twice keeps its first trial, a retried one the retry).
 """
 
 from pathlib import Path
@@ -32,15 +33,16 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
                "seed": config["seed"], "model": config["model"], "dataset": config["dataset"]}
         row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
         row["final_top1"] = row.pop("top1")
-        trials = run_dir / "trials.json"  # a tuning study's run: the trials that drew its configuration
-        row["trial"] = min(results.read_json(trials)["trials"]) if trials.exists() else None
         rows.append(row)
     table = pd.DataFrame(rows)
     trials_file = Path(study_dir) / "trials.parquet"
-    if trials_file.exists() and not table.empty:  # parameters, objective values and state of each trial
-        trials = pd.read_parquet(trials_file).drop(columns=["run_id"])
-        table = table.merge(trials.add_prefix("trial_").rename(columns={"trial_trial": "trial"}), on="trial",
-                            how="left")
+    if trials_file.exists() and not table.empty:  # a tuning study: the trial that ended with each run
+        trials = pd.read_parquet(trials_file)
+        ended = trials["state"].isin(["complete", "pruned"])
+        trials = trials.assign(_rank=~ended).sort_values(["_rank", "trial"]).drop_duplicates("run_id")
+        trials = trials.drop(columns=["_rank"]).add_prefix("trial_").rename(columns={"trial_trial": "trial",
+                                                                                     "trial_run_id": "run_id"})
+        table = table.merge(trials, on="run_id", how="left")
     return table
 
 
@@ -48,11 +50,11 @@ def study_table(study_dir: str | Path) -> pd.DataFrame:
     """One row per run and evaluation setting and point."""
     runs = runs_table(study_dir)
     frames = []
-    for run in runs.itertuples(index=False):
-        evals_path = Path(study_dir) / run.run_id / results.EVALS
+    for run in runs.to_dict("records"):
+        evals_path = Path(study_dir) / run["run_id"] / results.EVALS
         if evals_path.exists():
             evals = pd.read_parquet(evals_path)
-            for key, value in run._asdict().items():
+            for key, value in run.items():
                 evals[key] = value
             frames.append(evals)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -19,6 +19,7 @@ worker died are failed (by the storage's heartbeat, or on the same host because 
 and retried up to `retries` times as new trials with the same parameters.
 """
 
+import datetime
 import os
 import socket
 import time
@@ -47,6 +48,7 @@ OBJECTIVES = {
     "mem_rss": ("minimize", "mem_rss"),
 }
 POLL_S = 2.0
+UNSTAMPED_S = 60.0  # a running trial whose worker has not stamped it for this long is dead
 
 
 @dataclass
@@ -123,6 +125,9 @@ def load_tune(path: str | Path) -> Tune:
     if tune.pruner != "none" and len(objectives) > 1:
         raise ConfigError(f"{where}: pruner {tune.pruner!r} needs a single objective; Optuna cannot prune a "
                           f"multi-objective study ({', '.join(objectives)}): use pruner: none")
+    if tune.pruner != "none" and objectives != ["top1"]:
+        raise ConfigError(f"{where}: pruner {tune.pruner!r} compares top-1 at the evaluation points; objective "
+                          f"{objectives[0]} has no intermediate values: use objective: top1 or pruner: none")
     if tune.sampler == "grid":
         tune.space.grid()  # every range needs a step
     slurm = data.get("slurm") or {}
@@ -223,21 +228,21 @@ def make_pruner(tune: Tune):
 
 
 def open_study(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, worker: int = 0):
-    import warnings
-
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
     storage = open_storage(tune, folder, url, workers)
-    try:
-        study = optuna.create_study(study_name=tune.study, storage=storage, directions=tune.directions,
-                                    pruner=make_pruner(tune), load_if_exists=True)
-    except ValueError as err:  # directions differ from the stored study's
-        raise ConfigError(f"{tune.source}: {err}") from None
-    # Reproducible for a new study, and a continued study or another worker does not redraw the same values.
-    study.sampler = make_sampler(tune, hash((tune.base.seed, worker, len(study.get_trials(deepcopy=False)))) % 2**32)
+    study = optuna.create_study(study_name=tune.study, storage=storage, directions=tune.directions,
+                                pruner=make_pruner(tune), load_if_exists=True)
+    stored = study.user_attrs.get("objectives")
+    if stored is None:
+        study.set_user_attr("objectives", tune.objectives)
+    elif stored != tune.objectives:
+        raise ConfigError(f"{tune.source}: study {tune.study!r} in this storage optimises {', '.join(stored)}, not "
+                          f"{', '.join(tune.objectives)}; use another study name to search another objective")
+    # Reproducible for a new study on one machine; a continued study, another worker or another machine does
+    # not redraw the same values.
+    seed = hash((tune.base.seed, worker, len(study.get_trials(deepcopy=False)), socket.gethostname())) % 2**32
+    study.sampler = make_sampler(tune, seed)
     return study
 
 
@@ -285,9 +290,14 @@ def fail_dead_workers(study, retries: int) -> list[int]:
 
     failed = []
     host = socket.gethostname()
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") != host or _alive(worker.get("pid")):
+        if worker.get("trial") != trial.number:  # a retry popped a moment ago still carries the dead worker's
+            started = trial.datetime_start or now  # stamp; only a worker that died before stamping it is dead
+            if (now - started).total_seconds() < UNSTAMPED_S:
+                continue
+        elif worker.get("host") != host or _alive(worker.get("pid")):
             continue
         try:
             study._storage.set_trial_user_attr(trial._trial_id, "status", "worker died")
@@ -362,7 +372,7 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool) -> float | li
     from .grid import Claim
     from .runner import Pruned, execute
 
-    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "trial": trial.number})
     if is_surplus(trial.study, trial.number, tune.trials):
         trial.set_user_attr("surplus", True)
         raise Surplus(f"trial {trial.number}: the study already has {tune.trials} trials")
@@ -373,9 +383,9 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool) -> float | li
     single = len(tune.objectives) == 1
 
     def on_eval(point: float, top1: float) -> None:
-        if not single:
+        if tune.objectives != ["top1"]:
             return
-        trial.report(top1 if tune.objectives[0] == "top1" else float("nan"), step=round(1000 * point))
+        trial.report(top1, step=round(1000 * point))
         if point < 1.0 and tune.pruner != "none" and trial.should_prune():
             raise Pruned(f"pruned by {tune.pruner} at progress {point:g} (top-1 {top1:.1f}%)")
 

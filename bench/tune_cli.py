@@ -51,6 +51,9 @@ def run_tune(args) -> int:
             run_local(["tune", args.config, "--executor", "inline", "--no-progress", *common], args.workers, bar,
                       ended)
         else:
+            if not (args.storage or tune.storage or "").startswith(("postgresql", "postgres", "mysql")):
+                raise VtbenchError("--executor slurm needs --storage postgresql://...: SLURM workers run on other "
+                                   "nodes, and a journal file cannot tell that a worker there died")
             arguments = [(str(Path(args.config).resolve()), str(Path(args.out).resolve()), tune.trials, args.storage,
                           args.workers, index) for index in range(args.workers)]
             run_slurm(slurm_worker, arguments, folder, tune.slurm, args.workers, bar, ended)

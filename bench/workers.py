@@ -33,11 +33,13 @@ def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[
     """`workers` processes of `python -m vtbench.cli ARGUMENTS`, the worker's index in VTBENCH_WORKER: on GPUs
     one per device (CUDA_VISIBLE_DEVICES), on a CPU each with its share of the cores. Returns their exit codes."""
     gpus = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the devices the user left us, by their own names
+    devices = visible.split(",") if visible else [str(k) for k in range(gpus)]
     processes = []
     for index in range(workers):
         env = dict(os.environ, VTBENCH_WORKER=str(index))
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+            env["CUDA_VISIBLE_DEVICES"] = devices[index % min(gpus, len(devices))]
         else:  # CPU workers share the cores instead of each starting a thread per core
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
         processes.append(subprocess.Popen([sys.executable, "-m", "vtbench.cli", *arguments], env=env,

@@ -13,18 +13,19 @@ from vtbench.errors import ConfigError
 DATASETS = ("synthetic", "folder:ROOT", "list:ROOT", "kinetics:ROOT", "ssv2:ROOT", "ucf101:ROOT", "hmdb51:ROOT")
 
 
-def build_dataset(name: str, split: str, seed: int, length: int | None = None, **args: Any):
-    """The `split` ("train" or "val") of data set `name`; `length` caps an endless (synthetic) split."""
+def build_dataset(name: str, part: str, seed: int, length: int | None = None, **args: Any):
+    """The `part` ("train" or "val") of data set `name` (`args` are its data_args); `length` caps an endless
+    (synthetic) part or a validation set."""
     if name == "synthetic":
         from .synthetic import SyntheticVideos
 
         try:
-            return SyntheticVideos(split=split, seed=seed, length=length, **args)
+            return SyntheticVideos(split=part, seed=seed, length=length, **args)
         except TypeError as err:
             raise ConfigError(f"data_args for synthetic: {err}") from None
     if ":" in name:
         from .video import VideoDataset
 
         layout, root = name.split(":", 1)
-        return VideoDataset(layout, root, split, seed, length=length, **args)
+        return VideoDataset(layout, root, part, seed, length=length, **args)
     raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

@@ -75,7 +75,7 @@ def find_cache(root: Path, short: int) -> Cache | None:
 
 def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progress: bool = True) -> dict:
     """Decode every video of both splits once; returns counts (cached, already cached, unreadable) and bytes."""
-    root = Path(root)
+    root = Path(root).expanduser()
     index = read_index(layout, root, split)
     short = short_side(size)
     folder = root / FOLDER / f"short{short}"

@@ -13,6 +13,7 @@ permutation per (seed, epoch). Evaluation takes the first `length` videos of one
 warning naming it, counted in `skipped_videos()`, and replaced by the next video.
 """
 
+import functools
 import hashlib
 import os
 import warnings
@@ -55,7 +56,7 @@ def load_clip(request: ClipRequest) -> np.ndarray:
     count = cache.frames(request.path) if cache else None
     if count is None:
         cache = None
-        count, _ = probe(request.path)
+        count = _frame_count(request.path)
     rng = np.random.default_rng(_seed(request.seed, request.index)) if request.training else None
     clip_views, crop_views = (1, 1) if request.training else request.views
     if request.stride == 0:
@@ -96,6 +97,12 @@ def load_clips(requests: list[ClipRequest]) -> list[np.ndarray | Unreadable]:
 _caches: dict[Path, Cache] = {}
 
 
+@functools.lru_cache(maxsize=2**16)
+def _frame_count(path: Path) -> int:
+    """A video's frame count, probed once per process (an unreadable file raises again each time)."""
+    return probe(path)[0]
+
+
 def _open_cache(folder: Path, root: Path) -> Cache:
     if folder not in _caches:
         _caches[folder] = Cache(folder, root)
@@ -107,9 +114,11 @@ def _seed(*parts: object) -> int:
 
 
 class VideoDataset:
-    def __init__(self, layout: str, root: str | Path, split: str, seed: int, length: int | None = None,
+    def __init__(self, layout: str, root: str | Path, part: str, seed: int, length: int | None = None,
                  views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
                  flip: bool | None = None, **layout_args: Any):
+        """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51."""
+        split = part
         unknown = sorted(set(layout_args) - {"split"})
         if unknown:
             raise ConfigError(f"data_args for {layout}: unknown key {unknown[0]!r}; allowed: split, views, workers, "

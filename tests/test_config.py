@@ -79,3 +79,10 @@ def test_invalid_values_are_refused():
         RunConfig(model="vit_huge").resolve()
     with pytest.raises(ConfigError, match="arch must be one of joint, factorised"):
         RunConfig(arch="x").resolve()
+    with pytest.raises(ConfigError, match="stride must be at least 1, or 0 for one frame per equal segment"):
+        RunConfig(stride=-1).resolve()
+
+
+def test_stride_zero_asks_for_segments_not_the_preset():
+    assert RunConfig(stride=0).resolve().stride == 0
+    assert RunConfig().resolve().stride == 2  # vit_tiny's

@@ -1,5 +1,6 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from vtbench.errors import ConfigError
 from vtbench.grid import prepare_study
 from vtbench.report import write_report
 from vtbench.runner import Pruned, execute
-from vtbench.study import runs_table
+from vtbench.study import runs_table, study_table
 
 BASE = ("base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_batch_size: 16,\n"
         "       eval_every: 0.25, model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")
@@ -68,6 +69,9 @@ def test_grid_sampler_takes_stepped_ranges(tmp_path):
     path = _write(tmp_path, "study: s\n" + BASE + "methods: [{token_dropout: {keep: {float: [0.25, 0.75], "
                   "step: 0.25}}}]\nsampler: grid\n")
     assert tune.load_tune(path).space.grid() == {"token_dropout.keep": [0.25, 0.5, 0.75]}
+    uneven = _write(tmp_path, "study: s\n" + BASE + "methods: [{token_dropout: {keep: {float: [0.1, 1.0], "
+                    "step: 0.35}}}]\nsampler: grid\n", "uneven.yaml")
+    assert tune.load_tune(uneven).space.grid() == {"token_dropout.keep": [0.1, 0.45, 0.8]}  # never past hi
 
 
 @pytest.mark.parametrize("methods, extra, message", [
@@ -87,6 +91,9 @@ def test_grid_sampler_takes_stepped_ranges(tmp_path):
     ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "sampler: grid\n", "grid sampler needs `step`"),
     ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "sampler: bayes\n", "sampler must be tpe, random, grid"),
     ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "trails: 3\n", "unknown key 'trails'"),
+    ("[{token_dropout: {keep: {float: [0.1, 1.0]}}}]", "objective: top5\npruner: median\n",
+     "pruner 'median' compares top-1 at the evaluation points; objective top5 has no intermediate values"),
+    ("[{pss: {quantum: {int: [1, 4], step: 0.5}}}]", "", "step must be a positive int"),
 ])
 def test_bad_input_is_one_clear_error(methods, extra, message, tmp_path):
     path = _write(tmp_path, f"study: s\n{BASE}methods: {methods}\n{extra}")
@@ -145,6 +152,7 @@ def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(tmp_path
     table = runs_table(folder)
     assert sorted(table["trial"]) == [0, 1, 2]
     assert {"trial_state", "trial_top1", "trial_param token_dropout.keep"} <= set(table.columns)
+    assert "trial_param token_dropout.keep" in study_table(folder).columns
 
 
 def test_running_again_continues_without_duplicates(tmp_path):
@@ -234,6 +242,49 @@ def test_surplus_trials_are_closed_without_running(tmp_path):
     assert not tune.is_surplus(study, late.number, 2)
 
 
+def test_a_surplus_trial_never_runs_and_is_left_out(tmp_path):
+    loaded = tune.load_tune(_config(tmp_path, trials=1))
+    folder = prepare_study(tmp_path / "out", loaded)
+    study = tune.open_study(loaded, folder)
+    other = study.ask()  # another, live worker holds the study's only trial
+    other.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "trial": other.number})
+    study.optimize(lambda t: tune.objective(loaded, folder, t, False), n_trials=1, catch=(tune.Surplus,))
+    late = study.get_trials()[-1]
+    assert late.state == TrialState.FAIL and late.user_attrs["surplus"] and not late.params
+    assert not [p for p in folder.iterdir() if p.is_dir()]  # no run folder
+    assert tune.counts(study.get_trials()) == {"done": 0, "running": 1, "waiting": 0}
+    assert [r["trial"] for r in tune.trial_rows(study, loaded)] == [other.number]
+
+
+def test_pruners_wait_for_prune_after(tmp_path):
+    loaded = tune.load_tune(_config(tmp_path, "pruner: median\nprune_after: 0.5\n"))
+    study = optuna.create_study(direction="maximize", pruner=tune.make_pruner(loaded))
+    for _ in range(3):
+        t = study.ask()
+        for step in (250, 500, 750, 1000):
+            t.report(50.0, step)
+        study.tell(t, 50.0)
+    weak = study.ask()
+    weak.report(10.0, 250)
+    assert not weak.should_prune()  # before half the budget: no verdict however bad
+    weak.report(10.0, 500)
+    assert weak.should_prune()
+
+
+def test_a_changed_objective_is_refused_on_the_same_study(tmp_path):
+    loaded = tune.load_tune(_config(tmp_path))
+    folder = prepare_study(tmp_path / "out", loaded)
+    tune.open_study(loaded, folder)
+    changed = tune.load_tune(_config(tmp_path, "objective: train_s\n", name="other.yaml"))
+    with pytest.raises(ConfigError, match="optimises top1, not train_s"):
+        tune.open_study(changed, folder)
+
+
+def test_slurm_needs_a_database_storage(tmp_path, capsys):
+    assert main(["tune", str(_config(tmp_path)), "--executor", "slurm", "--out", str(tmp_path / "out")]) == 2
+    assert "--executor slurm needs --storage postgresql://" in capsys.readouterr().err
+
+
 # ---- many workers ---------------------------------------------------------------------------------------
 
 
@@ -295,6 +346,8 @@ def _kill_mid_trial_then_finish(tmp_path, path: Path, storage: list[str], study_
     assert summary["resumed_at"] and summary["resumed_at"][0] > 0  # the retry resumed the run's checkpoint
     ended = _ended(study)
     assert len(ended) == 2 and all(t.state == TrialState.COMPLETE for t in ended)  # nothing lost or doubled
+    row = runs_table(out / "keep").set_index("run_id").loc[killed.user_attrs["run_id"]]
+    assert row["trial"] == retry.number and row["trial_state"] == "complete"
     return study
 
 

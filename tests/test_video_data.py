@@ -20,6 +20,7 @@ from videos import (
 from vtbench import results
 from vtbench.cli import main
 from vtbench.datasets import build_dataset, sampling
+from vtbench.datasets import video as video_module
 from vtbench.datasets.cache import build_cache, find_cache
 from vtbench.datasets.decode import Unreadable, probe, read_frames
 from vtbench.datasets.layouts import read_index
@@ -119,6 +120,12 @@ def test_every_layout_reads_labels_and_splits(layout, tmp_path):
         assert all("_g02_" in p.name for p, _ in read_index(layout, root, split=2).videos["val"])
     if layout == "hmdb51":  # 1 train, 2 test, 0 neither
         assert all(p.name.endswith(("_0.avi", "_1.avi")) for p, _ in index.videos["train"])
+
+
+def test_the_ucf101_split_is_a_data_arg(tmp_path):
+    root = ucf101_layout(tmp_path / "u")
+    val = build_dataset(f"ucf101:{root}", "val", seed=0, split=2)
+    assert all("_g02_" in p.name for p, _ in val.videos)
 
 
 def test_kinetics_takes_val_csv_too(tmp_path):
@@ -258,7 +265,7 @@ def test_decoding_workers_give_the_same_clips(tmp_path):
 # ---- the cache ----------------------------------------------------------------------------------------------
 
 
-def test_cache_and_decode_give_the_same_frames(tmp_path):
+def test_cache_and_decode_give_the_same_frames(tmp_path, monkeypatch):
     root = ucf101_layout(tmp_path / "u")
     done = build_cache("ucf101", root, size=16, progress=False)
     assert done["videos"] == 9 and done["short"] == sampling.short_side(16)
@@ -267,8 +274,10 @@ def test_cache_and_decode_give_the_same_frames(tmp_path):
     cached = build_dataset(f"ucf101:{root}", "train", seed=0)
     decoded = build_dataset(f"ucf101:{root}", "train", seed=0, cache=False)
     for stride in (2, 0):
-        a, _ = cached.batch([0, 1, 2], 4, 16, stride, training=True)
         b, _ = decoded.batch([0, 1, 2], 4, 16, stride, training=True)
+        with monkeypatch.context() as m:  # the cached data set must not decode
+            m.setattr(video_module, "read_frames", lambda *a, **k: pytest.fail("decoded despite the cache"))
+            a, _ = cached.batch([0, 1, 2], 4, 16, stride, training=True)
         assert torch.equal(a, b)
     smaller, _ = cached.batch([0], 4, 12, 2, training=True)  # another size: resized from the cache
     assert smaller.shape == (1, 3, 4, 12, 12)
