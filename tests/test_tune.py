@@ -386,3 +386,19 @@ def test_postgres_heartbeat_fails_a_killed_workers_trial_and_retries_it(tmp_path
     study = _kill_mid_trial_then_finish(tmp_path, path, ["--storage", postgres_url], _pg_study(postgres_url))
     dead = next(t for t in study.get_trials() if t.state == TrialState.FAIL)
     assert "status" not in dead.user_attrs  # failed by Optuna's heartbeat, not by a run outcome
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_slurm_executor_runs_tuning_workers_on_postgres(tmp_path, postgres_url):
+    pytest.importorskip("submitit")
+    path = _config(tmp_path, "slurm: {partition: gpu, time_min: 30}\n", trials=3)
+    env = dict(os.environ, VTBENCH_SUBMITIT_CLUSTER="local")
+    result = subprocess.run(_cli("tune", str(path), "--executor", "slurm", "--workers", "2", "--out",
+                                 str(tmp_path / "out"), "--no-progress", "--storage", postgres_url),
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "submitted 2 workers" in result.stderr
+    ended = _ended(_pg_study(postgres_url)())
+    assert len(ended) == 3 and all(t.state == TrialState.COMPLETE for t in ended)
+    assert (tmp_path / "out" / "keep" / "best.yaml").exists()

@@ -306,3 +306,22 @@ def test_data_check_and_cache_from_the_cli(tmp_path, capsys):
     assert main(["data", "cache", "--dataset", f"hmdb51:{root}", "--size", "16", "--no-progress"]) == 0
     assert "8 videos cached" in capsys.readouterr().out
     assert main(["data", "check", "--dataset", "nowhere"]) == 2
+
+
+def test_evaluation_averages_the_views_probabilities():
+    from contextlib import nullcontext
+
+    from vtbench.evaluate import evaluate
+
+    class ViewScores(torch.nn.Module):  # logits from the clip's first pixel: view v of clip b says what it was told
+        def forward(self, video, select=None):
+            return video[:, 0, 0, 0, :2]
+
+    video = torch.zeros(2, 3, 3, 1, 1, 2)  # 2 clips x 3 views, logits over 2 classes
+    video[0, :, 0, 0, 0] = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # one sure view beats two unsure
+    video[1, :, 0, 0, 0] = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    scores = evaluate(ViewScores(), [(video, torch.tensor([0, 1]))], None, torch.device("cpu"), nullcontext)
+    assert scores["top1"] == 100.0
+    probs = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 1.0]]).softmax(-1).mean(0)
+    expected = (-probs[0].log() - torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]).softmax(-1).mean(0)[1].log()) / 2
+    assert scores["loss"] == pytest.approx(expected.item(), rel=1e-5)
