@@ -107,7 +107,10 @@ def curves_figure(evals: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("device hours")
     ax.set_ylabel("top-1 (%)")
     _readable_x(ax)
-    ax.legend(fontsize=6, frameon=False)
+    if curves["method"].nunique() <= 8:
+        ax.legend(fontsize=6, frameon=False)
+    else:  # a tuning study: one run per trial, too many to name
+        ax.get_legend().remove()
     _save(fig, path)
 
 
@@ -158,6 +161,12 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
     (out / "tables" / "summary.tex").write_text(latex)
     markdown = shown.to_markdown(index=False, floatfmt=".3g")
     (out / "tables" / "summary.md").write_text(markdown + "\n")
+    if tuning:  # the trials are the study: their section, then the runs' curves (tables/ has the rest)
+        lines = [f"# Study {study_dir.name}", "", *tuning, "", "## Runs", "",
+                 f"{len(final)} runs; their final top-1 and costs in tables/summary.md.", "",
+                 "![curves](figures/curves.png)"]
+        (out / "report.md").write_text("\n".join(lines) + "\n")
+        return out / "report.md"
     verdicts = [_verdict(method, frontier["device_hours"]) for method in table["method"].unique()
                 if method != "baseline"]
     lines = [f"# Study {study_dir.name}", "", f"{len(final)} runs. Final top-1 on the default evaluation.", "",
@@ -165,8 +174,6 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
              *[f"![{cost}](figures/pareto_{cost}.png)" for cost in COSTS], "", "![curves](figures/curves.png)"]
     if has_settings:
         lines += ["", "![settings](figures/settings.png)"]
-    if tuning:
-        lines += ["", *tuning]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
 
