@@ -397,6 +397,10 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool) -> float | li
     try:
         _record_trial(run_dir, trial.number)
         execute(config, folder, progress_bar=progress_bar, on_eval=on_eval)
+    except KeyboardInterrupt:  # the same parameters wait at the head of the queue; their run resumes
+        trial.set_user_attr("status", "interrupted")
+        trial.study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number}, skip_if_exists=False)
+        raise
     except Exception as err:  # noqa: BLE001 - the run recorded it (status failed)
         trial.set_user_attr("status", "failed")
         raise RunEnded(f"run {run_id} failed: {type(err).__name__}: {err}") from None

@@ -357,6 +357,28 @@ def test_a_killed_worker_on_a_journal_is_retried_from_its_checkpoint(tmp_path):
     _kill_mid_trial_then_finish(tmp_path, path, [], lambda: _study(tmp_path / "out" / "keep"))
 
 
+@pytest.mark.slow
+def test_an_interrupted_trial_resumes_with_the_same_parameters(tmp_path):
+    path = _config(tmp_path, budget="400steps", trials=1)
+    out = tmp_path / "out"
+    worker = subprocess.Popen(_cli("tune", str(path), "--out", str(out), "--no-progress"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    interrupted = _wait_for_running_trial(lambda: _study(out / "keep"), out / "keep")
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=60) == 130 and "run the same command again" in worker.stderr.read()
+    study = _study(out / "keep")
+    waiting = study.get_trials()[-1]
+    assert waiting.state == TrialState.WAITING and waiting.user_attrs["resumes"] == interrupted.number
+    result = subprocess.run(_cli("tune", str(path), "--out", str(out), "--no-progress"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    trials = _study(out / "keep").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["status"] == "interrupted" and trials[1].params == interrupted.params
+    summary = results.read_json(out / "keep" / interrupted.user_attrs["run_id"] / results.SUMMARY)
+    assert summary["status"] == "completed" and summary["resumed_at"][0] > 0
+
+
 # ---- real PostgreSQL ------------------------------------------------------------------------------------
 
 
