@@ -76,29 +76,17 @@ def read_frames(path: Path, indices: list[int], count: int, short: int | None = 
 
     wanted = set(indices)
     first, last = min(wanted), max(wanted)
-    got: dict[int, np.ndarray] = {}
+    got = None
     try:
-        with av.open(str(path)) as container:
-            stream = _stream(container, path)
-            fps = Fraction(stream.average_rate or stream.guessed_rate or 25)
-            base = stream.time_base
-            start = stream.start_time or 0
-            if first > 0 and (last - first + 1) < SEEK_WHEN * count:
-                container.seek(int(start + first / fps / base), stream=stream, backward=True, any_frame=False)
-            size = None
-            resize = _reformatter()
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                k = int(round((frame.pts - start) * base * fps))
-                if k > last:
-                    break
-                if k < first:
-                    continue
-                if size is None:
-                    size = output_size(frame.width, frame.height, short)
-                if k in wanted or not got:
-                    got[k] = resize.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+        if first > 0 and (last - first + 1) < SEEK_WHEN * count:
+            try:
+                got, landed = _decode(path, wanted, short, seek=True)
+                if landed is None or landed > first:  # the demuxer seeked past the clip: decode from the start
+                    got = None
+            except av.FFmpegError:  # some containers cannot seek; decoding from the start always works
+                got = None
+        if got is None:
+            got, _ = _decode(path, wanted, short, seek=False)
     except (av.FFmpegError, OSError, ValueError) as err:
         raise Unreadable(f"{type(err).__name__}: {err}") from None
     if not got:
@@ -112,3 +100,36 @@ def read_frames(path: Path, indices: list[int], count: int, short: int | None = 
         below = [j for j in keys if j <= k]
         out.append(got[below[-1] if below else keys[0]])
     return np.stack(out)
+
+
+def _decode(path: Path, wanted: set[int], short: int | None, seek: bool) -> tuple[dict[int, np.ndarray], int | None]:
+    """The wanted frames found by decoding (after a seek to the first of them, if asked), and the index of the
+    first frame the decoder produced."""
+    import av
+
+    first, last = min(wanted), max(wanted)
+    got: dict[int, np.ndarray] = {}
+    landed = None
+    with av.open(str(path)) as container:
+        stream = _stream(container, path)
+        fps = Fraction(stream.average_rate or stream.guessed_rate or 25)
+        base = stream.time_base
+        start = stream.start_time or 0
+        if seek:
+            container.seek(int(start + first / fps / base), stream=stream, backward=True, any_frame=False)
+        size = None
+        resize = _reformatter()
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            k = int(round((frame.pts - start) * base * fps))
+            landed = k if landed is None else landed
+            if k > last:
+                break
+            if k < first:
+                continue
+            if size is None:
+                size = output_size(frame.width, frame.height, short)
+            if k in wanted or not got:
+                got[k] = resize.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+    return got, landed

@@ -53,6 +53,28 @@ def test_decoding_picks_the_requested_frames_in_every_codec(suffix, tmp_path):
     assert [frame_of(f) for f in late] == [20, 21, 22] and late.shape == (3, 16, 20, 3)
 
 
+@pytest.mark.parametrize("seek_outcome", ["lands past the clip", "fails"])
+def test_a_seek_that_misses_falls_back_to_decoding_from_the_start(seek_outcome, tmp_path, monkeypatch):
+    import av
+
+    from vtbench.datasets import decode
+
+    path = encode(tmp_path / "v.mp4", frames=24)
+    real = decode._decode
+    seeks = []
+
+    def flaky(path, wanted, short, seek):
+        if seek:
+            seeks.append(seek_outcome)
+            if seek_outcome == "fails":
+                raise av.FFmpegError(0, "seek not supported")
+            return {}, max(wanted) + 1
+        return real(path, wanted, short, seek)
+
+    monkeypatch.setattr(decode, "_decode", flaky)
+    assert [frame_of(f) for f in read_frames(path, [20, 22], 24)] == [20, 22] and seeks == [seek_outcome]
+
+
 @pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 40, b"just text, not a video\n" * 20])
 def test_broken_files_raise_unreadable(content, tmp_path):
     path = tmp_path / "broken.mp4"
