@@ -97,6 +97,7 @@ def _data_parser(sub) -> None:
         q.add_argument("--split", type=int, default=1, help="ucf101 / hmdb51 split (1, 2 or 3)")
         q.add_argument("--no-progress", action="store_true")
     cache.add_argument("--size", type=int, required=True, help="the clip size training will ask for (pixels)")
+    cache.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this one)")
     check.add_argument("--limit", type=int, help="check at most this many videos per split")
     check.add_argument("--size", type=int, default=224, help="clip size for the decode-speed figure")
 
@@ -110,7 +111,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         if args.size < 1:
             raise VtbenchError(f"--size must be positive, got {args.size}")
-        done = build_cache(layout, root, args.size, args.split, progress=not args.no_progress)
+        if args.workers < 0:
+            raise VtbenchError(f"--workers must be 0 or more, got {args.workers}")
+        done = build_cache(layout, root, args.size, args.split, progress=not args.no_progress, workers=args.workers)
         print(f"{done['videos']} videos cached ({done['cached']} new, {done['unreadable']} unreadable), "
               f"{done['bytes'] / 2**30:.2f} GiB at short side {done['short']}: {done['folder']}")
         return 0

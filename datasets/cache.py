@@ -9,6 +9,7 @@ resumable: videos already cached are kept. A data set uses the cache of its shor
 else the smallest larger one (frames resized on read), else decodes.
 """
 
+import hashlib
 import sys
 import warnings
 from pathlib import Path
@@ -73,8 +74,10 @@ def find_cache(root: Path, short: int) -> Cache | None:
     return Cache(base / f"short{fitting[0]}", root) if fitting else None
 
 
-def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progress: bool = True) -> dict:
-    """Decode every video of both splits once; returns counts (cached, already cached, unreadable) and bytes."""
+def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progress: bool = True,
+                workers: int = 0) -> dict:
+    """Decode every video of both splits once (in `workers` processes, 0: in this one); returns counts (newly
+    cached, cached in all, unreadable), the folder and its size in bytes."""
     root = Path(root).expanduser()
     index = read_index(layout, root, split)
     short = short_side(size)
@@ -84,33 +87,53 @@ def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progre
     if (folder / "index.json").exists():
         state = results.read_json(folder / "index.json")
     paths = sorted({p for name in SPLITS for p, _ in index.videos[name]})
+    todo = [(p, _key(p, root)) for p in paths if _key(p, root) not in state["videos"]]
+    jobs = [(path, key, folder, short) for path, key in todo]
     new = 0
-    bar = tqdm(paths, desc=f"caching {layout}:{root} at short side {short}", unit="video", disable=not progress)
-    for number, path in enumerate(bar):
-        key = _key(path, root)
-        if key in state["videos"]:
-            continue
-        try:
-            count, fps = probe(path)
-            frames = read_frames(path, list(range(count)), count, short)
-        except Unreadable as err:
-            state["skipped"][key] = str(err)
-            warnings.warn(f"skipping unreadable video {path}: {err}", stacklevel=2)
-            continue
-        file = f"{len(state['videos'])}.npy"
-        target = folder / "arrays" / file
-        with open(target.with_suffix(".tmp"), "wb") as f:
-            np.save(f, frames)
-        target.with_suffix(".tmp").replace(target)
-        state["skipped"].pop(key, None)
-        state["videos"][key] = {"file": file, "frames": len(frames), "fps": fps, "shape": list(frames.shape)}
-        new += 1
-        if number % 100 == 0:
-            results.write_json(folder / "index.json", state)
-    bar.close()
-    results.write_json(folder / "index.json", state)
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc=f"caching {layout}:{root} at short side "
+               f"{short}", unit="video", disable=not progress)
+    pool = None
+    if workers:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        done = pool.map(_cache_one, jobs, chunksize=4) if pool else map(_cache_one, jobs)
+        for number, (key, entry, reason) in enumerate(done):
+            bar.update(1)
+            if entry is None:
+                state["skipped"][key] = reason
+                warnings.warn(f"skipping unreadable video {root / key}: {reason}", stacklevel=2)
+                continue
+            state["skipped"].pop(key, None)
+            state["videos"][key] = entry
+            new += 1
+            if number % 100 == 99:  # an interrupted caching run keeps what it did
+                results.write_json(folder / "index.json", state)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
+        results.write_json(folder / "index.json", state)
     total = sum((folder / "arrays" / v["file"]).stat().st_size for v in state["videos"].values())
     if state["skipped"]:
         print(f"{len(state['skipped'])} unreadable videos skipped (listed in {folder / 'index.json'})", file=sys.stderr)
     return {"folder": str(folder), "short": short, "cached": new, "videos": len(state["videos"]),
             "unreadable": len(state["skipped"]), "bytes": total}
+
+
+def _cache_one(job: tuple[Path, str, Path, int]) -> tuple[str, dict | None, str | None]:
+    """Decode one video to arrays/<hash of its key>.npy: (key, its index entry or None, why it is unreadable)."""
+    path, key, folder, short = job
+    try:
+        count, fps = probe(path)
+        frames = read_frames(path, list(range(count)), count, short)
+    except Unreadable as err:
+        return key, None, str(err)
+    file = hashlib.blake2b(key.encode(), digest_size=10).hexdigest() + ".npy"
+    target = folder / "arrays" / file
+    with open(target.with_suffix(".tmp"), "wb") as f:
+        np.save(f, frames)
+    target.with_suffix(".tmp").replace(target)
+    return key, {"file": file, "frames": len(frames), "fps": fps, "shape": list(frames.shape)}, None

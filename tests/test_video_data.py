@@ -1,5 +1,6 @@
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,6 +306,12 @@ def test_cache_and_decode_give_the_same_frames(tmp_path, monkeypatch):
     assert smaller.shape == (1, 3, 4, 12, 12)
     again = build_cache("ucf101", root, size=16, progress=False)  # resumable: nothing decoded twice
     assert again["cached"] == 0 and again["videos"] == 9
+    other = ucf101_layout(tmp_path / "u2")
+    pooled = build_cache("ucf101", other, size=16, progress=False, workers=2)  # the same arrays, in parallel
+    for key, entry in find_cache(root, sampling.short_side(16)).videos.items():
+        here = np.load(root / ".vtbench-cache" / f"short{done['short']}" / "arrays" / entry["file"])
+        there = find_cache(other, sampling.short_side(16))
+        assert np.array_equal(here, np.load(Path(pooled["folder"]) / "arrays" / there.videos[key]["file"]))
 
 
 def test_cache_lists_unreadable_videos(tmp_path):
