@@ -38,20 +38,34 @@ class Grid:
     labels: dict[str, str] = field(default_factory=dict)  # run_id -> "methods @ budget, seed"
 
 
-def load_grid(path: str | Path) -> Grid:
+def read_study_yaml(path: str | Path, keys: tuple[str, ...], kind: str) -> tuple[dict, str, str, dict]:
+    """A grid's or tune's YAML, checked up to its name and base: (data, where, study, base settings)."""
     data = load_yaml(path)
     where = str(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a grid is a mapping with keys {', '.join(KEYS)}; got {type(data).__name__}")
-    unknown = sorted(set(data) - set(KEYS))
+        raise ConfigError(f"{where}: a {kind} is a mapping with keys {', '.join(keys)}; got {type(data).__name__}")
+    unknown = sorted(set(data) - set(keys))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(KEYS)}")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(keys)}")
     study = data.get("study")
     if not isinstance(study, str) or not study or "/" in study:
         raise ConfigError(f"{where}: study must be a folder name, got {study!r}")
     base_values = data.get("base") or {}
     if not isinstance(base_values, dict):
         raise ConfigError(f"{where}: base must be a mapping of run settings, got {base_values!r}")
+    return data, where, study, base_values
+
+
+def slurm_options(data: dict, where: str) -> dict[str, Any]:
+    slurm = data.get("slurm") or {}
+    if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
+        extra = sorted(set(slurm) - set(SLURM_KEYS)) if isinstance(slurm, dict) else slurm
+        raise ConfigError(f"{where}: slurm: unknown option {extra}; allowed: {', '.join(SLURM_KEYS)}")
+    return slurm
+
+
+def load_grid(path: str | Path) -> Grid:
+    data, where, study, base_values = read_study_yaml(path, KEYS, "grid")
     base = apply(RunConfig(), base_values, where=f"{where}: base")
     axes = {}
     for axis in ("methods", "budgets", "seeds"):
@@ -62,10 +76,7 @@ def load_grid(path: str | Path) -> Grid:
     retries = data.get("retries", 1)
     if not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"{where}: retries must be a whole number >= 0, got {retries!r}")
-    slurm = data.get("slurm") or {}
-    if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
-        extra = sorted(set(slurm) - set(SLURM_KEYS)) if isinstance(slurm, dict) else slurm
-        raise ConfigError(f"{where}: slurm: unknown option {extra}; allowed: {', '.join(SLURM_KEYS)}")
+    slurm = slurm_options(data, where)
     cells, labels = [], {}
     for methods, budget, seed in itertools.product(axes["methods"], axes["budgets"], axes["seeds"]):
         overrides = {}
@@ -77,13 +88,13 @@ def load_grid(path: str | Path) -> Grid:
         cell = apply(base, {**overrides, "budget": budget, "seed": seed}, where=where)
         cell.methods = specs
         cell = cell.resolve()
-        _validate_methods(cell, where)
+        validate_methods(cell, where)
         labels[cell.run_id()] = f"{cell.label()} @ {cell.budget}, seed {seed}"
         cells.append(cell)
     return Grid(study, cells, retries, slurm, where, labels)
 
 
-def _validate_methods(cell: RunConfig, where: str) -> None:
+def validate_methods(cell: RunConfig, where: str) -> None:
     from vtbench.budget import Budget
     from vtbench.methods import build_methods
 

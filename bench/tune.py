@@ -19,6 +19,7 @@ worker died are failed (by the storage's heartbeat, or on the same host because 
 and retried up to `retries` times as new trials with the same parameters.
 """
 
+import dataclasses
 import datetime
 import os
 import socket
@@ -72,27 +73,13 @@ class Tune:
         return [OBJECTIVES[o][0] for o in self.objectives]
 
     def config(self, methods) -> RunConfig:
-        config = RunConfig(**{**vars(self.base)})
-        config.methods = methods
-        return config.resolve()
+        return dataclasses.replace(self.base, methods=methods).resolve()
 
 
 def load_tune(path: str | Path) -> Tune:
-    from .grid import SLURM_KEYS, _validate_methods
+    from .grid import read_study_yaml, slurm_options, validate_methods
 
-    where = str(path)
-    data = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a tune config is a mapping with keys {', '.join(KEYS)}")
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(KEYS)}")
-    study = data.get("study")
-    if not isinstance(study, str) or not study or "/" in study:
-        raise ConfigError(f"{where}: study must be a folder name, got {study!r}")
-    base_values = data.get("base") or {}
-    if not isinstance(base_values, dict):
-        raise ConfigError(f"{where}: base must be a mapping of run settings, got {base_values!r}")
+    data, where, study, base_values = read_study_yaml(path, KEYS, "tune config")
     if "methods" in base_values:
         raise ConfigError(f"{where}: base: give the methods under the top-level `methods` key")
     if "budget" in data:
@@ -130,15 +117,12 @@ def load_tune(path: str | Path) -> Tune:
                           f"{objectives[0]} has no intermediate values: use objective: top1 or pruner: none")
     if tune.sampler == "grid":
         tune.space.grid()  # every range needs a step
-    slurm = data.get("slurm") or {}
-    if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
-        raise ConfigError(f"{where}: slurm: unknown option; allowed: {', '.join(SLURM_KEYS)}")
-    tune.slurm = slurm
+    tune.slurm = slurm_options(data, where)
     for param in tune.space.params:  # every value the search can reach must make a valid method list
         for value in param.extremes():
             values = {p.name: p.extremes()[0] for p in tune.space.params} | {param.name: value}
             try:
-                _validate_methods(tune.config(tune.space.fill(values)), where)
+                validate_methods(tune.config(tune.space.fill(values)), where)
             except ConfigError as err:
                 raise ConfigError(f"{err} (searched parameter {param.name} = {value!r})") from None
     return tune
@@ -348,6 +332,7 @@ def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, wor
         write_outputs(tune, study, folder)
         if on_trial:
             on_trial(study, trial)
+
     heartbeat = is_heartbeat_enabled(study._storage)
     while True:
         if heartbeat:

@@ -34,7 +34,6 @@ class Cache:
         index = results.read_json(folder / "index.json")
         self.short = index["short"]
         self.videos: dict[str, dict] = index["videos"]
-        self.skipped: dict[str, str] = index.get("skipped", {})
         self._open: dict[str, np.ndarray] = {}  # memory maps kept open, oldest closed first
 
     def _entry(self, path: Path) -> dict | None:

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from .decode import Unreadable, probe, read_frames
 from .layouts import SPLITS, read_index
 from .sampling import dense_indices, dense_starts, short_side
-from .video import _missing_or_empty
+from .video import missing_or_empty
 
 
 def check(layout: str, root: str | Path, split: int = 1, limit: int | None = None, frames: int = 16,
@@ -23,7 +23,7 @@ def check(layout: str, root: str | Path, split: int = 1, limit: int | None = Non
                   "classes": len({label for _, label in videos})}
         for path, _ in tqdm(videos[:limit] if limit else videos, desc=f"checking {name}", unit="video",
                             disable=not progress):
-            reason = _missing_or_empty(path)
+            reason = missing_or_empty(path)
             if reason in ("missing", "empty file"):
                 counts["missing" if reason == "missing" else "empty"] += 1
                 report["unreadable"][str(path)] = reason

@@ -118,7 +118,6 @@ class VideoDataset:
                  views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
                  flip: bool | None = None, **layout_args: Any):
         """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51."""
-        split = part
         unknown = sorted(set(layout_args) - {"split"})
         if unknown:
             raise ConfigError(f"data_args for {layout}: unknown key {unknown[0]!r}; allowed: split, views, workers, "
@@ -128,7 +127,7 @@ class VideoDataset:
             raise ConfigError(f"data_args.views is [clips, crops] of whole numbers >= 1, got {views!r}")
         if not isinstance(workers, int) or workers < 0:
             raise ConfigError(f"data_args.workers is a whole number >= 0, got {workers!r}")
-        self.layout, self.root, self.split, self.seed = layout, Path(root).expanduser(), split, seed
+        self.layout, self.root, self.part, self.seed = layout, Path(root).expanduser(), part, seed
         index = read_index(layout, self.root, layout_args.get("split", 1))
         self.classes = index.classes
         self.num_classes = len(index.classes)
@@ -137,28 +136,26 @@ class VideoDataset:
         self.use_cache = bool(cache)
         self.skipped: dict[str, str] = {}
         self.videos: list[tuple[Path, int]] = []
-        for path, label in index.videos[split]:
-            reason = _missing_or_empty(path)
+        for path, label in index.videos[part]:
+            reason = missing_or_empty(path)
             if reason:
                 self.skipped[str(path)] = reason
             else:
                 self.videos.append((path, label))
         if not self.videos:
-            raise ConfigError(f"{layout}:{self.root} has no readable {split} video (e.g. {next(iter(self.skipped))}: "
+            raise ConfigError(f"{layout}:{self.root} has no readable {part} video (e.g. {next(iter(self.skipped))}: "
                               f"{next(iter(self.skipped.values()))})")
         if self.skipped:
-            warnings.warn(f"{layout}:{self.root} {split}: {len(self.skipped)} listed videos are missing or empty, "
+            warnings.warn(f"{layout}:{self.root} {part}: {len(self.skipped)} listed videos are missing or empty, "
                           f"skipped (e.g. {next(iter(self.skipped))})", stacklevel=2)
         self.order = np.random.default_rng(EVAL_ORDER_SEED).permutation(len(self.videos))
-        self.length = len(self.videos) if split != "train" or length is None else length
-        if split != "train" and length is not None:
-            self.length = min(length, len(self.videos))
+        self.length = len(self.videos) if length is None else min(length, len(self.videos))
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._ahead: tuple[tuple, list[Future]] | None = None
         self._caches: dict[int, Cache | None] = {}  # by clip size
         self._epoch: tuple[int, np.ndarray | None] = (-1, None)  # the training order of the current epoch
-        self._draw_seed = _seed(seed, split) % 2**63
+        self._draw_seed = _seed(seed, part) % 2**63
 
     def __len__(self) -> int:
         return self.length
@@ -168,7 +165,7 @@ class VideoDataset:
 
     def _video(self, index: int) -> int:
         n = len(self.videos)
-        if self.split == "train":
+        if self.part == "train":
             epoch, k = divmod(index, n)
             if self._epoch[0] != epoch:
                 self._epoch = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
@@ -265,7 +262,7 @@ class VideoDataset:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _missing_or_empty(path: Path) -> str | None:
+def missing_or_empty(path: Path) -> str | None:
     try:
         return "empty file" if os.path.getsize(path) == 0 else None
     except FileNotFoundError:
