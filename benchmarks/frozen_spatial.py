@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vtbench.config import RunConfig
+from vtbench.engine.config import RunConfig
 from vtbench.methods.frozen_spatial import AttentionPool, StagedAdapter, freeze_spatial
 from vtbench.models import build_model
 

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 
-from vtbench.config import RunConfig
 from vtbench.datasets import build_dataset
+from vtbench.engine.config import RunConfig
+from vtbench.engine.results import SUMMARY, read_json
+from vtbench.engine.runner import _seed_everything, execute
 from vtbench.models import build_model
-from vtbench.results import SUMMARY, read_json
-from vtbench.runner import _seed_everything, execute
 
 
 def bare_loop(config: RunConfig, steps: int) -> float:

@@ -12,9 +12,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vtbench.config import RunConfig
+from vtbench.engine.config import RunConfig
+from vtbench.engine.monitor import open_monitor
 from vtbench.models import build_model
-from vtbench.monitor import open_monitor
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ one long cycle (cycles=1, no final phase), the two runs side by side in one proc
 import argparse
 import tempfile
 
-from vtbench.config import MethodSpec, RunConfig
-from vtbench.results import SUMMARY, read_json
-from vtbench.runner import execute
+from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.engine.results import SUMMARY, read_json
+from vtbench.engine.runner import execute
 
 
 def clips_per_second(methods: list[MethodSpec], budget: str) -> tuple[float, dict]:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from vtbench.config import RunConfig
 from vtbench.datasets import build_dataset
+from vtbench.engine.config import RunConfig
 from vtbench.methods.token_dropout import drop_tokens
 from vtbench.models import build_model
 

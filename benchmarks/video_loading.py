@@ -17,9 +17,9 @@ import av
 import numpy as np
 import torch
 
-from vtbench.config import RunConfig
 from vtbench.datasets import build_dataset
 from vtbench.datasets.cache import build_cache
+from vtbench.engine.config import RunConfig
 
 
 def encode(path: Path, frames: int, rng: np.random.Generator) -> None:

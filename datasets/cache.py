@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vtbench import results
+from vtbench.engine import results
 
 from .decode import Unreadable, probe, read_frames
 from .layouts import SPLITS, read_index

@@ -5,10 +5,10 @@ Add a method: write methods/NAME.py with a `Method` subclass decorated with `@re
 
 import inspect
 
-from vtbench.config import MethodSpec
+from vtbench.engine.config import MethodSpec
 from vtbench.errors import ConfigError
 
-from .base import EvalSetting, Method, MethodStack
+from .base import EvalSetting, Method, MethodStack, RunContext
 
 REGISTRY: dict[str, type[Method]] = {}
 
@@ -46,4 +46,5 @@ def build_methods(specs: list[MethodSpec]) -> MethodStack:
 
 from . import baseline, flux, frozen_spatial, multigrid, pss, token_dropout  # noqa: E402,F401  (registers)
 
-__all__ = ["REGISTRY", "EvalSetting", "Method", "MethodStack", "build_method", "build_methods", "register"]
+__all__ = ["REGISTRY", "EvalSetting", "Method", "MethodStack", "RunContext", "build_method", "build_methods",
+           "register"]

@@ -6,18 +6,30 @@ through a `MethodStack` and never names a method.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
+from vtbench.engine.budget import BudgetClock
+from vtbench.engine.config import RunConfig
+from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.models.tokens import Tokens
-from vtbench.shape import BatchShape
-
-if TYPE_CHECKING:
-    from vtbench.runner import RunContext
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (video (B, C, T, H, W), labels (B,))
+
+
+@dataclass
+class RunContext:
+    """What `Method.prepare` may look at and change (it may replace `model`)."""
+
+    config: RunConfig
+    model: torch.nn.Module
+    base_shape: BatchShape
+    num_classes: int
+    device: torch.device
+    train_data: Any
+    clock: BudgetClock | None = None  # read-only for methods: what training has used so far
 
 
 @dataclass(frozen=True)
@@ -37,7 +49,7 @@ class Method:
     # hooks whose answer one method of a list decides alone
     OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "training_loss")
 
-    def prepare(self, run: "RunContext") -> None:
+    def prepare(self, run: RunContext) -> None:
         """Once, before training (and before a checkpoint is restored): change, freeze or replace the model."""
 
     def batch_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
@@ -94,7 +106,7 @@ class MethodStack:
                 raise ConfigError(f"methods {names} both decide {hook}; at most one method of a list may")
             self.owners[hook] = owners[0] if owners else None
 
-    def prepare(self, run: "RunContext") -> None:
+    def prepare(self, run: RunContext) -> None:
         for method in self.methods:
             method.prepare(run)
 

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.models.tokens import Tokens
-from vtbench.shape import BatchShape
 
 from . import register
 from .base import EvalSetting, Method

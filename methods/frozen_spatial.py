@@ -33,9 +33,9 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.models.vivit import ViViTFactorised
-from vtbench.shape import BatchShape
 
 from . import register
 from .base import Method

@@ -30,8 +30,8 @@ left out.
 import math
 from dataclasses import dataclass
 
+from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
-from vtbench.shape import BatchShape
 
 from . import register
 from .base import Method

@@ -1,6 +1,6 @@
 import pytest
 
-from vtbench.config import RunConfig
+from vtbench.engine.config import RunConfig
 
 
 def tiny(**overrides) -> RunConfig:

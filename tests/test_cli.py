@@ -41,7 +41,7 @@ def test_yaml_error_names_file_and_line(capsys, tmp_path):
 
 
 def test_flags_override_the_config_file(tmp_path):
-    from vtbench.cli import _run_parser, build_config  # noqa: F401
+    from vtbench.cli.main import _run_parser, build_config  # noqa: F401
 
     config = tmp_path / "run.yaml"
     config.write_text("budget: 5steps\nseed: 3\nlr: 0.01\n")

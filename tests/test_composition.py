@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 from conftest import tiny
 
-from vtbench.config import MethodSpec
+from vtbench.engine.config import MethodSpec
+from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
 from vtbench.methods.pss import keep_ratio
-from vtbench.runner import execute
 
 MODEL = {"dim": 32, "depth": 1, "heads": 2, "tubelet": [2, 8, 8]}
 

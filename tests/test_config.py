@@ -1,6 +1,6 @@
 import pytest
 
-from vtbench.config import MethodSpec, RunConfig, apply, load_run_config, parse_method, parse_set
+from vtbench.engine.config import MethodSpec, RunConfig, apply, load_run_config, parse_method, parse_set
 from vtbench.errors import ConfigError
 
 

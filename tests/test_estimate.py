@@ -1,8 +1,8 @@
 import pytest
 
 from vtbench.cli import main
-from vtbench.config import MethodSpec, RunConfig
-from vtbench.estimate import estimate
+from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.engine.estimate import estimate
 
 
 def _hand_count(n: int, d: int, depth: int, patch_inputs: int, classes: int) -> int:

@@ -1,6 +1,6 @@
 import torch
 
-from vtbench.flops import StepFlops
+from vtbench.engine.flops import StepFlops
 
 
 def _step(model, x, meter, key, tokens):

@@ -2,13 +2,12 @@ import pytest
 import torch
 from conftest import tiny
 
-from vtbench.config import MethodSpec
+from vtbench.engine.config import MethodSpec
+from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
-from vtbench.methods import build_method
+from vtbench.methods import RunContext, build_method
 from vtbench.methods.flux import Flux, flexible_shapes, flux_multi_loss, group_dynamic_select, motion_scores
 from vtbench.models import build_model
-from vtbench.runner import RunContext
-from vtbench.shape import BatchShape
 
 
 def _moving_square(frames=16, size=32, square=8, step=1):
@@ -139,7 +138,7 @@ def test_evaluation_budgets():
     ({"tokens": -1}, "tokens=-1 must be a positive whole number"),
 ])
 def test_bad_budgets_are_refused_before_training(params, message, tmp_path):
-    from vtbench.runner import execute
+    from vtbench.engine.runner import execute
 
     with pytest.raises(ConfigError, match=message):
         execute(tiny(frames=8, size=32, methods=[MethodSpec("flux", params)]), tmp_path, progress_bar=False)

@@ -7,10 +7,10 @@ import torch
 from conftest import tiny
 
 from vtbench import methods
-from vtbench.config import MethodSpec
+from vtbench.engine.config import MethodSpec
+from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
 from vtbench.methods import Method, build_method
-from vtbench.runner import execute
 
 MODEL = {"dim": 32, "depth": 2, "heads": 2, "tubelet": [2, 8, 8], "temporal_depth": 1}
 
@@ -72,9 +72,9 @@ def test_after_the_switch_the_spatial_encoder_is_frozen_and_the_temporal_one_car
 
 
 def test_the_spatial_encoder_runs_without_autograd_in_stage_two(snapshot, tmp_path):
+    from vtbench.engine.shape import BatchShape
+    from vtbench.methods import RunContext
     from vtbench.models import build_model
-    from vtbench.runner import RunContext
-    from vtbench.shape import BatchShape
 
     model = build_model("vit_tiny", "factorised", 5, 8, 32, **{**MODEL, "tubelet": (2, 8, 8)})
     method = build_method(MethodSpec("frozen_spatial", {"stage1": 0}))
@@ -132,9 +132,9 @@ def _timm_state(tmp_path, depth=2):
 
 
 def test_the_spatial_encoder_can_start_from_an_image_checkpoint(tmp_path):
+    from vtbench.engine.shape import BatchShape
+    from vtbench.methods import RunContext
     from vtbench.models import build_model
-    from vtbench.runner import RunContext
-    from vtbench.shape import BatchShape
 
     vit, path = _timm_state(tmp_path)
     model = build_model("vit_tiny", "factorised", 5, 8, 32, **{**MODEL, "tubelet": (2, 8, 8)})

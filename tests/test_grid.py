@@ -11,8 +11,9 @@ import pytest
 
 from vtbench import methods
 from vtbench.errors import ConfigError
-from vtbench.grid import load_grid, prepare_study, run_worker
 from vtbench.methods import Method
+from vtbench.studies.folder import prepare_study
+from vtbench.studies.grid import load_grid, run_worker
 
 BASE = ("base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_every: 0.1,\n"
         "       model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from conftest import tiny
 
 from vtbench import methods
-from vtbench.budget import lr_factor
-from vtbench.config import MethodSpec
+from vtbench.engine.budget import lr_factor
+from vtbench.engine.config import MethodSpec
+from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
 from vtbench.methods import EvalSetting, Method, MethodStack
-from vtbench.runner import execute
 
 KEEP = 5
 

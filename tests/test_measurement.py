@@ -4,10 +4,11 @@ import pytest
 import torch
 from conftest import tiny
 
-from vtbench import methods, mfu
-from vtbench.config import MethodSpec
+from vtbench import methods
+from vtbench.engine import mfu
+from vtbench.engine.config import MethodSpec
+from vtbench.engine.runner import execute
 from vtbench.methods import Method
-from vtbench.runner import execute
 
 
 class RunOutOfMemory(Method):

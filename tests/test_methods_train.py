@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from vtbench.config import MethodSpec, RunConfig
-from vtbench.runner import execute
+from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.engine.runner import execute
 
 METHODS = {
     "baseline": [],

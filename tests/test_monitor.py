@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vtbench.monitor import GpuMonitor, open_monitor
+from vtbench.engine.monitor import GpuMonitor, open_monitor
 
 
 class FakeNVML:

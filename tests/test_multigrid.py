@@ -5,13 +5,13 @@ import pytest
 import torch
 from conftest import tiny
 
-from vtbench.config import MethodSpec
+from vtbench.engine.config import MethodSpec
+from vtbench.engine.runner import execute
+from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
-from vtbench.methods import build_method
+from vtbench.methods import RunContext, build_method
 from vtbench.methods.multigrid import Multigrid, long_cycle_stages, slowfast_schedule
 from vtbench.models import build_model
-from vtbench.runner import RunContext, execute
-from vtbench.shape import BatchShape
 
 K400 = dict(frames=32, crop=224, steps=[0, 94, 154, 196], max_epoch=239)
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vtbench.config import MethodSpec
+from vtbench.engine.config import MethodSpec
 from vtbench.errors import ConfigError
 from vtbench.methods import build_method
 from vtbench.methods.pss import PatchSamplingSchedule, keep_ratio, scheduled_drop, select_by

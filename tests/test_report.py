@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from vtbench.analysis import pareto_front, speedup, time_to_reach
+from vtbench.report.analysis import pareto_front, speedup, time_to_reach
 
 
 def test_pareto_front_on_a_hand_made_table():

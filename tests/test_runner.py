@@ -11,9 +11,9 @@ import torch
 from conftest import tiny
 
 from vtbench import methods
-from vtbench.config import MethodSpec
+from vtbench.engine.config import MethodSpec
+from vtbench.engine.runner import execute
 from vtbench.methods import Method
-from vtbench.runner import execute
 
 STEP_COLUMNS = {"step", "progress", "used_s", "used_flops", "used_samples", "loss", "lr", "clips", "frames",
                 "size", "tokens", "clips_per_s"}

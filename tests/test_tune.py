@@ -13,14 +13,15 @@ import yaml
 from conftest import tiny
 from optuna.trial import TrialState
 
-from vtbench import results, tune
 from vtbench.cli import main
-from vtbench.config import load_run_config
+from vtbench.engine import results
+from vtbench.engine.config import load_run_config
+from vtbench.engine.runner import Pruned, execute
 from vtbench.errors import ConfigError
-from vtbench.grid import prepare_study
 from vtbench.report import write_report
-from vtbench.runner import Pruned, execute
-from vtbench.study import runs_table, study_table
+from vtbench.studies import tune
+from vtbench.studies.folder import prepare_study
+from vtbench.studies.table import runs_table, study_table
 
 BASE = ("base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_batch_size: 16,\n"
         "       eval_every: 0.25, model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")

@@ -18,7 +18,6 @@ from videos import (
     ucf101_layout,
 )
 
-from vtbench import results
 from vtbench.cli import main
 from vtbench.datasets import build_dataset, sampling
 from vtbench.datasets import video as video_module
@@ -26,8 +25,9 @@ from vtbench.datasets.cache import build_cache, find_cache
 from vtbench.datasets.decode import Unreadable, probe, read_frames
 from vtbench.datasets.layouts import read_index
 from vtbench.datasets.video import ClipRequest, load_clip
+from vtbench.engine import results
+from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
-from vtbench.runner import execute
 
 LAYOUTS = {"folder": folder_layout, "list": list_layout, "kinetics": kinetics_layout, "ssv2": ssv2_layout,
            "ucf101": ucf101_layout, "hmdb51": hmdb51_layout}
@@ -340,7 +340,7 @@ def test_data_check_and_cache_from_the_cli(tmp_path, capsys):
 def test_evaluation_averages_the_views_probabilities():
     from contextlib import nullcontext
 
-    from vtbench.evaluate import evaluate
+    from vtbench.engine.evaluate import evaluate
 
     class ViewScores(torch.nn.Module):  # logits from the clip's first pixel: view v of clip b says what it was told
         def forward(self, video, select=None):

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .config import MethodSpec, method_spec
-from .errors import ConfigError
+from vtbench.engine.config import MethodSpec, method_spec
+from vtbench.errors import ConfigError
 
 FORMS = ("float", "int", "choice")
 OPTIONS = ("log", "step")

@@ -1,14 +1,15 @@
-"""`vtbench grid`: executors around `vtbench.grid.run_worker`, with a progress bar over cells."""
+"""`vtbench grid`: executors around `vtbench.studies.grid.run_worker`, with a progress bar over cells."""
 
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import results
-from .errors import VtbenchError
-from .grid import Grid, cell_status, load_grid, prepare_study, run_worker
-from .workers import run_local, run_slurm
+from vtbench.engine import results
+from vtbench.errors import VtbenchError
+from vtbench.studies.executors import run_local, run_slurm
+from vtbench.studies.folder import prepare_study
+from vtbench.studies.grid import Grid, cell_status, load_grid, run_worker
 
 
 def _finished(grid: Grid, folder: Path) -> int:

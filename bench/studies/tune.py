@@ -26,12 +26,12 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from . import results
-from .config import RunConfig, apply, load_yaml, save_yaml
-from .errors import ConfigError
-from .search import SearchSpace, parse_space
+from vtbench.engine import results
+from vtbench.engine.config import RunConfig, apply, load_yaml, save_yaml
+from vtbench.errors import ConfigError
+from vtbench.studies.search import SearchSpace, parse_space
 
 KEYS = ("study", "base", "budget", "methods", "objective", "trials", "sampler", "pruner", "prune_after", "storage",
         "retries", "heartbeat", "slurm")
@@ -67,6 +67,7 @@ class Tune:
     heartbeat: int = 60
     slurm: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    kind: ClassVar[str] = "tune"
 
     @property
     def directions(self) -> list[str]:
@@ -77,7 +78,7 @@ class Tune:
 
 
 def load_tune(path: str | Path) -> Tune:
-    from .grid import read_study_yaml, slurm_options, validate_methods
+    from vtbench.studies.folder import read_study_yaml, slurm_options, validate_methods
 
     data, where, study, base_values = read_study_yaml(path, KEYS, "tune config")
     if "methods" in base_values:
@@ -354,8 +355,8 @@ def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, wor
 def objective(tune: Tune, folder: Path, trial, progress_bar: bool) -> float | list[float]:
     import optuna
 
-    from .grid import Claim
-    from .runner import Pruned, execute
+    from vtbench.engine.runner import Pruned, execute
+    from vtbench.studies.folder import Claim
 
     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "trial": trial.number})
     if is_surplus(trial.study, trial.number, tune.trials):

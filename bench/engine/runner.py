@@ -11,7 +11,6 @@ import random
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +20,16 @@ import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 from tqdm import tqdm
 
-from . import measure, mfu, results
-from .budget import Budget, BudgetClock, Used, lr_factor
-from .config import RunConfig, save_yaml
-from .errors import ConfigError
-from .evaluate import EvalData, evaluate
-from .flops import StepFlops
-from .shape import BatchShape
+from vtbench.engine import measure, mfu, results
+from vtbench.engine.budget import Budget, BudgetClock, Used, lr_factor
+from vtbench.engine.config import RunConfig, save_yaml
+from vtbench.engine.evaluate import EvalData, evaluate
+from vtbench.engine.flops import StepFlops
+from vtbench.engine.shape import BatchShape
+from vtbench.errors import ConfigError
 
 FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
 FLUSH_EVERY = 50  # steps between reading losses back from the device (one synchronisation each)
-
-
-@dataclass
-class RunContext:
-    """What `Method.prepare` may look at and change (it may replace `model`)."""
-
-    config: RunConfig
-    model: torch.nn.Module
-    base_shape: BatchShape
-    num_classes: int
-    device: torch.device
-    train_data: Any
-    clock: BudgetClock | None = None  # read-only for methods: what training has used so far
 
 
 class Diverged(Exception):
@@ -81,7 +67,7 @@ def execute(config: RunConfig, out: str | Path, progress_bar: bool = True, on_ev
 class Run:
     def __init__(self, config: RunConfig, run_dir: Path, progress_bar: bool = True, on_eval=None):
         from vtbench.datasets import build_dataset
-        from vtbench.methods import build_methods
+        from vtbench.methods import RunContext, build_methods
         from vtbench.models import build_model
 
         self.config, self.dir, self.show_progress, self.on_eval = config, run_dir, progress_bar, on_eval

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import results
-from .config import RunConfig, apply
+from vtbench.engine import results
+from vtbench.engine.config import RunConfig, apply
 
 SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clips_per_s", "mem_allocated",
                    "mem_reserved", "mem_device", "mem_rss", "energy_j", "trainable_params", "top1")

@@ -12,9 +12,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .analysis import pareto_front, speedup, time_to_reach  # noqa: E402
-from .report_tuning import tuning_section  # noqa: E402
-from .study import study_table  # noqa: E402
+from vtbench.report.analysis import pareto_front, speedup, time_to_reach  # noqa: E402
+from vtbench.report.tuning import tuning_section  # noqa: E402
+from vtbench.studies.table import study_table  # noqa: E402
 
 COLUMN = (3.4, 2.5)  # inches: one column of a two-column paper
 PAGE = (7.0, 2.8)

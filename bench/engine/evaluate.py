@@ -6,7 +6,7 @@ from contextlib import AbstractContextManager
 import torch
 import torch.nn.functional as F
 
-from .models.tokens import Tokens
+from vtbench.models.tokens import Tokens
 
 
 class EvalData:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from vtbench.errors import ConfigError
 
 
 @dataclass
@@ -65,7 +65,7 @@ class RunConfig:
 
     def resolve(self) -> "RunConfig":
         """A copy with every default that depends on other fields filled in, validated."""
-        from .models import PRESETS
+        from vtbench.models import PRESETS
 
         if self.model not in PRESETS:
             raise ConfigError(f"unknown model preset {self.model!r}; known: {', '.join(PRESETS)}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ConfigError
+from vtbench.errors import ConfigError
 
 UNITS = ("s", "flops", "steps", "samples")
 _TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}

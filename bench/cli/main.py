@@ -4,8 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import RunConfig, apply, load_run_config, parse_method, parse_set
-from .errors import VtbenchError
+from vtbench.engine.config import RunConfig, apply, load_run_config, parse_method, parse_set
+from vtbench.errors import VtbenchError
 
 
 def _run_parser(sub) -> None:
@@ -37,7 +37,7 @@ def _estimate_parser(sub) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from .estimate import estimate, table
+    from vtbench.engine.estimate import estimate, table
 
     values = {"model": args.model, "arch": args.arch, "frames": args.frames, "size": args.size}
     config = apply(apply(RunConfig(), {k: v for k, v in values.items() if v is not None}), parse_set(args.set),
@@ -59,7 +59,7 @@ def _grid_parser(sub) -> None:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from .grid_cli import run_grid
+    from vtbench.cli.grid import run_grid
 
     return run_grid(args)
 
@@ -79,7 +79,7 @@ def _tune_parser(sub) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .tune_cli import run_tune
+    from vtbench.cli.tune import run_tune
 
     if args.executor is None:
         args.executor = "local" if args.workers > 1 else "inline"
@@ -131,7 +131,7 @@ def _report_parser(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from vtbench.report import write_report
 
     study = Path(args.study_dir)
     if not study.is_dir():
@@ -153,8 +153,8 @@ def _demo_parser(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .grid_cli import run_grid
-    from .report import write_report
+    from vtbench.cli.grid import run_grid
+    from vtbench.report import write_report
 
     config = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
     if not config.exists():
@@ -176,7 +176,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import execute
+    from vtbench.engine.runner import execute
 
     config = build_config(args)
     try:
@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _print_outcome(run_dir: Path) -> str:
     """One line on stderr about how the run ended; returns its status."""
-    from .results import SUMMARY, read_json
+    from vtbench.engine.results import SUMMARY, read_json
 
     s = read_json(run_dir / SUMMARY)
     top1 = "n/a" if s.get("top1") is None else f"{s['top1']:.1f}%"

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import MethodSpec, RunConfig
-from .shape import BatchShape
+from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.engine.shape import BatchShape
 
 
 @dataclass
@@ -34,9 +34,8 @@ class Estimate:
 
 def estimate(config: RunConfig, methods: list[MethodSpec], progress: float = 0.5, num_classes: int = 400) -> Estimate:
     """Cost per clip of one training step of `config` with `methods`, at budget `progress`."""
-    from vtbench.methods import build_methods
+    from vtbench.methods import RunContext, build_methods
     from vtbench.models import build_model
-    from vtbench.runner import RunContext
 
     config = config.resolve()
     stack = build_methods(methods)

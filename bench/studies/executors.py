@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .errors import VtbenchError
+from vtbench.errors import VtbenchError
 
 SLURM_OPTIONS = {"partition": "slurm_partition", "gpus_per_task": "slurm_gpus_per_task",
                  "cpus_per_task": "slurm_cpus_per_task", "mem_gb": "slurm_mem_gb", "account": "slurm_account",

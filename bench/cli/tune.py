@@ -1,4 +1,4 @@
-"""`vtbench tune`: executors around `vtbench.tune.work`, with a progress bar over ended trials."""
+"""`vtbench tune`: executors around `vtbench.studies.tune.work`, with a progress bar over ended trials."""
 
 import os
 import sys
@@ -6,10 +6,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import VtbenchError
-from .grid import prepare_study
-from .tune import Tune, counts, load_tune, open_study, work
-from .workers import run_local, run_slurm
+from vtbench.errors import VtbenchError
+from vtbench.studies.executors import run_local, run_slurm
+from vtbench.studies.folder import prepare_study
+from vtbench.studies.tune import Tune, counts, load_tune, open_study, work
 
 
 def _prepare(args) -> tuple[Tune, Path]:
@@ -70,7 +70,7 @@ def slurm_worker(config: str, out: str, trials: int, storage: str | None, worker
 
 
 def _print_outcome(tune: Tune, folder: Path, study) -> int:
-    from .tune import best_trials
+    from vtbench.studies.tune import best_trials
 
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from . import results
+from vtbench.engine import results
 
 LABELS = {"top1": "top-1 (%)", "top5": "top-5 (%)", "train_s": "training seconds", "used_s": "training seconds",
           "used_flops": "training FLOPs", "total_flops": "training FLOPs", "clips_per_s": "clips per second"}

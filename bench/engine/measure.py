@@ -1,4 +1,4 @@
-"""Memory, power and energy of a run: the CUDA allocator, NVML (through `vtbench.monitor`) and, on any
+"""Memory, power and energy of a run: the CUDA allocator, NVML (through `vtbench.engine.monitor`) and, on any
 device, the process's peak resident memory and CPU time. Figures that cannot be measured here are None,
 never zero, and `not_measured` says why.
 """
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .monitor import open_monitor
+from vtbench.engine.monitor import open_monitor
 
 
 def peak_rss_bytes() -> int:

@@ -1,0 +1,106 @@
+"""Ablation grids (DESIGN.md, "Grids, tuning, reports"): the cartesian product of method lists x budgets x
+seeds over a base configuration, run so that a crash, a kill -9 or a reboot loses nothing.
+
+Each cell is an ordinary run under `OUT/<study>/<run_id>/`. Workers claim cells (vtbench.studies.folder.Claim),
+so no cell runs twice at once and a dead worker's cell is taken over. Finished cells are skipped, partial ones
+resume from their checkpoint, failed ones are retried `retries` more times.
+"""
+
+import itertools
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vtbench.engine import results
+from vtbench.engine.config import RunConfig, apply, method_spec
+from vtbench.errors import ConfigError
+from vtbench.studies.folder import Claim, read_study_yaml, slurm_options, validate_methods
+
+KEYS = ("study", "base", "methods", "budgets", "seeds", "retries", "slurm")
+
+
+@dataclass
+class Grid:
+    study: str
+    cells: list[RunConfig]
+    retries: int = 1
+    slurm: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # run_id -> "methods @ budget, seed"
+    kind: ClassVar[str] = "grid"
+
+
+def load_grid(path: str | Path) -> Grid:
+    data, where, study, base_values = read_study_yaml(path, KEYS, "grid")
+    base = apply(RunConfig(), base_values, where=f"{where}: base")
+    axes = {}
+    for axis in ("methods", "budgets", "seeds"):
+        values = data.get(axis, [base.methods] if axis == "methods" else [getattr(base, axis[:-1])])
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: {axis} must be a non-empty list, got {values!r}")
+        axes[axis] = values
+    retries = data.get("retries", 1)
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"{where}: retries must be a whole number >= 0, got {retries!r}")
+    slurm = slurm_options(data, where)
+    cells, labels = [], {}
+    for methods, budget, seed in itertools.product(axes["methods"], axes["budgets"], axes["seeds"]):
+        overrides = {}
+        if isinstance(methods, dict) and "methods" in methods:  # {methods: [...], set: {run settings}}
+            overrides = methods.get("set") or {}
+            methods = methods["methods"]
+        entries = methods if isinstance(methods, list) else [methods]
+        specs = [method_spec(m, f"{where}: methods") for m in entries]
+        cell = apply(base, {**overrides, "budget": budget, "seed": seed}, where=where)
+        cell.methods = specs
+        cell = cell.resolve()
+        validate_methods(cell, where)
+        labels[cell.run_id()] = f"{cell.label()} @ {cell.budget}, seed {seed}"
+        cells.append(cell)
+    return Grid(study, cells, retries, slurm, where, labels)
+
+
+# ---- running ----------------------------------------------------------------------------------------------
+
+
+def cell_status(folder: Path, run_id: str) -> tuple[str | None, int]:
+    """(status in summary.json or None, failed attempts so far)."""
+    summary = folder / run_id / results.SUMMARY
+    attempts_file = folder / run_id / "attempts.json"
+    attempts = results.read_json(attempts_file)["failed"] if attempts_file.exists() else 0
+    status = results.read_json(summary).get("status") if summary.exists() else None
+    return status, attempts
+
+
+def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None) -> int:
+    """Run every cell this worker can claim; returns how many it ran. Safe to run in many processes at once."""
+    from vtbench.engine.runner import FINAL_STATUSES, execute
+
+    ran = 0
+    for cell in grid.cells:
+        run_id = cell.run_id()
+        status, failed = cell_status(folder, run_id)
+        if status in FINAL_STATUSES or (status == "failed" and failed > grid.retries):
+            continue
+        claim = Claim.take(folder / f"{run_id}.claim")
+        if claim is None:
+            continue
+        try:
+            status, failed = cell_status(folder, run_id)  # another worker may have finished it meanwhile
+            if status in FINAL_STATUSES or (status == "failed" and failed > grid.retries):
+                continue
+            try:
+                execute(cell, folder, progress_bar=progress_bar)
+            except Exception:  # noqa: BLE001 - recorded by the run (status failed); the grid goes on
+                results.write_json(folder / run_id / "attempts.json", {"failed": failed + 1})
+            ran += 1
+            with open(folder / "workers.log", "a") as log:  # one short line: an atomic append
+                log.write(f"{run_id} {socket.gethostname()} {os.getpid()} {time.time():.3f}\n")
+            if on_done:
+                on_done(run_id, grid.labels.get(run_id, run_id), folder / run_id)
+        finally:
+            claim.release()
+    return ran
