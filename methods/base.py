@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from vtbench.engine.budget import BudgetClock
 from vtbench.engine.config import RunConfig
@@ -30,11 +31,14 @@ class RunContext:
     device: torch.device
     train_data: Any
     clock: BudgetClock | None = None  # read-only for methods: what training has used so far
+    # from the next step on, training memory peaks also count towards `<name>_mem_*` in summary.json
+    begin_phase: Callable[[str], None] = lambda name: None
 
 
 @dataclass(frozen=True)
 class EvalSetting:
-    """An extra evaluation: `select` replaces the training selection; frames/size override the clip shape."""
+    """An extra evaluation: `select` runs after the methods' own evaluation selections; frames/size override the
+    evaluation clip shape."""
 
     name: str
     select: Callable[[Tokens], Tokens] | None = None
@@ -47,13 +51,17 @@ class Method:
 
     name: ClassVar[str] = ""
     # hooks whose answer one method of a list decides alone
-    OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "training_loss")
+    OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "eval_shape", "training_loss")
 
     def prepare(self, run: RunContext) -> None:
         """Once, before training (and before a checkpoint is restored): change, freeze or replace the model."""
 
     def batch_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
         """Shape of the next batch."""
+        return base
+
+    def eval_shape(self, base: BatchShape) -> BatchShape:
+        """Shape (and sampling: the stride) of evaluation clips, for every evaluation setting."""
         return base
 
     def lr_scale(self, progress: float, shape: BatchShape) -> float:
@@ -69,7 +77,8 @@ class Method:
         raise NotImplementedError
 
     def eval_settings(self) -> list[EvalSetting]:
-        """Evaluation settings besides the default one."""
+        """Evaluation settings of this method's own, besides the shared protocol's (vtbench.engine.protocol); only
+        where no shared setting fits."""
         return []
 
     def log_columns(self, progress: float) -> dict[str, Any]:
@@ -114,6 +123,10 @@ class MethodStack:
         owner = self.owners["batch_shape"]
         return owner.batch_shape(progress, step, base) if owner else base
 
+    def eval_shape(self, base: BatchShape) -> BatchShape:
+        owner = self.owners["eval_shape"]
+        return owner.eval_shape(base) if owner else base
+
     def lr_scale(self, progress: float, shape: BatchShape) -> float:
         scale = 1.0
         for method in self.methods:
@@ -130,12 +143,15 @@ class MethodStack:
             return None
         return lambda tokens: self.select_tokens(tokens, progress, training)
 
-    @property
-    def owns_loss(self) -> bool:
-        return self.owners["training_loss"] is not None
-
-    def training_loss(self, model: torch.nn.Module, batch: Batch, progress: float) -> torch.Tensor:
-        return self.owners["training_loss"].training_loss(model, batch, progress)
+    def loss(self, model: torch.nn.Module, batch: Batch, progress: float, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The loss of a training step: the owner's `training_loss`, else cross-entropy through the selections.
+        The runner and `vtbench estimate` both call this."""
+        owner = self.owners["training_loss"]
+        if owner is not None:
+            return owner.training_loss(model, batch, progress)
+        video, labels = batch
+        logits = model(video, select=self.selector(progress, training=True))
+        return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
     def eval_settings(self) -> list[EvalSetting]:
         settings = [s for m in self.methods for s in m.eval_settings()]

@@ -4,11 +4,16 @@ follow google-research/scenic (projects/vivit), as in vtbench.models.vivit.
 
 Two stages inside one budget:
 
-1. the first `stage1` fraction of progress (default 0.3) trains the whole ViViT-FE end to end on short
-   clips of `stage1_frames` frames (default a quarter of the base frames, at least one tubelet);
+1. the first `stage1` fraction of progress (default 0.3) trains the whole ViViT-FE end to end on shorter
+   clips of `stage1_frames` frames (default half the base frames, and never fewer than two tubelets: the
+   temporal encoder must see at least two frame indices to learn their order), with a temporal position table
+   of stage 1's own length;
 2. the rest: the tubelet embedding and the spatial encoder are frozen and run without autograd (their
-   activations are not kept), the temporal encoder carries on from stage 1, an adapter sits between the two,
-   and only adapter, temporal encoder and head train, on full-length clips.
+   activations are not kept, and their optimizer state is dropped), the temporal encoder carries on from stage
+   1, an adapter sits between the two, and only adapter, temporal encoder and head train, on full-length
+   clips. At the switch stage 2's temporal position table is stage 1's, linearly interpolated up to the full
+   length, so every entry the temporal encoder starts stage 2 with derives from trained stage-1 entries (the
+   paper's "well-initialised temporal encoder").
 
 Adapters (the paper calls its adapter compact and focused on image regions; its form is not public, so these
 are ours): `attn_pool` (default: a learned query attends over each frame index's spatial outputs, added to the
@@ -19,12 +24,10 @@ The spatial encoder may instead start from an image checkpoint (`checkpoint: FIL
 with the same width and depth; the 2D patch kernel is inflated over the tubelet's frames), with `stage1: 0`:
 then it is frozen from the first step.
 
-Departures and decisions: the split of the budget and the short stage-1 clips are ours (the paper's split is
-not public). The temporal position table is stored at the full clip length and linearly resampled to the
-short clips of stage 1, so the same parameters serve both stages (equivalent to interpolating a stage-1 table
-up to the longer clip, with the interpolation fixed from the start). Cost accounting: stage 1 is on the
-clock; summary.json also reports the stage-2 on-clock seconds (`stage2_train_s`) and, on CUDA, the stage-2
-peak allocated memory (`stage2_mem_allocated`; reset at the switch).
+Departures and decisions: the split of the budget and the shorter stage-1 clips are ours (the paper's split is
+not public). Cost accounting: stage 1 is on the clock; summary.json also reports the stage-2 on-clock seconds
+(`stage2_train_s`) and the peaks of the training windows after the switch (`stage2_mem_allocated`,
+`stage2_mem_reserved` on CUDA, `stage2_mem_rss` everywhere).
 """
 
 from pathlib import Path
@@ -35,6 +38,7 @@ from torch import nn
 
 from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
+from vtbench.models.embed import TemporalTable, temporal_resampler
 from vtbench.models.vivit import ViViTFactorised
 
 from . import register
@@ -88,6 +92,31 @@ class StagedAdapter(nn.Module):
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.inner(frames, mask) if self.active else frames[:, :, 0]
+
+
+class StagedTemporalTable(nn.Module):
+    """Stage 1's temporal position table at stage 1's length; at the switch, stage 2's table becomes its linear
+    interpolation up to the full length and stage 1's is frozen. Both exist (and are optimised when used) from
+    the start, so the optimizer never has to learn of new parameters; an unused one gets no gradient, and AdamW
+    leaves a parameter without gradient alone."""
+
+    def __init__(self, stage1_length: int, full_length: int, dim: int):
+        super().__init__()
+        self.stage1 = TemporalTable(stage1_length, dim)
+        self.stage2 = TemporalTable(full_length, dim)
+        self.active = 1
+
+    def switch(self, initialise: bool = True) -> None:
+        if initialise:
+            with torch.no_grad():
+                weights = temporal_resampler(self.stage1.length, self.stage2.length).to(self.stage1.table)
+                self.stage2.table.copy_(weights @ self.stage1.table)
+        self.stage1.table.requires_grad_(False)
+        self.stage1.table.grad = None
+        self.active = 2
+
+    def forward(self, frames: int) -> torch.Tensor:
+        return (self.stage1 if self.active == 1 else self.stage2)(frames)
 
 
 def freeze_spatial(model: ViViTFactorised) -> None:
@@ -162,36 +191,40 @@ class FrozenSpatial(Method):
         self.switch_used_s: float | None = None
         self.model: ViViTFactorised | None = None
         self.clock = None
-        self.device = torch.device("cpu")
+        self.begin_phase = lambda name: None
 
     def prepare(self, run) -> None:
         model = run.model
         if not isinstance(model, ViViTFactorised):
             raise ConfigError("method 'frozen_spatial' needs the factorised encoder: set arch=factorised")
         tt = model.patch_embed.tubelet[0]
-        frames = self.stage1_frames or max(tt, run.base_shape.frames // 4 // tt * tt)
-        if frames % tt or frames > run.base_shape.frames:
+        base_frames = run.base_shape.frames
+        least = min(2 * tt, base_frames)  # two temporal tokens, unless the clip itself has one
+        frames = self.stage1_frames or max(least, base_frames // 2 // tt * tt)
+        if frames % tt or not least <= frames <= base_frames:
             raise ConfigError(f"method 'frozen_spatial': stage1_frames={frames} must be a multiple of the tubelet's "
-                              f"{tt} frames and at most the base {run.base_shape.frames}")
+                              f"{tt} frames, at least {least} (two temporal tokens, so that stage 1 learns their "
+                              f"order) and at most the base {base_frames}")
         self.stage1_frames = frames
+        model.temporal_pos = StagedTemporalTable(frames // tt, base_frames // tt, model.dim)
         inner = AttentionPool(model.dim, model.spatial_blocks[0].attn.num_heads) if self.adapter_kind == "attn_pool" \
             else BottleneckMLP(model.dim)
         model.adapter = StagedAdapter(inner)
         if self.checkpoint:
             load_image_checkpoint(model, self.checkpoint)
-        self.model, self.clock, self.device = model, run.clock, run.device
+        self.model, self.clock, self.begin_phase = model, run.clock, run.begin_phase
         if self.stage1 == 0:
             self._switch()
 
-    def _switch(self) -> None:
-        """Stage 2 from now on: freeze the spatial side, turn the adapter on."""
+    def _switch(self, restoring: bool = False) -> None:
+        """Stage 2 from now on: freeze the spatial side, carry the temporal table over, turn the adapter on."""
         self.stage = 2
         freeze_spatial(self.model)
+        self.model.temporal_pos.switch(initialise=not restoring)
         self.model.adapter.active = True
-        if self.switch_used_s is None:
+        if not restoring:
             self.switch_used_s = self.clock.used.s if self.clock else 0.0
-            if self.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(self.device)
+            self.begin_phase("stage2")
 
     def batch_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
         if self.stage == 1 and progress >= self.stage1:
@@ -202,11 +235,9 @@ class FrozenSpatial(Method):
         return {"stage": self.stage}
 
     def summary(self) -> dict:
-        figures = {"stage1_frames": self.stage1_frames, "stage2_train_s": None, "stage2_mem_allocated": None}
+        figures = {"stage1_frames": self.stage1_frames, "stage2_train_s": None}
         if self.switch_used_s is not None and self.clock is not None:
             figures["stage2_train_s"] = self.clock.used.s - self.switch_used_s
-            if self.device.type == "cuda":
-                figures["stage2_mem_allocated"] = torch.cuda.max_memory_allocated(self.device)
         return figures
 
     def state_dict(self) -> dict:
@@ -215,4 +246,4 @@ class FrozenSpatial(Method):
     def load_state_dict(self, state: dict) -> None:
         if state["stage"] == 2:
             self.switch_used_s = state["switch_used_s"]
-            self._switch()
+            self._switch(restoring=True)

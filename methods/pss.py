@@ -2,24 +2,30 @@
 Sampling Schedule", arXiv 2208.09520; reference code BradMcDanel/pss, deit/patch_scheduler.py and deit/pss.py).
 
 The fraction of tokens kept changes every step with budget progress p. Schedules are written as the drop
-ratio d = 1 - keep, from `start` to `end` (the paper's configs: 0.8 to -0.1):
+ratio d = 1 - keep, from `start` to `end` (the paper's configs: cyclic, 0.8 to -0.1, magnitude selection):
 
 - linear: d = (1 - q) start + q end, q the progress within the scheduled part (before the cooldown);
 - cosine: d = end + (start - end)(1 + cos(pi q)) / 2;
 - cyclic (the paper's headline): a triangle wave of period `period` (a fraction of progress): d = start at
   the period's edges, end at its middle.
 
-d is clipped to [0, 1] and rounded to the nearest `quantum` (default 0.2), so only a few token counts occur;
-the last `cooldown` fraction of progress trains at full tokens. Kept per clip: K = max(1, round(keep x N)),
-the same for every clip of a batch. Selection: `magnitude` (the paper's configs: the K tokens with the largest
-L1 norm of their embedding, position embedding included, deterministic) or `random`.
-Evaluation: full tokens, plus settings keep=0.8, 0.6, 0.4, 0.2 with the same selection (the robustness curve).
+d is clipped to [0, 1] and rounded to the nearest `quantum` (default 0.2, as the original's
+`round(ratio * 5) / 5`), so only a few token counts occur; the last `cooldown` fraction of progress trains at
+full tokens. Kept per clip: K = max(1, round(keep x N)), the same for every clip of a batch. Selection:
+`magnitude` (the paper's configs: the K tokens with the largest L1 norm of their embedding, position embedding
+included, deterministic) or `random` (vtbench.methods.selection). Evaluation: full tokens; the robustness curve
+(keep 0.8, 0.6, 0.4, 0.2 under magnitude and random selection, beside the baseline's) comes from the shared
+evaluation protocol (vtbench.engine.protocol) that every run gets.
 
 Departures: PSS is an image-ViT method; here its patches are space-time tubelets of the flattened clip (our
 adaptation). The original's cyclic period is one epoch; here it is a fraction of the budget (default 0.1,
-since the synthetic data is endless and budgets are not counted in epochs). The quantum and the cooldown are
-ours (METHODS.md); the original uses the unrounded ratio and no cooldown. The original counts the CLS token in
-N and always keeps it; here the CLS token is outside the selected set (the model adds it afterwards).
+since the synthetic data is endless and budgets are not counted in epochs). The original's DeiT runs reserve
+the learning rate's cooldown epochs (`--cooldown-epochs`, 10 of 300) at full patches; here `cooldown` is a
+fraction of progress and defaults to 0 (METHODS.md; the original's SimMIM configs also use 0). The original
+counts the CLS token in N and always keeps it (K = round(keep x N) - 1 patches); here the CLS token is outside
+the selected set (the model adds it afterwards) and K = round(keep x N) of the N patches. The original's PSS
+model also differs from its baseline (relative position bias, mean pooling); here PSS trains the very model
+the baseline does, so the comparison isolates the schedule.
 """
 
 import math
@@ -29,11 +35,11 @@ import torch
 from vtbench.models.tokens import Tokens
 
 from . import register
-from .base import EvalSetting, Method
+from .base import Method
+from .selection import random_subset, top_magnitude
 
 SCHEDULES = ("linear", "cosine", "cyclic")
 SELECTIONS = ("magnitude", "random")
-EVAL_KEEPS = (0.8, 0.6, 0.4, 0.2)
 
 
 def scheduled_drop(q: float, schedule: str, start: float, end: float, period: float) -> float:
@@ -61,14 +67,7 @@ def keep_ratio(progress: float, schedule: str = "cyclic", start: float = 0.8, en
 def select_by(tokens: Tokens, keep: float, selection: str, generator: torch.Generator | None = None) -> Tokens:
     """K = max(1, round(keep x N)) tokens per clip: the largest L1 norms, or a random subset."""
     k = max(1, round(keep * tokens.count))
-    if k >= tokens.count:
-        return tokens
-    if selection == "magnitude":
-        score = tokens.x.detach().abs().sum(dim=-1)
-    else:
-        score = torch.rand(tokens.x.shape[:2], device=tokens.x.device, generator=generator)
-    index = score.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
-    return tokens.gather(index)
+    return top_magnitude(tokens, k) if selection == "magnitude" else random_subset(tokens, k, generator)
 
 
 @register
@@ -97,16 +96,6 @@ class PatchSamplingSchedule(Method):
 
     def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
         return select_by(tokens, self.keep(progress), self.selection) if training else tokens
-
-    def eval_settings(self) -> list[EvalSetting]:
-        def at(keep: float):
-            def select(tokens: Tokens) -> Tokens:
-                generator = torch.Generator(tokens.x.device).manual_seed(0)  # the same subsets at every evaluation
-                return select_by(tokens, keep, self.selection, generator)
-
-            return select
-
-        return [EvalSetting(f"keep={keep:g}", select=at(keep)) for keep in EVAL_KEEPS]
 
     def log_columns(self, progress: float) -> dict:
         return {"scheduled_keep": self.keep(progress)}

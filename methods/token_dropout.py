@@ -8,7 +8,10 @@ per clip. A CLS token is prepended by the model after selection, so it is never 
 
 Modes: `random` (an independent subset per clip, the paper's default), `tube` (the same spatial positions in
 every frame of a clip: K = T' x round(keep x H'W')), `frame` (whole frame indices: K = round(keep x T') x H'W').
-Evaluation uses all tokens; an extra setting `keep=<keep>` evaluates at the training ratio.
+Evaluation uses all tokens, plus the shared reduced-token sweep (vtbench.engine.protocol) that every run gets;
+the training ratio is added to it: `keep=<keep>,random` in random mode (the shared setting, so the baseline's
+figure at that ratio is its own `keep=<keep>,random`), or a setting of this method's own, `keep=<keep>,tube` or
+`keep=<keep>,frame`, with the same fixed-seed draw at every evaluation.
 
 Departures from the paper: tokens are tubelets of a joint space-time ViT (the paper also uses
 factorised and video-language models); the keep ratio is one fixed value for the whole budget (the paper's
@@ -19,10 +22,12 @@ keeps whole tubes or frames only where the subset holds them whole.
 
 import torch
 
+from vtbench.engine.protocol import RANDOM_SEED, Reduction
 from vtbench.models.tokens import Tokens
 
 from . import register
 from .base import EvalSetting, Method
+from .selection import random_subset
 
 MODES = ("random", "tube", "frame")
 
@@ -41,18 +46,18 @@ def drop_tokens(tokens: Tokens, keep: float, mode: str = "random", generator: to
     """Keep K tokens per clip, chosen at random per clip (per tube or per frame in those modes)."""
     if keep >= 1:
         return tokens
+    k = kept_count(tokens, keep, mode)
+    if mode == "random":
+        return random_subset(tokens, k, generator)
     b = tokens.x.shape[0]
     t, h, w = tokens.grid
     device = tokens.x.device
-    if mode == "random":
-        score = torch.rand(b, tokens.count, device=device, generator=generator)
-    elif mode == "tube":
+    if mode == "tube":
         per_position = torch.rand(b, h * w, device=device, generator=generator)
         score = torch.gather(per_position, 1, tokens.pos[..., 1] * w + tokens.pos[..., 2])
     else:
         per_frame = torch.rand(b, t, device=device, generator=generator)
         score = torch.gather(per_frame, 1, tokens.pos[..., 0])
-    k = kept_count(tokens, keep, mode)
     index = score.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
     return tokens.gather(index)
 
@@ -74,12 +79,15 @@ class TokenDropout(Method):
     def eval_settings(self) -> list[EvalSetting]:
         if self.keep >= 1:
             return []
+        if self.mode == "random":
+            shared = Reduction("random", keep=self.keep)
+            return [EvalSetting(shared.name, select=shared)]
 
         def at_training_ratio(tokens: Tokens) -> Tokens:
-            generator = torch.Generator(tokens.x.device).manual_seed(0)  # the same subsets at every evaluation
+            generator = torch.Generator(tokens.x.device).manual_seed(RANDOM_SEED)  # the same draw every time
             return drop_tokens(tokens, self.keep, self.mode, generator)
 
-        return [EvalSetting(f"keep={self.keep:g}", select=at_training_ratio)]
+        return [EvalSetting(f"keep={self.keep:g},{self.mode}", select=at_training_ratio)]
 
     def __repr__(self) -> str:
         return f"TokenDropout(keep={self.keep}, mode={self.mode!r})"

@@ -6,8 +6,10 @@ from vtbench.engine.config import MethodSpec
 from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.methods import RunContext, build_method
-from vtbench.methods.flux import Flux, flexible_shapes, flux_multi_loss, group_dynamic_select, motion_scores
+from vtbench.methods.flux import Flux, flexible_shapes, flux_multi_loss
+from vtbench.methods.selection import group_dynamic_select, motion_scores
 from vtbench.models import build_model
+from vtbench.models.heads import TokenBudgetHeads
 
 
 def _moving_square(frames=16, size=32, square=8, step=1):
@@ -114,21 +116,33 @@ def test_multi_adds_a_head_per_smaller_budget_and_three_passes_run():
     model = _model(8)
     base = BatchShape(2, 8, 32, 4)
     method.prepare(RunContext(tiny(frames=8, size=32).resolve(), model, base, 5, torch.device("cpu"), None))
-    assert len(model.flux_heads) == 2
+    assert isinstance(model.head, TokenBudgetHeads) and model.head.counts == [256, 128, 64]
     model.token_counts = []
     loss = method.training_loss(model, (torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1])), 0.5)
     assert model.token_counts == [256, 128, 64] and loss.requires_grad
 
 
-def test_evaluation_budgets():
-    method = Flux()
+def test_evaluation_uses_the_head_trained_nearest_the_token_count():
+    method = Flux(budgets=[1, 0.5, 0.25])
     model = _model(8)
     method.prepare(RunContext(tiny(frames=8, size=32).resolve(), model, BatchShape(2, 8, 32, 4), 5,
                               torch.device("cpu"), None))
-    tokens = model.embed(torch.randn(2, 3, 8, 32, 32))
-    settings = method.eval_settings()
-    assert [s.name for s in settings] == ["tokens=256", "tokens=128", "tokens=64"]
-    assert [s.select(tokens).count for s in settings] == [256, 128, 64]
+    for head in model.head.heads:
+        torch.nn.init.normal_(head.weight)
+    video = torch.randn(2, 3, 8, 32, 32)
+    for budget, nearest in ((256, 0), (200, 0), (128, 1), (100, 1), (64, 2), (16, 2)):
+        select = (lambda t, b=budget: group_dynamic_select(t, b))
+        feature = model.encode(select(model.embed(video)))
+        assert torch.equal(model(video, select=select), model.head.heads[nearest](feature)), budget
+
+
+def test_evaluation_samples_segments_as_training_does():
+    model, base = _model(8), BatchShape(2, 8, 32, 4)
+    flexible, fixed = Flux(), Flux(flexible=False)
+    for method in (flexible, fixed):
+        method.prepare(RunContext(tiny(frames=8, size=32).resolve(), model, base, 5, torch.device("cpu"), None))
+    assert flexible.eval_shape(base) == base._replace(stride=0)  # one frame per segment, like its training clips
+    assert fixed.eval_shape(base) == base and fixed.eval_settings() == []
 
 
 @pytest.mark.parametrize("params, message", [

@@ -11,6 +11,7 @@ from vtbench.engine.config import MethodSpec
 from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
 from vtbench.methods import Method, build_method
+from vtbench.models.embed import temporal_resampler
 
 MODEL = {"dim": 32, "depth": 2, "heads": 2, "tubelet": [2, 8, 8], "temporal_depth": 1}
 
@@ -37,6 +38,8 @@ class Snapshot(Method):
             "spatial": [p.detach().clone() for p in model.spatial_parameters()],
             "temporal": [p.detach().clone() for p in model.temporal_blocks.parameters()],
             "adapter": [p.detach().clone() for p in model.adapter.parameters()],
+            "table1": model.temporal_pos.stage1.table.detach().clone(),
+            "table2": model.temporal_pos.stage2.table.detach().clone(),
             "spatial_grads": any(p.grad is not None for p in model.spatial_parameters()),
             "spatial_trainable": any(p.requires_grad for p in model.spatial_parameters()),
         })
@@ -65,10 +68,50 @@ def test_after_the_switch_the_spatial_encoder_is_frozen_and_the_temporal_one_car
     assert not _same(log[switch]["temporal"], log[-1]["temporal"])
     steps = pd.read_parquet(run_dir / "steps.parquet")
     assert steps["stage"].tolist() == [1] * 10 + [2] * 10
-    assert steps["frames"].tolist() == [2] * 10 + [8] * 10  # stage 1 on short clips (a quarter)
+    assert steps["frames"].tolist() == [4] * 10 + [8] * 10  # stage 1 on shorter clips (half)
     assert steps["trainable_params"].iloc[-1] < steps["trainable_params"].iloc[0]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["stage2_train_s"] < summary["train_s"]
+
+
+def test_stage_two_starts_from_temporal_positions_stage_one_trained(snapshot, tmp_path):
+    run_dir = execute(_config(), tmp_path, progress_bar=False)
+    log = Snapshot.log
+    switch = next(i for i, r in enumerate(log) if r["progress"] >= 0.5)
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    assert (steps["frames"].iloc[:switch] // 2 >= 2).all()  # stage 1 sees at least two temporal indices
+    before, trained = log[0]["table1"], log[switch - 1]["table1"]
+    assert trained.shape[0] == 2 and (trained - before).abs().amax(dim=1).min() > 0  # each entry trained
+    weights = temporal_resampler(2, 4)  # linear interpolation up to the 4 temporal tokens of stage 2
+    assert (weights >= 0).all() and torch.allclose(weights.sum(1), torch.ones(4)) and (weights.sum(0) > 0).all()
+    assert torch.allclose(log[switch]["table2"], weights @ log[switch]["table1"])  # every entry from trained ones
+    assert torch.equal(log[switch]["table1"], log[-1]["table1"])  # stage 1's table frozen from then on
+    assert not torch.equal(log[switch]["table2"], log[-1]["table2"])  # stage 2's table trains on
+
+
+def test_frozen_parameters_hold_no_optimizer_state(tmp_path):
+    config = _config()
+    config.methods = config.methods[:1]
+    run_dir = execute(config, tmp_path, progress_bar=False)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)["optimizer"]["state"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    trainable = [p for p in state.values() if "exp_avg" in p]
+    assert sum(p["exp_avg"].numel() for p in trainable) == summary["trainable_params"]  # the frozen have none
+
+
+def test_stage_two_memory_comes_from_the_training_windows_after_the_switch(tmp_path):
+    config = _config()
+    config.methods = config.methods[:1]
+    summary = json.loads((execute(config, tmp_path, progress_bar=False) / "summary.json").read_text())
+    assert 0 < summary["stage2_mem_rss"] <= summary["mem_rss"]  # a phase of the training windows
+    assert summary["stage2_mem_allocated"] is None  # CUDA's allocator: empty on a CPU, not zero
+
+
+def test_stage_one_needs_two_temporal_tokens(tmp_path):
+    config = tiny(arch="factorised", frames=8, size=32, model_args=MODEL,
+                  methods=[MethodSpec("frozen_spatial", {"stage1_frames": 2})])
+    with pytest.raises(ConfigError, match="at least 4 .two temporal tokens"):
+        execute(config, tmp_path, progress_bar=False)
 
 
 def test_the_spatial_encoder_runs_without_autograd_in_stage_two(snapshot, tmp_path):

@@ -67,7 +67,7 @@ def probe(monkeypatch):
 
 
 def test_every_hook_is_called_at_its_place(probe, tmp_path):
-    config = tiny(methods=[MethodSpec("probe")], budget="8steps")
+    config = tiny(methods=[MethodSpec("probe")], budget="8steps", eval_sweep=[], eval_sweep_at="every")
     run_dir = execute(config, tmp_path, progress_bar=False)
     steps = pd.read_parquet(run_dir / "steps.parquet")
     evals = pd.read_parquet(run_dir / "evals.parquet")
@@ -82,9 +82,12 @@ def test_every_hook_is_called_at_its_place(probe, tmp_path):
     # training_loss replaced the default loss
     assert (steps["loss"] > 100).all()
     assert steps["probe_steps"].tolist() == list(range(1, 9))
-    # eval_settings: an extra setting appears at every evaluation point
+    # eval_settings: an extra setting appears at every evaluation point (eval_sweep_at: every), after the
+    # method's own evaluation selection (which keeps all 32 tokens)
     assert sorted(evals["setting"].unique()) == ["default", "probe=half"]
     assert len(evals) == 2 * 10
+    assert set(evals.query("setting == 'probe=half'")["tokens"]) == {16}
+    assert set(evals.query("setting == 'default'")["tokens"]) == {32}
 
 
 def test_owned_hooks_refuse_two_owners():

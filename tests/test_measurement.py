@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny
@@ -8,7 +9,7 @@ from vtbench import methods
 from vtbench.engine import mfu
 from vtbench.engine.config import MethodSpec
 from vtbench.engine.runner import execute
-from vtbench.methods import Method
+from vtbench.methods import EvalSetting, Method
 
 
 class RunOutOfMemory(Method):
@@ -59,3 +60,31 @@ def test_the_cpu_peak_is_measured_once_and_cached(monkeypatch, tmp_path):
     monkeypatch.setattr(mfu, "measure_cpu_peak", lambda: calls.append(1) or 1.5e11)
     assert mfu.cpu_peak() == 1.5e11 and mfu.cpu_peak() == 1.5e11
     assert calls == [1] and json.loads((tmp_path / "cpu_peak.json").read_text())
+
+
+class HeavyEvaluation(Method):
+    """An evaluation setting that touches 400 MB, far beyond what training this tiny model holds."""
+
+    name = "heavy_eval"
+
+    def eval_settings(self):
+        def heavy(tokens):
+            block = torch.ones(100_000_000)  # 400 MB, touched
+            del block
+            return tokens
+
+        return [EvalSetting("heavy", select=heavy)]
+
+
+def test_memory_columns_describe_training_and_evaluation_peaks_have_their_own(monkeypatch, tmp_path):
+    monkeypatch.setitem(methods.REGISTRY, "heavy_eval", HeavyEvaluation)
+    config = tiny(methods=[MethodSpec("heavy_eval")], eval_sweep=[], eval_sweep_at="every", eval_every=0.5)
+    run_dir = execute(config, tmp_path, progress_bar=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "mem_rss" not in summary["not_measured"], "Linux lets the peak be reset through /proc/self/clear_refs"
+    assert summary["eval_mem_rss"] - summary["mem_rss"] > 300 * 2**20  # the evaluation's 400 MB stay out
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    evals = pd.read_parquet(run_dir / "evals.parquet")
+    assert steps["mem_rss"].max() < summary["eval_mem_rss"] - 300 * 2**20  # also after the first evaluation
+    assert (evals["eval_mem_rss"] > evals["window_mem_rss"] + 300 * 2**20).all()
+    assert summary["eval_mem_allocated"] is None and summary["mem_allocated"] is None  # no CUDA: empty, not zero

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from vtbench.engine.config import MethodSpec
+from vtbench.engine.protocol import Reduction
 from vtbench.errors import ConfigError
 from vtbench.methods import build_method
 from vtbench.methods.token_dropout import TokenDropout, drop_tokens
@@ -77,9 +78,11 @@ def test_evaluation_keeps_all_tokens_and_adds_the_training_ratio():
     method = TokenDropout(keep=0.5, mode="tube")
     assert method.select_tokens(tokens, 0.3, training=False) is tokens
     (setting,) = method.eval_settings()
-    assert setting.name == "keep=0.5"
+    assert setting.name == "keep=0.5,tube"  # no shared setting keeps whole tubes: the method's own
     first, again = setting.select(tokens), setting.select(tokens)
     assert first.count == 128 and torch.equal(first.pos, again.pos)  # reproducible across evaluations
+    (shared,) = TokenDropout(keep=0.5).eval_settings()
+    assert shared.select == Reduction("random", keep=0.5)  # random mode: the shared setting, as every run has it
 
 
 @pytest.mark.parametrize("params, message", [

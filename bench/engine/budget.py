@@ -39,7 +39,9 @@ class Budget:
         return cls(amount, unit)
 
     def __str__(self) -> str:
-        return f"{self.amount:g}{self.unit}"
+        """The canonical form: time in seconds, whole steps and samples (`1min` -> `60s`)."""
+        amount = int(self.amount) if self.unit in ("steps", "samples") else format(self.amount, ".12g")
+        return f"{amount}{self.unit}"
 
 
 @dataclass

@@ -56,7 +56,10 @@ class RunConfig:
     eval_every: float = 0.1  # fraction of progress between evaluations
     eval_clips: int = 512
     eval_batch_size: int = 64
-    log_every: int = 10  # steps per steps.parquet row
+    # reduced-token evaluation settings every run shares (vtbench.engine.protocol); None: the default sweep
+    eval_sweep: list[str] | None = None
+    eval_sweep_at: str = "final"  # final | every (evaluation point)
+    log_every: int = 10  # steps summarised in one steps.parquet row
     checkpoint_every: float = 300.0  # wall seconds between checkpoints (one is also written at each evaluation)
     # where it runs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -69,6 +72,9 @@ class RunConfig:
 
         if self.model not in PRESETS:
             raise ConfigError(f"unknown model preset {self.model!r}; known: {', '.join(PRESETS)}")
+        from .budget import Budget
+        from .protocol import DEFAULT_SWEEP, resolve_sweep
+
         preset = PRESETS[self.model]
         resolved = dataclasses.replace(
             self,
@@ -76,12 +82,23 @@ class RunConfig:
             size=self.size or preset.size,
             stride=preset.stride if self.stride is None else self.stride,
             methods=[MethodSpec(m.name, dict(m.params)) for m in self.methods],
+            budget=str(Budget.parse(self.budget)),  # one canonical form: 1min and 60s are one run
         )
         if any(m.name == "baseline" and m.params for m in resolved.methods):
             raise ConfigError("method 'baseline' has no parameters; it is the empty method list")
         resolved.methods = [m for m in resolved.methods if m.name != "baseline"]
         resolved.validate()
+        sweep = DEFAULT_SWEEP if self.eval_sweep is None else self.eval_sweep
+        resolved.eval_sweep = resolve_sweep(sweep, resolved.token_grid(preset.tubelet))
         return resolved
+
+    def token_grid(self, preset_tubelet: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The base clip's token grid (T, H, W) for the model's tubelet."""
+        tt, p, _ = tuple(self.model_args.get("tubelet", preset_tubelet))
+        if self.frames % tt or self.size % p:
+            raise ConfigError(f"a clip of {self.frames} frames x {self.size}px does not divide into tubelets of "
+                              f"{tt}x{p}x{p}")
+        return self.frames // tt, self.size // p, self.size // p
 
     def validate(self) -> None:
         if self.stride < 0:
@@ -95,7 +112,7 @@ class RunConfig:
         if not 0 < self.eval_every <= 1:
             raise ConfigError(f"eval_every must be a fraction of progress in (0, 1], got {self.eval_every}")
         for name, allowed in (("arch", ("joint", "factorised")), ("lr_decay", ("linear", "cosine")),
-                              ("precision", ("auto", "fp32", "bf16"))):
+                              ("precision", ("auto", "fp32", "bf16")), ("eval_sweep_at", ("final", "every"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
@@ -181,6 +198,8 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
             return str(value)
         if origin is dict and isinstance(value, dict):
             return value
+        if origin is list and isinstance(value, list):
+            return list(value)
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(f"{key} expects {expected}, got {value!r}")
 

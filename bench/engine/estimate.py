@@ -9,7 +9,6 @@ autograd saves for the backward pass of one clip, at float32 (halve it for bf16 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from vtbench.engine.config import MethodSpec, RunConfig
@@ -56,10 +55,7 @@ def estimate(config: RunConfig, methods: list[MethodSpec], progress: float = 0.5
 
     model.token_counts = []
     with FlopCounterMode(display=False) as forward, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        if stack.owns_loss:
-            loss = stack.training_loss(model, (video, labels), progress)
-        else:
-            loss = F.cross_entropy(model(video, select=stack.selector(progress, training=True)), labels)
+        loss = stack.loss(model, (video, labels), progress)
     with FlopCounterMode(display=False) as backward:
         loss.backward()
     clips = shape.clips

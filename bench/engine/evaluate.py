@@ -1,4 +1,4 @@
-"""Evaluation of a model on the validation clips, under the default setting and each method's extra ones."""
+"""Evaluation of a model on the validation clips under one setting (a token selection and an input shape)."""
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -10,17 +10,16 @@ from vtbench.models.tokens import Tokens
 
 
 class EvalData:
-    """The validation clips at one base shape, rendered or decoded once per (frames, size) and kept in memory
-    when small."""
+    """The validation clips, rendered or decoded once per (frames, size, stride) and kept in memory when small."""
 
     KEEP_BYTES = 512 * 2**20
 
-    def __init__(self, dataset, clips: int, batch_size: int, stride: int):
-        self.dataset, self.clips, self.batch_size, self.stride = dataset, clips, batch_size, stride
-        self._kept: dict[tuple[int, int], list] = {}
+    def __init__(self, dataset, clips: int, batch_size: int):
+        self.dataset, self.clips, self.batch_size = dataset, clips, batch_size
+        self._kept: dict[tuple[int, int, int], list] = {}
 
-    def batches(self, frames: int, size: int):
-        key = (frames, size)
+    def batches(self, frames: int, size: int, stride: int):
+        key = (frames, size, stride)
         if key in self._kept:
             yield from self._kept[key]
             return
@@ -29,7 +28,7 @@ class EvalData:
         made = []
         for start in range(0, self.clips, self.batch_size):
             indices = list(range(start, min(start + self.batch_size, self.clips)))
-            batch = self.dataset.batch(indices, frames, size, self.stride, training=False)
+            batch = self.dataset.batch(indices, frames, size, stride, training=False)
             if keep:
                 made.append(batch)
             yield batch
@@ -45,10 +44,11 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
 ) -> dict[str, float]:
-    """top-1, top-5 (percent) and mean cross-entropy over `batches`; a batch of (B, V, 3, T, S, S) holds V views
-    of each clip, whose softmax outputs are averaged."""
+    """top-1, top-5 (percent), mean cross-entropy over `batches` and the tokens per clip the model saw; a batch of
+    (B, V, 3, T, S, S) holds V views of each clip, whose softmax outputs are averaged."""
     was_training = model.training
     model.eval()
+    model.token_counts = []
     correct1 = correct5 = loss_sum = count = 0.0
     try:
         for video, labels in batches:
@@ -67,4 +67,5 @@ def evaluate(
             count += len(labels)
     finally:
         model.train(was_training)
-    return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss_sum / count}
+    tokens = model.token_counts[0] if model.token_counts else None
+    return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss_sum / count, "tokens": tokens}

@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 from tqdm import tqdm
 
-from vtbench.engine import measure, mfu, results
+from vtbench.engine import measure, mfu, protocol, results
 from vtbench.engine.budget import Budget, BudgetClock, Used, lr_factor
 from vtbench.engine.config import RunConfig, save_yaml
 from vtbench.engine.evaluate import EvalData, evaluate
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.shape import BatchShape
+from vtbench.engine.steplog import StepLog
 from vtbench.errors import ConfigError
 
 FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
@@ -78,16 +78,18 @@ class Run:
         _seed_everything(config.seed)
         self.train_data = build_dataset(config.dataset, "train", config.seed, **config.data_args)
         val_data = build_dataset(config.dataset, "val", config.seed, length=config.eval_clips, **config.data_args)
-        self.eval_data = EvalData(val_data, min(config.eval_clips, len(val_data)), config.eval_batch_size,
-                                  config.stride)
+        self.eval_data = EvalData(val_data, min(config.eval_clips, len(val_data)), config.eval_batch_size)
         model = build_model(config.model, config.arch, self.train_data.num_classes, config.frames, config.size,
                             **config.model_args)
         self.clock = BudgetClock(self.budget, device=self.device)
+        self.measure: measure.Measurements | None = None
+        self.phase: str | None = None  # a phase a method began before measurement started
         context = RunContext(config, model, self.base, self.train_data.num_classes, self.device, self.train_data,
-                             self.clock)
+                             self.clock, begin_phase=self._begin_phase)
         self.methods.prepare(context)
         self.model = context.model.to(self.device)
-        self.settings = self.methods.eval_settings()
+        self.eval_shape = self.methods.eval_shape(self.base)
+        self.settings = self._sweep_settings()
         no_decay = {n for n, p in self.model.named_parameters() if "pos" in n or n.endswith("_cls")
                     or n.endswith("cls_token")}
         groups = param_groups_weight_decay(self.model, config.weight_decay, no_weight_decay_list=no_decay)
@@ -100,19 +102,34 @@ class Run:
         points = math.ceil(1 / config.eval_every - 1e-9)
         self.eval_points = [round(min(1.0, (k + 1) * config.eval_every), 10) for k in range(points)]
         self.next_eval = 0
-        self.step_rows: list[dict[str, Any]] = []
+        self.log = StepLog(config.log_every)
+        self.steps_since_read = 0
         self.eval_rows: list[dict[str, Any]] = []
-        self.unflushed = 0
         self.last_checkpoint = time.monotonic()
         self.last_shape: BatchShape | None = None
         self.resumed_at: list[int] = []  # the step each resume started from
         self.skipped_before: dict[str, str] = {}  # unreadable videos met before a resume
-        self.measure: measure.Measurements | None = None
+
+    def _sweep_settings(self) -> list:
+        """The shared reduced-token settings, then the methods' own that the sweep does not already name."""
+        from vtbench.methods import EvalSetting
+
+        shared = [EvalSetting(r.name, select=r) for r in map(protocol.parse, self.config.eval_sweep)]
+        names = {s.name for s in shared}
+        return shared + [s for s in self.methods.eval_settings() if s.name not in names]
+
+    def _begin_phase(self, name: str) -> None:
+        if self.measure is None:
+            self.phase = name
+        else:
+            self.measure.begin_phase(name)
 
     # ---- the loop -------------------------------------------------------------------------------------
 
     def train(self) -> None:
         self.measure = measure.Measurements(self.device, self.config.monitor_interval)
+        if self.phase:
+            self.measure.begin_phase(self.phase)
         try:
             self._train()
         finally:
@@ -136,7 +153,7 @@ class Run:
                 self._evaluate_due(progress)
                 self._step(progress)
                 bar.update(int(self.clock.fraction() * 1000) - bar.n)
-                if self.unflushed >= FLUSH_EVERY:
+                if self.steps_since_read >= FLUSH_EVERY:
                     self._flush()
                 if time.monotonic() - self.last_checkpoint > self.config.checkpoint_every:
                     self._checkpoint()
@@ -168,6 +185,7 @@ class Run:
     def _step(self, progress: float) -> None:
         config, used = self.config, self.clock.used
         shape = self.methods.batch_shape(progress, used.steps, self.base)
+        self._drop_frozen_state()
         self.last_shape = shape
         lr = config.lr * lr_factor(progress, config.warmup, config.lr_decay) * self.methods.lr_scale(progress, shape)
         for group in self.optimizer.param_groups:
@@ -178,11 +196,7 @@ class Run:
         self.model.token_counts = []
         with self.flops.context(shape_key):
             with self.autocast():
-                if self.methods.owns_loss:
-                    loss = self.methods.training_loss(self.model, (video, labels), progress)
-                else:
-                    logits = self.model(video, select=self.methods.selector(progress, training=True))
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+                loss = self.methods.loss(self.model, (video, labels), progress, config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         if config.grad_clip > 0:
@@ -190,20 +204,28 @@ class Run:
         self.optimizer.step()
         tokens = tuple(self.model.token_counts)
         self.clock.add_step(len(labels), self.flops.settle(shape_key, tokens))
-        used = self.clock.read()
-        step_s = used.s - began
+        step_s = self.clock.read().s - began
         full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2
-        row = {
+        kept = tokens[0] if tokens else full
+        self.steps_since_read += 1
+        if self.log.add({"loss": loss.detach(), "lr": lr, "clips": len(labels), "frames": video.shape[2],
+                         "size": video.shape[3], "tokens": kept, "keep": kept / full, "step_s": step_s}):
+            self._close_log_interval(progress)
+
+    def _close_log_interval(self, progress: float) -> None:
+        used = self.clock.used
+        self.log.close_interval({
             "step": used.steps, "progress": self.clock.fraction(), "used_s": used.s, "used_flops": used.flops,
-            "used_samples": used.samples, "loss": loss.detach(), "lr": lr, "clips": len(labels),
-            "frames": video.shape[2], "size": video.shape[3], "tokens": tokens[0] if tokens else full,
-            "keep": (tokens[0] if tokens else full) / full, "step_s": step_s, "clips_per_s": len(labels) / step_s,
-            "trainable_params": sum(p.numel() for p in self._parameters if p.requires_grad),
-            **self.measure.step_columns(),
-        }
-        row.update(self.methods.log_columns(progress))
-        self.step_rows.append(row)
-        self.unflushed += 1
+            "used_samples": used.samples, "trainable_params": _trainable(self.model), **self.measure.step_columns(),
+            **self.methods.log_columns(progress),
+        })
+
+    def _drop_frozen_state(self) -> None:
+        """A parameter a method froze keeps no optimizer state (AdamW's moments would hold its memory)."""
+        state = self.optimizer.state
+        for p in self._parameters:
+            if not p.requires_grad and p in state:
+                del state[p]
 
     @property
     def _tubelet(self) -> tuple[int, int, int]:
@@ -220,62 +242,71 @@ class Run:
         return video.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
     def _flush(self) -> None:
-        """Read losses back (one synchronisation, which also brings the clock up to date) and stop on a
-        non-finite one."""
+        """Close the log interval, read losses back (one synchronisation, which also brings the clock up to date)
+        and stop on a non-finite one."""
         self.clock.read(sync=True)
-        pending = [r for r in self.step_rows[-self.unflushed:] if torch.is_tensor(r["loss"])] if self.unflushed else []
-        if pending:
-            values = torch.stack([r["loss"].float() for r in pending]).cpu().tolist()
-            for row, value in zip(pending, values, strict=True):
-                row["loss"] = value
-            self.unflushed = 0
-            bad = next((r for r in pending if not math.isfinite(r["loss"])), None)
-            if bad is not None:
-                raise Diverged(f"loss became {bad['loss']} at step {bad['step']} (progress {bad['progress']:.3f})")
+        self._close_log_interval(self.clock.fraction())
+        self.steps_since_read = 0
+        bad = self.log.read_losses()
+        if bad is not None:
+            first = bad["step"] - bad["steps"] + 1
+            where = f"step {bad['step']}" if bad["steps"] == 1 else f"steps {first}-{bad['step']}"
+            raise Diverged(f"loss became {bad['loss']} at {where} (progress {bad['progress']:.3f})")
 
     # ---- evaluation and checkpoints, off the clock -----------------------------------------------------
 
     def _evaluate_due(self, progress: float) -> None:
         while self.next_eval < len(self.eval_points) and progress + 1e-9 >= self.eval_points[self.next_eval]:
+            point = self.eval_points[self.next_eval]
             with self.clock.off_clock("eval"):
                 self._flush()
-                window = self.measure.window()  # the training window that ends here
-                self._evaluate(self.eval_points[self.next_eval], window)
+                window = self.measure.end_training_window()  # the training window that ends here
+                self._evaluate(point, window)
             self.next_eval += 1
             self._checkpoint()
-            self._report(self.eval_rows[-1 - len(self.settings)])
+            self._report(next(r for r in self.eval_rows if r["point"] == point and r["setting"] == "default"))
 
     def _report(self, row: dict[str, Any]) -> None:
         if self.on_eval is not None and row["setting"] == "default":
             self.on_eval(row["point"], row["top1"])
 
     def _evaluate(self, point: float, window: dict[str, Any]) -> None:
+        """The default setting, then (at the final point, or every point on request) the sweep, each after the
+        methods' own evaluation selections."""
         used = self.clock.read()
         progress = self.clock.fraction()
-        default = [("default", self.methods.selector(progress, training=False), None, None)]
-        extra = [(s.name, s.select, s.frames, s.size) for s in self.settings]
-        for name, select, frames, size in default + extra:
+        chain = self.methods.selector(progress, training=False)
+        settings = [("default", chain, None, None)]
+        if self.config.eval_sweep_at == "every" or point == 1.0:
+            settings += [(s.name, _after(s.select, chain), s.frames, s.size) for s in self.settings]
+        rows = []
+        for name, select, frames, size in settings:
             began = time.perf_counter()
-            batches = self.eval_data.batches(frames or self.config.frames, size or self.config.size)
+            frames, size = frames or self.eval_shape.frames, size or self.eval_shape.size
+            batches = self.eval_data.batches(frames, size, self.eval_shape.stride)
             scores = evaluate(self.model, batches, select, self.device, self.autocast)
-            self.eval_rows.append({
+            full = frames // self._tubelet[0] * (size // self._tubelet[1]) ** 2
+            rows.append({
                 "point": point, "progress": progress, "step": used.steps, "used_s": used.s,
                 "used_flops": used.flops, "used_samples": used.samples, "setting": name, **scores,
+                "frames": frames, "size": size, "stride": self.eval_shape.stride, "keep": scores["tokens"] / full,
                 "eval_s": time.perf_counter() - began, "window_energy_j": window["energy_j"],
                 "window_power_w": window["power_w"], "window_mem_device": window["mem_device"],
-                "window_mem_allocated": window.get("mem_allocated"),
+                "window_mem_allocated": window["mem_allocated"], "window_mem_rss": window["mem_rss"],
             })
+        evaluation = self.measure.end_eval_window()
+        self.eval_rows += [{**row, **evaluation} for row in rows]
 
     def _checkpoint(self) -> None:
-        with self.clock.off_clock("checkpoint"):
+        with self.clock.off_clock("checkpoint"), self.measure.excluded():
             self._flush()
             state = {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "methods": self.methods.state_dict(), "used": vars(self.clock.used).copy(),
                 "off_clock_s": dict(self.clock.off_clock_s), "flops": self.flops.state_dict(),
-                "next_eval": self.next_eval, "step_rows": self.step_rows, "eval_rows": self.eval_rows,
-                "rng": _rng_state(), "run_id": self.dir.name, "resumed_at": self.resumed_at,
-                "skipped_videos": self._skipped_videos(),
+                "next_eval": self.next_eval, "step_rows": self.log.rows, "eval_rows": self.eval_rows,
+                "measure": self.measure.state_dict(), "rng": _rng_state(), "run_id": self.dir.name,
+                "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
             self._write_tables()
@@ -286,10 +317,12 @@ class Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.methods.load_state_dict(state["methods"])
+        self.measure.load_state_dict(state["measure"])
         self.clock.used = Used(**state["used"])
         self.clock.off_clock_s = state["off_clock_s"]
         self.flops.load_state_dict(state["flops"])
-        self.next_eval, self.step_rows, self.eval_rows = state["next_eval"], state["step_rows"], state["eval_rows"]
+        self.next_eval, self.eval_rows = state["next_eval"], state["eval_rows"]
+        self.log.rows, self.log.read = state["step_rows"], len(state["step_rows"])
         _set_rng_state(state["rng"])
         self.resumed_at = [*state.get("resumed_at", []), self.clock.used.steps]
         self.skipped_before = state.get("skipped_videos", {})
@@ -312,8 +345,8 @@ class Run:
             self._restore(checkpoint)
 
     def _write_tables(self) -> None:
-        if self.step_rows:
-            results.write_parquet(self.dir / results.STEPS, self.step_rows)
+        if self.log.rows:
+            results.write_parquet(self.dir / results.STEPS, self.log.rows)
         if self.eval_rows:
             results.write_parquet(self.dir / results.EVALS, self.eval_rows)
 
@@ -350,6 +383,15 @@ class Run:
         if trace:
             summary["traceback"] = trace
         results.write_json(self.dir / results.SUMMARY, summary)
+
+
+def _after(select, chain):
+    """`select` run after the methods' own evaluation selections `chain`."""
+    if hasattr(select, "after"):  # a shared reduction knows what must happen before the chain
+        return select.after(chain)
+    if chain is None:
+        return select
+    return lambda tokens: select(chain(tokens))
 
 
 def _trainable(model: torch.nn.Module) -> int:

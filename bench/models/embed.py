@@ -44,10 +44,34 @@ def _spatial_resampler(old: tuple[int, int], new: tuple[int, int]) -> torch.Tens
     return out[0].float()
 
 
-def _temporal_resampler(old: int, new: int) -> torch.Tensor:
+def temporal_resampler(old: int, new: int) -> torch.Tensor:
     """(new, old) matrix of linear interpolation over time."""
     basis = torch.eye(old).unsqueeze(0)  # (1, old channels, old length)
     return F.interpolate(basis, size=new, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+class TemporalTable(nn.Module):
+    """A learned 1D position table over `length` frame indices, linearly resampled for clips of other lengths
+    (the resampling matrix cached per length)."""
+
+    def __init__(self, length: int, dim: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(length, dim))
+        trunc_normal_(self.table, std=0.02)
+        self._resamplers: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def length(self) -> int:
+        return self.table.shape[0]
+
+    def forward(self, frames: int) -> torch.Tensor:
+        """(frames, D) table for a clip of `frames` frame indices."""
+        if frames == self.length:
+            return self.table
+        key = (frames, self.table.device)
+        if key not in self._resamplers:
+            self._resamplers[key] = temporal_resampler(self.length, frames).to(self.table.device)
+        return self._resamplers[key].to(self.table) @ self.table
 
 
 class SpaceTimePosEmbed(nn.Module):
@@ -65,7 +89,7 @@ class SpaceTimePosEmbed(nn.Module):
     def _resampler(self, kind: str, old, new, device) -> torch.Tensor:
         key = (kind, old, new, device)
         if key not in self._resamplers:
-            make = _spatial_resampler if kind == "spatial" else _temporal_resampler
+            make = _spatial_resampler if kind == "spatial" else temporal_resampler
             self._resamplers[key] = make(old, new).to(device)
         return self._resamplers[key]
 

@@ -13,12 +13,15 @@ class Tokens:
     pos:  (B, N, 3) long (t, y, x) index of each token in the clip's token grid.
     grid: (T, H, W) the full token grid of the clip before any selection.
     raw:  (B, N, D) the patch embeddings before the position embedding, for selectors that score content.
+    motion: (B, N) optional score of each token computed on the full grid (Flux's change against the previous
+          frame), attached before other selections so that it survives them.
     """
 
     x: torch.Tensor
     pos: torch.Tensor
     grid: tuple[int, int, int]
     raw: torch.Tensor
+    motion: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
@@ -37,4 +40,5 @@ class Tokens:
         def take(t: torch.Tensor) -> torch.Tensor:
             return torch.gather(t, 1, index.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
-        return replace(self, x=take(self.x), pos=take(self.pos), raw=take(self.raw))
+        motion = None if self.motion is None else torch.gather(self.motion, 1, index)
+        return replace(self, x=take(self.x), pos=take(self.pos), raw=take(self.raw), motion=motion)

@@ -14,6 +14,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from .embed import SpaceTimePosEmbed, TubeletEmbed, embed_clip
+from .heads import classify
 from .tokens import Tokens
 
 Select = Callable[[Tokens], Tokens]
@@ -79,7 +80,7 @@ class VideoViT(nn.Module):
         tokens = self.embed(video)
         if select is not None:
             tokens = select(tokens)
-        return self.head(self.encode(tokens))
+        return classify(self.head, self.encode(tokens), tokens.count)
 
 
 layer_norm = partial(nn.LayerNorm, eps=1e-6)

@@ -14,7 +14,8 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from .embed import SpaceTimePosEmbed, TubeletEmbed, _temporal_resampler, embed_clip
+from .embed import SpaceTimePosEmbed, TemporalTable, TubeletEmbed, embed_clip
+from .heads import classify
 from .tokens import Tokens
 from .video_vit import Select, layer_norm, make_blocks
 
@@ -50,13 +51,12 @@ class ViViTFactorised(nn.Module):
         self.spatial_norm = layer_norm(dim)
         self.adapter: nn.Module = FrameCls()
         self.temporal_cls = nn.Parameter(torch.zeros(1, 1, dim))
-        self.temporal_pos = nn.Parameter(torch.zeros(grid[0], dim))
+        self.temporal_pos: nn.Module = TemporalTable(grid[0], dim)  # module: frozen_spatial stages it
         self.temporal_blocks = make_blocks(dim, temporal_depth, heads, mlp_ratio, drop_path)
         self.norm = layer_norm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.token_counts: list[int] = []  # tokens per clip entering the spatial encoder, per pass
-        self._resamplers: dict[tuple, torch.Tensor] = {}
-        for p in (self.spatial_cls, self.temporal_cls, self.temporal_pos):
+        for p in (self.spatial_cls, self.temporal_cls):
             trunc_normal_(p, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -92,19 +92,10 @@ class ViViTFactorised(nn.Module):
             x = block(x, attn_mask=attn_mask)
         return self.spatial_norm(x).reshape(b, t, length + 1, d), mask
 
-    def temporal_table(self, frames: int) -> torch.Tensor:
-        table = self.temporal_pos
-        if frames == table.shape[0]:
-            return table
-        key = (table.shape[0], frames, table.device)
-        if key not in self._resamplers:
-            self._resamplers[key] = _temporal_resampler(table.shape[0], frames).to(table.device)
-        return self._resamplers[key].to(table) @ table
-
     def temporal(self, frames: torch.Tensor, frame_valid: torch.Tensor) -> torch.Tensor:
         """Temporal encoder over (B, T, D) frame embeddings -> (B, D) clip feature (temporal CLS)."""
         b, t, d = frames.shape
-        x = frames + self.temporal_table(t).to(frames.dtype)
+        x = frames + self.temporal_pos(t).to(frames.dtype)
         x = torch.cat([self.temporal_cls.to(x.dtype).expand(b, 1, d), x], dim=1)
         valid = torch.cat([frame_valid.new_ones(b, 1), frame_valid], dim=1)
         attn_mask = None if bool(valid.all()) else valid.reshape(b, 1, 1, t + 1)
@@ -120,7 +111,7 @@ class ViViTFactorised(nn.Module):
         tokens = self.embed(video)
         if select is not None:
             tokens = select(tokens)
-        return self.head(self.encode(tokens))
+        return classify(self.head, self.encode(tokens), tokens.count)
 
 
 class _SpatialOnly(nn.Module):

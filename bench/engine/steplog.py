@@ -1,0 +1,51 @@
+"""steps.parquet: one row per `log_every` training steps (DESIGN.md, "What a run writes"), summarising them.
+
+A row gives the running totals as of its last step (step, progress, budget used in every unit), the means over
+its steps of what varies per step (loss, learning rate, clips, frames, size, tokens per clip, step time), the
+interval's throughput, and the figures the runner adds at its end (memory, method columns). Losses stay on the
+device until `read_losses`, so logging costs no synchronisation per step.
+"""
+
+import math
+from typing import Any
+
+import torch
+
+MEANS = ("lr", "clips", "frames", "size", "tokens", "keep", "step_s")
+
+
+class StepLog:
+    def __init__(self, every: int):
+        self.every = every
+        self.rows: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []  # the steps of the interval not yet summarised
+        self.read = 0  # rows whose loss is on the host
+
+    def add(self, step: dict[str, Any]) -> bool:
+        """Record one step (loss, lr, clips, frames, size, tokens, keep, step_s); True when an interval is full."""
+        self.pending.append(step)
+        return len(self.pending) >= self.every
+
+    def close_interval(self, totals: dict[str, Any]) -> None:
+        """Summarise the pending steps into a row, with `totals` (step, progress, used_*, ...) as of the last."""
+        if not self.pending:
+            return
+        steps = self.pending
+        row = dict(totals)
+        row["steps"] = len(steps)
+        row["loss"] = torch.stack([s["loss"].detach().float() for s in steps]).mean()
+        for key in MEANS:
+            row[key] = sum(s[key] for s in steps) / len(steps)
+        row["clips_per_s"] = sum(s["clips"] for s in steps) / sum(s["step_s"] for s in steps)
+        self.rows.append(row)
+        self.pending = []
+
+    def read_losses(self) -> dict[str, Any] | None:
+        """Bring the losses of new rows to the host (one synchronisation); the first non-finite row, if any."""
+        unread, self.read = self.rows[self.read:], len(self.rows)
+        if not unread:
+            return None
+        values = torch.stack([r["loss"] for r in unread]).cpu().tolist()
+        for row, value in zip(unread, values, strict=True):
+            row["loss"] = value
+        return next((r for r in unread if not math.isfinite(r["loss"])), None)

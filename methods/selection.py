@@ -1,0 +1,108 @@
+"""Token selections that several methods and the shared evaluation protocol use: each keeps the same number K of
+tokens in every clip of a batch, chosen per clip, and gathers them (positions travel with the tokens).
+
+- `random_subset`: K tokens at random (Turbo training's token dropout; a fixed generator gives a fixed subset);
+- `top_magnitude`: the K tokens with the largest L1 norm of their embedding, position embedding included
+  (PSS's `magnitude` selection, BradMcDanel/pss `deit/pss.py`);
+- `group_dynamic_select`: Flux's group-dynamic selector (OpenGVLab/FluxViT, `sparse_group_token_selection`):
+  the frames split into G groups of consecutive frames, K / G tokens kept per group, those whose patch embedding
+  changes most against the same place one frame earlier.
+"""
+
+import torch
+
+from vtbench.models.tokens import Tokens
+
+
+def random_subset(tokens: Tokens, k: int, generator: torch.Generator | None = None) -> Tokens:
+    """K tokens per clip, an independent uniform draw per clip."""
+    if k >= tokens.count:
+        return tokens
+    score = torch.rand(tokens.x.shape[:2], device=tokens.x.device, generator=generator)
+    return _keep_top(tokens, score, k)
+
+
+def top_magnitude(tokens: Tokens, k: int) -> Tokens:
+    """The K tokens per clip with the largest L1 norm of their embedding (deterministic)."""
+    if k >= tokens.count:
+        return tokens
+    return _keep_top(tokens, tokens.x.detach().abs().sum(dim=-1), k)
+
+
+def _keep_top(tokens: Tokens, score: torch.Tensor, k: int) -> Tokens:
+    index = score.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+    return tokens.gather(index)
+
+
+# ---- Flux's group-dynamic selection ------------------------------------------------------------------------
+
+
+def group_count(frames: int) -> int:
+    """G for a clip of `frames` tubelet frames, as FluxViT: 4 when they divide by 4, 1 for two frames, else 2
+    (1 for an odd count, which FluxViT refuses)."""
+    if frames % 4 == 0:
+        return 4
+    if frames == 2 or frames % 2:
+        return 1
+    return 2
+
+
+def motion_scores(tokens: Tokens) -> torch.Tensor:
+    """(B, N) L2 distance of each token's patch embedding (before the position embedding) to the same place one
+    tubelet frame earlier; the first frame of each group takes its second frame's score. Where a group holds a
+    single frame (G = 4 with four tubelet frames) each frame keeps its distance to the frame before it, and only
+    the clip's first frame takes the second's."""
+    t, h, w = tokens.grid
+    if tokens.count != tokens.full_count:
+        raise ValueError("motion scores need the full token grid; compute them before other selections "
+                         "(selection.with_motion)")
+    raw = tokens.raw.detach().reshape(-1, t, h * w, tokens.raw.shape[-1])
+    change = (raw[:, 1:] - raw[:, :-1]).norm(dim=-1)  # (B, T-1, HW): frame k+1 against frame k
+    scores = torch.zeros(raw.shape[:3], device=raw.device, dtype=change.dtype)
+    scores[:, 1:] = change
+    size = t // group_count(t)
+    if size > 1:
+        firsts = torch.arange(0, t, size, device=raw.device)
+        scores[:, firsts] = scores[:, firsts + 1]
+    elif t > 1:
+        scores[:, 0] = scores[:, 1]
+    return scores.reshape(-1, t * h * w)
+
+
+def with_motion(tokens: Tokens) -> Tokens:
+    """The tokens with their motion scores attached (computed once on the full grid), so that a group-dynamic
+    selection still has them after other selections have taken a subset."""
+    if tokens.motion is not None:
+        return tokens
+    with torch.no_grad():
+        return Tokens(tokens.x, tokens.pos, tokens.grid, tokens.raw, motion_scores(tokens))
+
+
+def group_dynamic_select(tokens: Tokens, budget: int) -> Tokens:
+    """Keep budget // G tokens in each of the G groups of consecutive frames, those that change most (so
+    G x (budget // G) in all, as FluxViT truncates each group's count). On a subset left by another selection,
+    a group holding fewer tokens than its quota keeps them all and the clip fills up with its best others."""
+    t = tokens.grid[0]
+    groups = group_count(t)
+    quota = budget // groups
+    per_group = tokens.full_count // groups
+    if quota < 1 or quota > per_group:
+        raise ValueError(f"token budget {budget} must give each of {groups} frame groups between 1 and "
+                         f"{per_group} tokens (clip grid {'x'.join(map(str, tokens.grid))})")
+    k = groups * quota
+    if k >= tokens.count:
+        return tokens
+    with torch.no_grad():
+        scores = (tokens.motion if tokens.motion is not None else motion_scores(tokens)).float()
+        group = tokens.pos[..., 0] // (t // groups)
+        by_score = scores.argsort(dim=1, descending=True, stable=True)
+        order = by_score.gather(1, group.gather(1, by_score).argsort(dim=1, stable=True))  # by group, then score
+        grouped = group.gather(1, order)
+        counts = torch.zeros(len(group), groups, dtype=torch.long, device=group.device)
+        counts.scatter_add_(1, group, torch.ones_like(group))
+        starts = counts.cumsum(1) - counts
+        rank = torch.arange(group.shape[1], device=group.device) - starts.gather(1, grouped)
+        ordered = scores.gather(1, order)
+        priority = (rank < quota).float() + 0.5 * ordered / (ordered.max(dim=1, keepdim=True).values + 1)
+        index = order.gather(1, priority.topk(k, dim=1).indices).sort(dim=1).values
+    return tokens.gather(index)
