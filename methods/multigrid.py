@@ -30,6 +30,7 @@ left out.
 import math
 from dataclasses import dataclass
 
+from vtbench.engine.budget import lr_factor
 from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 
@@ -41,63 +42,15 @@ SHORT_FACTORS = (0.5, 2**-0.5)
 LR_SCALINGS = ("linear", "sqrt", "none")
 
 
-# ---- SlowFast's epoch-based schedule, for checking against the original ----------------------------------
+# ---- the shapes of one long cycle, each stage with its short cycle ----------------------------------------
 
 
-@dataclass
-class SlowFastSchedule:
-    stages: list[tuple[int, list[int], int]]  # (lr step index, [batch factor, frames, size], end epoch)
-    relative_lrs: list[float]  # of the long-cycle stages of the first lr step, before the gamma decay
-    iteration_saving: float  # baseline iterations / multigrid iterations
-
-
-def slowfast_schedule(frames: int, crop: int, steps: list[int], max_epoch: int, long_cycle: bool = True,
-                      short_cycle: bool = True, epoch_factor: float = 1.5,
-                      long_factors=LONG_FACTORS, short_factors=SHORT_FACTORS) -> SlowFastSchedule:
-    """SlowFast's MultigridSchedule.get_long_cycle_schedule, written against its inputs."""
-    default_size = frames * crop**2
-
-    def with_batch(shapes):
-        return [[int(round(default_size / (t * s * s))), t, s] for t, s in shapes]
-
-    if not long_cycle:  # short cycle only: stretched epochs at the base shape
-        shapes = with_batch([(frames, crop * short_factors[0]), (frames, crop * short_factors[1]), (frames, crop)])
-        average = sum(s[0] for s in shapes) / len(shapes)
-        iterations = max_epoch * epoch_factor / average
-        return SlowFastSchedule([(0, shapes[-1], int(max_epoch * epoch_factor))], [1.0], max_epoch / iterations)
-
-    all_shapes, average_batch = [], []
-    for t_factor, s_factor in long_factors:
-        t, s = int(round(frames * t_factor)), int(round(crop * s_factor))
-        pairs = [(t, crop * short_factors[0]), (t, crop * short_factors[1]), (t, s)] if short_cycle else [(t, s)]
-        shapes = with_batch(pairs)
-        all_shapes.append(shapes)
-        average_batch.append(sum(b for b, _, _ in shapes) / len(shapes))
-
-    schedule, total_iterations = [], 0.0
-    for index in range(len(steps) - 1):
-        step_epochs = steps[index + 1] - steps[index]
-        for shapes, average in zip(all_shapes, average_batch, strict=True):
-            epochs = step_epochs * average / sum(average_batch)
-            total_iterations += epochs / average
-            schedule.append((index, shapes[-1], epochs, average))
-    saving = steps[-1] / total_iterations
-    finetune = (max_epoch - steps[-1]) / saving * average_batch[-1]
-    schedule.append((len(steps) - 1, all_shapes[-1][-1], finetune, average_batch[-1]))
-
-    scale = max_epoch * epoch_factor / sum(s[2] for s in schedule)
-    stages, iterations, cumulative, previous_end = [], 0.0, 0.0, 0
-    for index, shape, epochs, average in schedule:
-        cumulative += epochs * scale
-        end = int(round(cumulative))
-        stages.append((index, shape, end))
-        iterations += (end - previous_end) / average
-        previous_end = end
-    lrs = [float(shape[0]) for index, shape, _ in stages if index == 0]
-    return SlowFastSchedule(stages, lrs, max_epoch / iterations)
-
-
-# ---- our progress-based schedule ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage:
+    frames: int
+    size: int
+    multiplier: int  # the long-cycle batch factor: clips per step relative to the base batch, and the lr factor
+    cycle: tuple[tuple[int, int], ...]  # (size, clips per step relative to the base batch) of each short-cycle step
 
 
 def round_to(value: float, unit: int, what: str) -> int:
@@ -107,28 +60,74 @@ def round_to(value: float, unit: int, what: str) -> int:
     return rounded
 
 
-@dataclass(frozen=True)
-class Stage:
-    frames: int
-    size: int
-    multiplier: int  # clips per step relative to the base batch
-
-
-def long_cycle_stages(base: BatchShape, tubelet: tuple[int, int, int], factors=LONG_FACTORS) -> list[Stage]:
+def cycle_stages(base: BatchShape, tubelet: tuple[int, int, int], long_cycle: bool = True,
+                 short_cycle: bool = True) -> list[Stage]:
+    """The stages of one long cycle (the base shape alone without the long cycle). A stage (t, s) gets the batch
+    factor round(T S^2 / (t s^2)); its short cycle steps through sizes 0.5 S and 0.707 S, then its own, the
+    batch growing by round((s / size)^2) as SlowFast's ShortCycleBatchSampler does."""
     tt, p, _ = tubelet
+    factors = LONG_FACTORS if long_cycle else ((1.0, 1.0),)
     stages = []
     for t_factor, s_factor in factors:
         frames = round_to(base.frames * t_factor, tt, f"stage's frames ({base.frames} x {t_factor:g})")
         size = round_to(base.size * s_factor, p, f"stage's size ({base.size} x {s_factor:.3f})")
         multiplier = max(1, round(base.frames * base.size**2 / (frames * size**2)))
-        stages.append(Stage(frames, size, multiplier))
+        cycle = [(size, multiplier)]
+        if short_cycle:
+            sizes = [round_to(base.size * f, p, f"short-cycle size ({base.size} x {f:.3f})") for f in SHORT_FACTORS]
+            cycle = [(s, multiplier * max(1, round((size / s) ** 2))) for s in sizes] + cycle
+        stages.append(Stage(frames, size, multiplier, tuple(cycle)))
     return stages
 
 
-def short_cycle_sizes(stage: Stage, base: BatchShape, patch: int) -> list[tuple[int, int]]:
-    """(size, extra batch multiplier) of each step of the short cycle of a stage."""
-    sizes = [round_to(base.size * f, patch, f"short-cycle size ({base.size} x {f:.3f})") for f in SHORT_FACTORS]
-    return [(s, max(1, round((stage.size / s) ** 2))) for s in sizes] + [(stage.size, 1)]
+# ---- SlowFast's epoch-based schedule over the same stages, for checking against the original --------------
+
+
+@dataclass
+class SlowFastSchedule:
+    stages: list[tuple[int, list[int], int]]  # (lr step index, [batch factor, frames, size], end epoch)
+    relative_lrs: list[float]  # of the long-cycle stages of the first lr step, before the gamma decay
+    iteration_saving: float  # baseline iterations / multigrid iterations
+    mean_batch: float  # clips per iteration over one long cycle, relative to the base batch
+
+
+def slowfast_schedule(frames: int, crop: int, steps: list[int], max_epoch: int, long_cycle: bool = True,
+                      short_cycle: bool = True, epoch_factor: float = 1.5) -> SlowFastSchedule:
+    """SlowFast's MultigridSchedule.get_long_cycle_schedule (slowfast/utils/multigrid.py), written against its
+    inputs, over the stages `cycle_stages` gives the method (whole frames and pixels: a 1x1x1 tubelet)."""
+    stages = cycle_stages(BatchShape(1, frames, crop, 1), (1, 1, 1), long_cycle, short_cycle)
+    average_batch = [sum(m for _, m in s.cycle) / len(s.cycle) for s in stages]
+    mean_batch = sum(average_batch) / len(average_batch)
+    if not long_cycle:  # short cycle only: stretched epochs at the base shape
+        iterations = max_epoch * epoch_factor / average_batch[0]
+        base = [1, frames, crop]
+        return SlowFastSchedule([(0, base, int(max_epoch * epoch_factor))], [1.0], max_epoch / iterations, mean_batch)
+
+    schedule, total_iterations = [], 0.0
+    for index in range(len(steps) - 1):
+        step_epochs = steps[index + 1] - steps[index]
+        for stage, average in zip(stages, average_batch, strict=True):
+            epochs = step_epochs * average / sum(average_batch)
+            total_iterations += epochs / average
+            schedule.append((index, [stage.multiplier, stage.frames, stage.size], epochs, average))
+    saving = steps[-1] / total_iterations
+    finetune = (max_epoch - steps[-1]) / saving * average_batch[-1]
+    last = stages[-1]
+    schedule.append((len(steps) - 1, [last.multiplier, last.frames, last.size], finetune, average_batch[-1]))
+
+    scale = max_epoch * epoch_factor / sum(s[2] for s in schedule)
+    result, iterations, cumulative, previous_end = [], 0.0, 0.0, 0
+    for index, shape, epochs, average in schedule:
+        cumulative += epochs * scale
+        end = int(round(cumulative))
+        result.append((index, shape, end))
+        iterations += (end - previous_end) / average
+        previous_end = end
+    lrs = [float(shape[0]) for index, shape, _ in result if index == 0]
+    return SlowFastSchedule(result, lrs, max_epoch / iterations, mean_batch)
+
+
+# ---- the method: the same stages on budget progress ----------------------------------------------------------
 
 
 @register
@@ -136,7 +135,7 @@ class Multigrid(Method):
     name = "multigrid"
 
     def __init__(self, long_cycle: bool = True, short_cycle: bool = True, cycles: int = 3, final: float = 0.2,
-                 lr_scaling: str = "linear"):
+                 lr_scaling: str = "linear", final_short_cycle: bool = True):
         if not isinstance(cycles, int) or cycles < 1:
             raise ValueError(f"cycles={cycles!r} must be a whole number >= 1")
         if not 0 <= final < 1:
@@ -144,19 +143,14 @@ class Multigrid(Method):
         if lr_scaling not in LR_SCALINGS:
             raise ValueError(f"lr_scaling={lr_scaling!r} is not allowed; choose one of {', '.join(LR_SCALINGS)}")
         self.long_cycle, self.short_cycle, self.cycles, self.final = long_cycle, short_cycle, cycles, final
-        self.lr_scaling = lr_scaling
+        self.lr_scaling, self.final_short_cycle = lr_scaling, final_short_cycle
         self.stages: list[Stage] = []
-        self.patch = 1
+        self.final_stage: Stage | None = None
 
     def prepare(self, run) -> None:
-        tubelet = run.model.patch_embed.tubelet
-        self.patch = tubelet[1]
-        base = run.base_shape
-        full = Stage(base.frames, base.size, 1)
-        self.stages = long_cycle_stages(base, tubelet) if self.long_cycle else [full]
-        if self.short_cycle:
-            for stage in self.stages:
-                short_cycle_sizes(stage, base, self.patch)  # refuses sizes that round to zero, before training
+        tubelet, base = run.model.patch_embed.tubelet, run.base_shape
+        self.stages = cycle_stages(base, tubelet, self.long_cycle, self.short_cycle)
+        self.final_stage = cycle_stages(base, tubelet, False, self.short_cycle and self.final_short_cycle)[0]
 
     def stage(self, progress: float) -> Stage | None:
         """The long-cycle stage at `progress`, None in the final phase."""
@@ -167,22 +161,29 @@ class Multigrid(Method):
         return self.stages[min(index, len(self.stages) - 1)]
 
     def batch_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
-        stage = self.stage(progress)
-        if stage is None:
-            return base
-        size, extra = stage.size, 1
-        if self.short_cycle:
-            size, extra = short_cycle_sizes(stage, base, self.patch)[step % 3]
+        stage = self.stage(progress) or self.final_stage
+        size, clips = stage.cycle[step % len(stage.cycle)]
         stride = base.stride
         if stage.frames < base.frames:
             stride = (base.stride, base.stride * base.frames // stage.frames)
-        return BatchShape(base.clips * stage.multiplier * extra, stage.frames, size, stride)
+        return BatchShape(base.clips * clips, stage.frames, size, stride)
 
     def lr_scale(self, progress: float, shape: BatchShape) -> float:
         stage = self.stage(progress)
-        multiplier = 1 if stage is None else stage.multiplier
-        return {"linear": multiplier, "sqrt": math.sqrt(multiplier), "none": 1.0}[self.lr_scaling]
+        return scaled(1 if stage is None else stage.multiplier, self.lr_scaling)
+
+    def mean_lr_scale(self, warmup: float, decay: str = "linear", points: int = 100_000) -> float:
+        """The constant a baseline's learning rate would need for the same integral of the scheduled learning
+        rate over the budget as this method's (the control that separates the shape schedule's gain from a
+        higher mean learning rate)."""
+        grid = [(k + 0.5) / points for k in range(points)]
+        weights = [lr_factor(p, warmup, decay) for p in grid]
+        return sum(w * self.lr_scale(p, None) for w, p in zip(weights, grid, strict=True)) / sum(weights)
 
     def log_columns(self, progress: float) -> dict:
         stage = self.stage(progress)
         return {"multigrid_stage": -1 if stage is None else self.stages.index(stage)}
+
+
+def scaled(multiplier: int, scaling: str) -> float:
+    return {"linear": float(multiplier), "sqrt": math.sqrt(multiplier), "none": 1.0}[scaling]

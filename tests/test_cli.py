@@ -63,3 +63,13 @@ def test_the_console_command_prints_the_run_directory_last(tmp_path):
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path and (run_dir / "summary.json").exists()
     assert "completed: top-1" in result.stderr
+
+
+def test_one_budget_written_two_ways_is_one_run(capsys, tmp_path):
+    assert main(["run", *TINY, "--budget", "1.5s", "--out", str(tmp_path)]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    stamp = (Path(first) / "summary.json").stat().st_mtime_ns
+    assert main(["run", *TINY, "--budget", "0.025min", "--out", str(tmp_path)]) == 0  # returns the ended run at once
+    assert capsys.readouterr().out.strip().splitlines()[-1] == first
+    assert (Path(first) / "summary.json").stat().st_mtime_ns == stamp
+    assert "budget: 1.5s" in (Path(first) / "config.yaml").read_text()

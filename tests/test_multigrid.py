@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -10,7 +11,7 @@ from vtbench.engine.runner import execute
 from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.methods import RunContext, build_method
-from vtbench.methods.multigrid import Multigrid, long_cycle_stages, slowfast_schedule
+from vtbench.methods.multigrid import Multigrid, cycle_stages, slowfast_schedule
 from vtbench.models import build_model
 
 K400 = dict(frames=32, crop=224, steps=[0, 94, 154, 196], max_epoch=239)
@@ -28,6 +29,41 @@ def test_slowfast_schedule_reproduces_the_k400_reference():
     assert round(slowfast_schedule(**K400, long_cycle=False, short_cycle=True).iteration_saving, 2) == 1.56
 
 
+def _stepped(method, base, steps=24_000):
+    """What a run asks of the method: (progress, clips, frames, size, lr scale) of every step of a budget."""
+    rows = []
+    for step in range(steps):
+        progress = step / steps
+        shape = method.batch_shape(progress, step, base)
+        rows.append((progress, shape.clips, shape.frames, shape.size, method.lr_scale(progress, shape)))
+    return pd.DataFrame(rows, columns=["progress", "clips", "frames", "size", "lr_scale"])
+
+
+def test_the_method_runs_slowfast_k400_schedule_through_its_own_steps():
+    """SlowFast's K400 configuration (T=32, S=224, three lr steps each with one long cycle, then fine-tuning),
+    through the hooks a run calls."""
+    base = BatchShape(1, 32, 224, 2)
+    method = Multigrid(cycles=3, final=0.2)
+    stub = SimpleNamespace(patch_embed=SimpleNamespace(tubelet=(1, 1, 1)))
+    method.prepare(RunContext(tiny().resolve(), stub, base, 400, torch.device("cpu"), None))
+    steps = _stepped(method, base)
+    reference = slowfast_schedule(**K400)
+    stage_steps = steps.iloc[2::3]  # the third step of each short cycle is at the stage's own size
+    long_part = stage_steps[stage_steps["progress"] < 0.8]
+    shapes = long_part[["clips", "frames", "size"]].drop_duplicates().values.tolist()
+    assert shapes == [shape for index, shape, _ in reference.stages if index == 0]  # [8, 8, 158] ... [1, 32, 224]
+    in_order = long_part[["clips", "frames", "size"]].ne(long_part[["clips", "frames", "size"]].shift()).any(axis=1)
+    assert in_order.sum() == 3 * 4  # three long cycles of four stages
+    assert long_part.drop_duplicates(["clips"])["lr_scale"].tolist() == reference.relative_lrs  # 8, 4, 2, 1
+    long_cycle = steps[steps["progress"] < 0.8]
+    assert long_cycle["clips"].mean() == pytest.approx(reference.mean_batch, rel=0.01)  # equal iterations per shape
+    first = steps.iloc[:3]
+    assert first[["clips", "size"]].values.tolist() == [[16, 112], [8, 158], [8, 158]]  # SlowFast's short cycle
+    final = steps[steps["progress"] >= 0.8]
+    assert final.iloc[:3][["clips", "size"]].values.tolist() == [[4, 112], [2, 158], [1, 224]]  # short cycle kept
+    assert (final["frames"] == 32).all() and (final["lr_scale"] == 1).all()
+
+
 BASE = BatchShape(8, 16, 64, 2)
 
 
@@ -40,7 +76,7 @@ def _prepared(base=BASE, **params):
 
 def test_long_cycle_keeps_clips_frames_pixels_about_constant():
     base = BatchShape(8, 16, 64, 2)
-    stages = long_cycle_stages(base, (2, 8, 8))
+    stages = cycle_stages(base, (2, 8, 8), short_cycle=False)
     assert [(s.frames, s.size, s.multiplier) for s in stages] == [(4, 48, 7), (8, 48, 4), (8, 64, 2), (16, 64, 1)]
     method, _ = _prepared(short_cycle=False, cycles=1, final=0.2)
     volumes = []
@@ -86,15 +122,21 @@ def test_fewer_frames_draw_a_stride_per_clip():
     assert method.batch_shape(0.7, 0, base).stride == 2
 
 
-def test_steps_parquet_shows_the_schedule(tmp_path):
-    config = tiny(frames=8, size=32, budget="30steps", methods=[MethodSpec("multigrid", {"cycles": 1})],
+@pytest.mark.parametrize("final_short_cycle", [True, False])
+def test_steps_parquet_shows_the_schedule(final_short_cycle, tmp_path):
+    params = {"cycles": 1, "final_short_cycle": final_short_cycle}
+    config = tiny(frames=8, size=32, budget="30steps", methods=[MethodSpec("multigrid", params)],
                   model_args={"dim": 32, "depth": 1, "heads": 2, "tubelet": [2, 8, 8]})
     steps = pd.read_parquet(execute(config, tmp_path, progress_bar=False) / "steps.parquet")
     long_cycle = steps[steps["progress"] <= 0.8 - 1e-9]
     assert set(long_cycle["frames"]) == {2, 4, 8} and set(steps["size"]) == {16, 24, 32}
     final = steps[steps["progress"] > 0.8 + 1e-9]
-    assert (final["clips"] == 4).all() and (final["frames"] == 8).all() and (final["size"] == 32).all()
-    assert steps["lr"].iloc[0] == 0 and steps["multigrid_stage"].iloc[-1] == -1
+    assert (final["frames"] == 8).all() and steps["multigrid_stage"].iloc[-1] == -1
+    if final_short_cycle:  # as SlowFast's loader: the short cycle goes on at the base shape
+        assert set(zip(final["size"], final["clips"], strict=True)) == {(16, 16), (24, 8), (32, 4)}
+    else:
+        assert (final["clips"] == 4).all() and (final["size"] == 32).all()
+    assert steps["lr"].iloc[0] == 0
 
 
 @pytest.mark.parametrize("params, message", [

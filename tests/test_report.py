@@ -1,6 +1,7 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -63,3 +64,45 @@ def test_runs_of_one_time_budget_count_as_equally_costly():
     table = pd.DataFrame({"cost": [45.01, 45.00, 20.0], "top1": [78.0, 46.0, 27.0]})
     assert pareto_front(table, "cost").tolist() == [True, False, True]
     assert pareto_front(table, "cost", tolerance=0).tolist() == [True, True, True]
+
+
+def _grid(tmp_path, methods: str, name="match") -> Path:
+    grid = tmp_path / f"{name}.yaml"
+    grid.write_text(
+        f"study: {name}\n"
+        "base: {frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_every: 0.5, eval_sweep: [],\n"
+        "       model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n"
+        f"methods: {methods}\nbudgets: [6steps]\nseeds: [0, 1]\n")
+    out = tmp_path / "results"
+    run = subprocess.run([sys.executable, "-m", "vtbench.cli", "grid", str(grid), "--out", str(out), "--no-progress"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return out / name
+
+
+def test_each_row_is_compared_with_the_baseline_of_its_own_settings(tmp_path):
+    study = _grid(tmp_path, "[[], {methods: [], set: {arch: factorised}},\n"
+                            "          {methods: [frozen_spatial], set: {arch: factorised}}, [token_dropout]]")
+    report = tmp_path / "report"
+    made = subprocess.run([sys.executable, "-m", "vtbench.cli", "report", str(study), "--out", str(report)],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    table = pd.read_csv(report / "tables" / "summary.csv").set_index("method")
+    assert table.loc["frozen_spatial (factorised)", "baseline"] == "baseline (factorised)"
+    assert table.loc["token_dropout", "baseline"] == "baseline"
+    assert table.loc["baseline (factorised)", "baseline"] == "baseline (factorised)"
+    text = (report / "report.md").read_text()
+    assert "**frozen_spatial (factorised)** does not move the frontier of baseline (factorised)" in text \
+        or "**frozen_spatial (factorised)** moves the frontier of baseline (factorised)" in text
+
+
+def test_a_row_without_its_baseline_says_so_rather_than_borrowing_another(tmp_path):
+    study = _grid(tmp_path, "[[], {methods: [frozen_spatial], set: {arch: factorised}}]", name="lonely")
+    report = tmp_path / "report"
+    made = subprocess.run([sys.executable, "-m", "vtbench.cli", "report", str(study), "--out", str(report)],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    row = pd.read_csv(report / "tables" / "summary.csv").set_index("method").loc["frozen_spatial (factorised)"]
+    assert pd.isna(row["baseline"]) and row["comparison"] == "no baseline run with the same settings and budget"
+    assert "none: no baseline run" in (report / "tables" / "summary.md").read_text()
+    assert "**frozen_spatial (factorised)**: not compared" in (report / "report.md").read_text()

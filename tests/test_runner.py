@@ -164,3 +164,17 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "diverged" and "step 6" in summary["error"]
     assert summary["top1"] is None
+
+
+def test_a_steps_row_summarises_log_every_steps(tmp_path):
+    every = pd.read_parquet(execute(tiny(budget="20steps", eval_every=0.5), tmp_path / "a",
+                                    progress_bar=False) / "steps.parquet")
+    rows = pd.read_parquet(execute(tiny(budget="20steps", eval_every=0.5, log_every=4), tmp_path / "b",
+                                   progress_bar=False) / "steps.parquet")
+    # intervals of four steps, cut where an evaluation falls (after step 10) so no row spans one
+    assert rows["step"].tolist() == [4, 8, 10, 14, 18, 20] and rows["steps"].tolist() == [4, 4, 2, 4, 4, 2]
+    for row in rows.itertuples():
+        interval = every[(every["step"] > row.step - row.steps) & (every["step"] <= row.step)]
+        assert row.loss == pytest.approx(interval["loss"].mean(), rel=1e-5)
+        assert row.used_samples == interval["used_samples"].iloc[-1]
+        assert row.clips_per_s == pytest.approx(row.clips / row.step_s)  # the interval's clips over its time

@@ -17,6 +17,9 @@ def _finished(grid: Grid, folder: Path) -> int:
 
 
 def _line(label: str, run_dir: Path) -> str:
+    if not (run_dir / results.SUMMARY).exists():  # it failed before it could start
+        error = results.read_json(run_dir / "attempts.json").get("error", "")
+        return f"{'failed':>9}  before training: {error}  {label}  ({run_dir.name})"
     s = results.read_json(run_dir / results.SUMMARY)
     top1 = "n/a" if s.get("top1") is None else f"{s['top1']:.1f}%"
     return f"{s['status']:>9}  top-1 {top1:>6}  {s['train_s']:7.1f}s  {label}  ({run_dir.name})"

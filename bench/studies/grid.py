@@ -94,8 +94,9 @@ def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None
                 continue
             try:
                 execute(cell, folder, progress_bar=progress_bar)
-            except Exception:  # noqa: BLE001 - recorded by the run (status failed); the grid goes on
-                results.write_json(folder / run_id / "attempts.json", {"failed": failed + 1})
+            except Exception as err:  # noqa: BLE001 - recorded by the run (status failed); the grid goes on
+                results.write_json(folder / run_id / "attempts.json",
+                                   {"failed": failed + 1, "error": f"{type(err).__name__}: {err}"})
             ran += 1
             with open(folder / "workers.log", "a") as log:  # one short line: an atomic append
                 log.write(f"{run_id} {socket.gethostname()} {os.getpid()} {time.time():.3f}\n")

@@ -14,27 +14,33 @@ import yaml
 
 from vtbench.engine import results
 from vtbench.engine.config import RunConfig, apply
+from vtbench.studies import comparison
 
 SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clips_per_s", "mem_allocated",
-                   "mem_reserved", "mem_device", "mem_rss", "energy_j", "trainable_params", "top1")
+                   "mem_reserved", "mem_device", "mem_rss", "eval_mem_allocated", "eval_mem_rss", "energy_j",
+                   "trainable_params", "top1")
 
 
 def runs_table(study_dir: str | Path) -> pd.DataFrame:
-    """One row per run: its configuration and summary."""
-    rows = []
+    """One row per run: its configuration and summary, its label and settings key (vtbench.studies.comparison)."""
+    rows, configs = [], []
     for run_dir in sorted(Path(study_dir).iterdir()):
         summary_path = run_dir / results.SUMMARY
         if not run_dir.is_dir() or not summary_path.exists():
             continue
-        config = yaml.safe_load((run_dir / results.CONFIG).read_text())
+        config = apply(RunConfig(), yaml.safe_load((run_dir / results.CONFIG).read_text()),
+                       where=str(run_dir / results.CONFIG))
         summary = results.read_json(summary_path)
-        label = apply(RunConfig(), config, where=str(run_dir / results.CONFIG)).label()
-        row = {"run_id": run_dir.name, "method": label, "budget": config["budget"],
-               "seed": config["seed"], "model": config["model"], "dataset": config["dataset"]}
+        row = {"run_id": run_dir.name, "budget": config.budget, "seed": config.seed, "model": config.model,
+               "dataset": config.dataset, "settings": comparison.settings_key(comparison.settings_of(config)),
+               "is_baseline": not config.methods}
         row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
         row["final_top1"] = row.pop("top1")
         rows.append(row)
+        configs.append(config)
     table = pd.DataFrame(rows)
+    if not table.empty:
+        table.insert(1, "method", comparison.labels(configs))
     trials_file = Path(study_dir) / "trials.parquet"
     if trials_file.exists() and not table.empty:  # a tuning study: the trial that ended with each run
         trials = pd.read_parquet(trials_file)

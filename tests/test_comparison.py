@@ -1,0 +1,37 @@
+"""Labels and baseline matching (vtbench.studies.comparison), on hand-made runs tables."""
+
+import pandas as pd
+
+from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.studies.comparison import labels, match_baselines, settings_key, settings_of
+
+
+def _runs(configs, seeds=None):
+    configs = [c.resolve() for c in configs]
+    return pd.DataFrame({
+        "method": labels(configs), "budget": [c.budget for c in configs],
+        "seed": seeds or [c.seed for c in configs],
+        "settings": [settings_key(settings_of(c)) for c in configs], "is_baseline": [not c.methods for c in configs]})
+
+
+TD = [MethodSpec("token_dropout", {"keep": 0.5})]
+
+
+def test_labels_name_only_what_tells_rows_apart():
+    configs = [RunConfig(), RunConfig(lr=0.01), RunConfig(methods=TD), RunConfig(arch="factorised"),
+               RunConfig(model_args={"depth": 4}, methods=TD), RunConfig(seed=1), RunConfig(budget="20s")]
+    assert labels([c.resolve() for c in configs]) == [
+        "baseline", "baseline (lr=0.01)", "token_dropout:keep=0.5", "baseline (factorised)",
+        "token_dropout:keep=0.5 (model_args.depth=4)", "baseline", "baseline"]
+
+
+def test_a_baseline_matches_on_settings_budget_and_seeds():
+    configs = [RunConfig(seed=s) for s in (0, 1)] + [RunConfig(methods=TD, seed=s) for s in (0, 1)] + [
+        RunConfig(methods=TD, lr=0.01, seed=0), RunConfig(methods=TD, budget="20s", seed=0),
+        RunConfig(lr=0.01, seed=1), RunConfig(methods=TD, lr=0.01, seed=1)]
+    matched = match_baselines(_runs(configs)).set_index(["method", "budget"])
+    assert matched.loc[("token_dropout:keep=0.5", "60s"), "baseline"] == "baseline"
+    lr = matched.loc[("token_dropout:keep=0.5 (lr=0.01)", "60s")]
+    assert pd.isna(lr["baseline"]) and "seeds [1] differ from [0, 1]" in lr["comparison"]
+    other_budget = matched.loc[("token_dropout:keep=0.5", "20s")]
+    assert pd.isna(other_budget["baseline"]) and other_budget["comparison"].startswith("no baseline run")
