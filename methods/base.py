@@ -17,7 +17,10 @@ from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.models.tokens import Tokens
 
+from .selection import with_motion
+
 Batch = tuple[torch.Tensor, torch.Tensor]  # (video (B, C, T, H, W), labels (B,))
+Select = Callable[[Tokens], Tokens]
 
 
 @dataclass
@@ -50,6 +53,9 @@ class Method:
     """Base class of every training accelerator. Subclasses override only the hooks they need."""
 
     name: ClassVar[str] = ""
+    # selects by the change of each token against the previous frame: motion scores are computed on the full grid
+    # before any selection of the list, so that they survive them (vtbench.methods.selection.with_motion)
+    uses_motion: ClassVar[bool] = False
     # hooks whose answer one method of a list decides alone
     OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "eval_shape", "training_loss")
 
@@ -72,8 +78,10 @@ class Method:
         """After patch and position embedding, before the first block: return a (physically) smaller set."""
         return tokens
 
-    def training_loss(self, model: torch.nn.Module, batch: Batch, progress: float) -> torch.Tensor:
-        """Replace the loss of a step. Only called on a method that overrides it."""
+    def training_loss(self, model: torch.nn.Module, batch: Batch, progress: float, select: Select | None,
+                      label_smoothing: float) -> torch.Tensor:
+        """Replace the loss of a step. Only called on a method that overrides it; `select` is the whole list's
+        training selection (this method's included), to apply after `model.embed`."""
         raise NotImplementedError
 
     def eval_settings(self) -> list[EvalSetting]:
@@ -134,6 +142,8 @@ class MethodStack:
         return scale
 
     def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
+        if any(m.uses_motion for m in self.methods):
+            tokens = with_motion(tokens)
         for method in self.methods:
             tokens = method.select_tokens(tokens, progress, training)
         return tokens
@@ -146,11 +156,11 @@ class MethodStack:
     def loss(self, model: torch.nn.Module, batch: Batch, progress: float, label_smoothing: float = 0.0) -> torch.Tensor:
         """The loss of a training step: the owner's `training_loss`, else cross-entropy through the selections.
         The runner and `vtbench estimate` both call this."""
-        owner = self.owners["training_loss"]
+        owner, select = self.owners["training_loss"], self.selector(progress, training=True)
         if owner is not None:
-            return owner.training_loss(model, batch, progress)
+            return owner.training_loss(model, batch, progress, select, label_smoothing)
         video, labels = batch
-        logits = model(video, select=self.selector(progress, training=True))
+        logits = model(video, select=select)
         return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
     def eval_settings(self) -> list[EvalSetting]:

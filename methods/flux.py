@@ -8,7 +8,8 @@ window, with frames spread TSN-style over the whole video (one per equal segment
 budget of K tokens per clip with the group-dynamic selector (vtbench.methods.selection):
 
 - split the token grid's time axis into G groups of consecutive tubelet frames (as FluxViT: G = 4 when they
-  divide by 4, 1 for two frames, else 2);
+  divide by 4, 1 for two frames, else 2; FluxViT never samples an odd count, which the scaled frame set here
+  can draw, and which gets G = 1);
 - score each token by the L2 distance between its patch embedding and the one at the same (y, x) in the
   previous frame; the first frame of a group takes the second frame's score (where a group holds a single
   tubelet frame, as four tubelet frames with G = 4 do, it keeps its difference to the previous group's frame
@@ -24,14 +25,19 @@ the token budgets `tokens=<n>,group` (by default 1/2 and 1/4 of the base count),
 every other method and the baseline are evaluated. Flux-Multi (`budgets: [1, 0.5, 0.25]`, fractions of K) runs
 one pass per budget on the same embedded clip, each with its own linear head on the pooled feature; the loss
 is the sum of the cross-entropies plus a SmoothL1 alignment of each smaller budget's normalised feature to the
-detached largest-budget one. At evaluation a clip seen with N tokens is classified by the head trained nearest
-N (FluxViT picks its head by hand, `--output_head`, with the advice to take the nearest).
+detached largest-budget one; each pass runs the list's other selections too, and label smoothing applies to
+each cross-entropy. At evaluation a clip seen with N tokens is classified by the head trained nearest N
+(FluxViT picks its head by hand, `--output_head`, with the advice to take the nearest). Flux scores tokens on
+the full grid before any other method of the list selects (motion scores travel with the tokens), so it may
+follow another token method.
 
 Departures from the original: the sampling sets scale with the base shape (frames in [0.75T, 3T] in steps of
 the tubelet's length, sizes in [0.5S, 1.5S] in steps of the patch, window [K, 3K]; the original draws 6-24
 frames and 112-336 pixels with a [2048, 8192] window); frames and sizes are drawn uniformly among the pairs
 that fit the window (the original redraws until one fits, which has the same distribution). Heads are linear
-on the shared pooled feature (FluxViT gives each budget its own attention-pooling projector too). Evaluation
+on the shared pooled feature (FluxViT gives each budget its own attention-pooling projector too), and the
+alignment compares the pooled features themselves (FluxViT passes the smaller budgets' through a learned linear
+decoder, `final_clip_decoder_for_projs`, first). Evaluation
 uses the base input shape for every budget (no search over larger inputs, the paper's Token Optimization) and
 one view. Not ported: RandAugment and mixup recipes, repeated augmentation, dual patch norm, global-local
 position embedding (the original's ablations credit them with 1 to 1.5 points).
@@ -70,6 +76,7 @@ def _up(value: float, step: int) -> int:
 @register
 class Flux(Method):
     name = "flux"
+    uses_motion = True
 
     def __init__(self, tokens: int | None = None, flexible: bool = True, budgets: list[float] | None = None,
                  align_weight: float = 1.0):
@@ -128,17 +135,20 @@ class Flux(Method):
     def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
         return group_dynamic_select(tokens, min(self.tokens, tokens.full_count))
 
-    def training_loss(self, model: nn.Module, batch, progress: float) -> torch.Tensor:
+    def training_loss(self, model: nn.Module, batch, progress: float, select, label_smoothing: float) -> torch.Tensor:
+        """One pass per budget on the same clip, each through the list's selections (this one's at the largest
+        budget), then the group-dynamic selector at the budget."""
         video, labels = batch
-        tokens = model.embed(video)
+        tokens = select(model.embed(video))
         features = [model.encode(group_dynamic_select(tokens, count)) for count in self._budget_counts()]
-        return flux_multi_loss(features, list(model.head.heads), labels, self.align_weight)
+        return flux_multi_loss(features, list(model.head.heads), labels, self.align_weight, label_smoothing)
 
 
 def flux_multi_loss(features: list[torch.Tensor], heads: list[nn.Module], labels: torch.Tensor,
-                    align_weight: float = 1.0) -> torch.Tensor:
+                    align_weight: float = 1.0, label_smoothing: float = 0.0) -> torch.Tensor:
     """Sum of each budget's cross-entropy plus SmoothL1 of smaller budgets' normalised features to the largest's."""
-    classification = sum(F.cross_entropy(head(f).float(), labels) for f, head in zip(features, heads, strict=True))
+    classification = sum(F.cross_entropy(head(f).float(), labels, label_smoothing=label_smoothing)
+                         for f, head in zip(features, heads, strict=True))
     teacher = F.normalize(features[0].detach().float(), dim=-1)
     alignment = sum(F.smooth_l1_loss(F.normalize(f.float(), dim=-1), teacher) for f in features[1:])
     return classification + align_weight * alignment

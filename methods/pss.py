@@ -58,7 +58,10 @@ def keep_ratio(progress: float, schedule: str = "cyclic", start: float = 0.8, en
     """Fraction of tokens kept at budget `progress`."""
     if progress >= 1 - cooldown:
         return 1.0
-    drop = scheduled_drop(progress / (1 - cooldown), schedule, start, end, period)
+    # linear and cosine run over the part before the cooldown; the cyclic period is a fraction of the whole
+    # budget, as the original's is one epoch of iterations whatever its cooldown
+    q = progress if schedule == "cyclic" else progress / (1 - cooldown)
+    drop = scheduled_drop(q, schedule, start, end, period)
     drop = min(1.0, max(0.0, drop))
     drop = round(round(drop / quantum) * quantum, 10)
     return round(max(0.0, 1.0 - drop), 10)

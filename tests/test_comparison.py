@@ -35,3 +35,11 @@ def test_a_baseline_matches_on_settings_budget_and_seeds():
     assert pd.isna(lr["baseline"]) and "seeds [1] differ from [0, 1]" in lr["comparison"]
     other_budget = matched.loc[("token_dropout:keep=0.5", "20s")]
     assert pd.isna(other_budget["baseline"]) and other_budget["comparison"].startswith("no baseline run")
+
+
+def test_a_failed_seed_stays_part_of_the_comparison():
+    configs = [RunConfig(seed=s) for s in (0, 1)] + [RunConfig(methods=TD, seed=s) for s in (0, 1)]
+    runs = _runs(configs)  # whatever their status: a diverged seed is an outcome, not a missing run
+    matched = match_baselines(runs).set_index("method")
+    assert matched.loc["token_dropout:keep=0.5", "baseline"] == "baseline"
+    assert matched["runs"].tolist() == [2, 2]

@@ -99,12 +99,26 @@ def test_frozen_parameters_hold_no_optimizer_state(tmp_path):
     assert sum(p["exp_avg"].numel() for p in trainable) == summary["trainable_params"]  # the frozen have none
 
 
-def test_stage_two_memory_comes_from_the_training_windows_after_the_switch(tmp_path):
+class HeavyStageOne(Method):
+    """Touches 400 MB on every training step before the switch (at progress 0.5), none after it."""
+
+    name = "heavy_stage1"
+
+    def lr_scale(self, progress, shape):
+        if progress < 0.5:
+            block = torch.ones(100_000_000)
+            del block
+        return 1.0
+
+
+def test_stage_two_memory_comes_from_the_training_windows_after_the_switch(monkeypatch, tmp_path):
+    monkeypatch.setitem(methods.REGISTRY, "heavy_stage1", HeavyStageOne)
     config = _config()
-    config.methods = config.methods[:1]
+    config.methods = [config.methods[0], MethodSpec("heavy_stage1")]
+    config.eval_every = 1.0  # no evaluation between the stages: the switch itself must split the window
     summary = json.loads((execute(config, tmp_path, progress_bar=False) / "summary.json").read_text())
-    assert 0 < summary["stage2_mem_rss"] <= summary["mem_rss"]  # a phase of the training windows
-    assert summary["stage2_mem_allocated"] is None  # CUDA's allocator: empty on a CPU, not zero
+    assert summary["mem_rss"] - summary["stage2_mem_rss"] > 300 * 2**20  # stage 1's 400 MB stay out of stage 2's
+    assert summary["stage2_mem_rss"] > 0 and summary["stage2_mem_allocated"] is None  # no CUDA: empty, not zero
 
 
 def test_stage_one_needs_two_temporal_tokens(tmp_path):
@@ -164,6 +178,9 @@ def test_the_stage_switch_survives_checkpoint_and_resume(monkeypatch, tmp_path):
     assert res["loss"].tolist() == pytest.approx(ref["loss"].tolist(), rel=1e-5)
     ref_model, res_model = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (reference, resumed))
     assert all(torch.equal(ref_model[k], res_model[k]) for k in ref_model)
+    ref_summary, res_summary = (json.loads((d / "summary.json").read_text()) for d in (reference, resumed))
+    assert 0 < res_summary["stage2_train_s"] < res_summary["train_s"]  # the switch's time survived the resume
+    assert res_summary["stage2_mem_rss"] > 0 and ref_summary["stage2_mem_rss"] > 0
 
 
 def _timm_state(tmp_path, depth=2):

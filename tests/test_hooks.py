@@ -39,10 +39,10 @@ class Probe(Method):
             return tokens
         return tokens.gather(torch.arange(KEEP).expand(tokens.x.shape[0], -1))
 
-    def training_loss(self, model, batch, progress):
+    def training_loss(self, model, batch, progress, select, label_smoothing):
         video, labels = batch
         self.steps_seen += 1
-        logits = model(video, select=lambda t: self.select_tokens(t, progress, True))
+        logits = model(video, select=select)  # the list's training selection, this method's own
         return F.cross_entropy(logits, labels) + 100.0
 
     def eval_settings(self):

@@ -19,7 +19,7 @@ class RunOutOfMemory(Method):
         self.step = step
         return base._replace(clips=base.clips + step)
 
-    def training_loss(self, model, batch, progress):
+    def training_loss(self, model, batch, progress, select, label_smoothing):
         video, labels = batch
         if self.step == 3:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -88,3 +88,26 @@ def test_memory_columns_describe_training_and_evaluation_peaks_have_their_own(mo
     assert steps["mem_rss"].max() < summary["eval_mem_rss"] - 300 * 2**20  # also after the first evaluation
     assert (evals["eval_mem_rss"] > evals["window_mem_rss"] + 300 * 2**20).all()
     assert summary["eval_mem_allocated"] is None and summary["mem_allocated"] is None  # no CUDA: empty, not zero
+
+
+class OutOfMemoryInEvaluation(Method):
+    """An evaluation setting that takes 400 MB and then runs out of memory."""
+
+    name = "eval_oom"
+
+    def eval_settings(self):
+        def fails(tokens):
+            block = torch.ones(100_000_000)
+            del block
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+        return [EvalSetting("fails", select=fails)]
+
+
+def test_an_evaluation_out_of_memory_is_reported_as_evaluation(monkeypatch, tmp_path):
+    monkeypatch.setitem(methods.REGISTRY, "eval_oom", OutOfMemoryInEvaluation)
+    config = tiny(methods=[MethodSpec("eval_oom")], eval_sweep=[], eval_batch_size=8)
+    summary = json.loads((execute(config, tmp_path, progress_bar=False) / "summary.json").read_text())
+    assert summary["status"] == "oom" and summary["oom_during"] == "evaluation"
+    assert summary["oom_shape"]["clips"] == 8 and summary["steps"] == 10  # the evaluation batch, after training
+    assert summary["eval_mem_rss"] - summary["mem_rss"] > 300 * 2**20  # its peak is the evaluation's

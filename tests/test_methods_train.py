@@ -16,14 +16,17 @@ METHODS = {
     "token_dropout": [MethodSpec("token_dropout", {"keep": 0.5})],
     "pss": [MethodSpec("pss", {"schedule": "cyclic"})],
     "flux": [MethodSpec("flux")],
+    "multigrid": [MethodSpec("multigrid")],
+    "frozen_spatial": [MethodSpec("frozen_spatial")],
 }
+ARCH = {"frozen_spatial": "factorised"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", METHODS)
 def test_method_trains_above_chance(name, tmp_path):
-    config = RunConfig(budget="2000steps", methods=METHODS[name], eval_clips=256, eval_every=0.5,
-                       data_args={"targets": 10})
+    config = RunConfig(budget="2000steps", methods=METHODS[name], arch=ARCH.get(name, "joint"), eval_clips=256,
+                       eval_every=0.5, eval_sweep=[], data_args={"targets": 10})
     run_dir = execute(config, tmp_path, progress_bar=False)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 2000

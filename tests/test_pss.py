@@ -38,6 +38,9 @@ def test_cooldown_trains_at_full_tokens():
     assert keep_ratio(0.0, "linear", cooldown=0.2) == pytest.approx(0.2)
     # the schedule is compressed into the part before the cooldown: q = p / 0.8
     assert keep_ratio(0.4, "linear", cooldown=0.2) == pytest.approx(1 - round(0.35 / 0.2) * 0.2)
+    # the cyclic period stays a fraction of the whole budget: the cooldown does not stretch it
+    for p in (0.0, 0.025, 0.05, 0.075, 0.33, 0.55):
+        assert keep_ratio(p, "cyclic", cooldown=0.2) == keep_ratio(p, "cyclic")
 
 
 def test_only_a_few_token_counts_occur():

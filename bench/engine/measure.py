@@ -60,6 +60,18 @@ def _add(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else a + b
 
 
+def _fresh_window() -> dict[str, Any]:
+    return {"energy_j": None, "power_ws": None, "seconds": 0.0}
+
+
+def _accumulate(window: dict[str, Any], segment: dict[str, Any]) -> None:
+    """Energy adds up over a window's segments; power is averaged over their time."""
+    window["energy_j"] = _add(window["energy_j"], segment["energy_j"])
+    if segment["power_w"] is not None:
+        window["power_ws"] = _add(window["power_ws"], segment["power_w"] * segment["seconds"])
+        window["seconds"] += segment["seconds"]
+
+
 class Measurements:
     """Three memory columns (allocated, reserved, device), peak RSS, power and energy, per step, window and run,
     kept apart for training and evaluation."""
@@ -82,9 +94,14 @@ class Measurements:
         self.phase: str | None = None
         self.phase_peaks: dict[str, dict[str, Any]] = {}
         self.energy: dict[str, float | None] = {"train": None, "eval": None}
+        self.kind = "train"  # of the segment under way: train, eval or excluded
+        self.window = _fresh_window()  # the training since the last evaluation, over however many segments
         self._reset()
 
-    # ---- windows -------------------------------------------------------------------------------------------
+    # ---- segments and windows ------------------------------------------------------------------------------
+    # A segment is a stretch of one kind between two resets of the peaks. A training window (reported on the
+    # evaluation rows) is the training segments since the previous evaluation: a phase or a checkpoint write
+    # splits it, without its figures leaving out anything but the checkpoint.
 
     def _read(self) -> dict[str, Any]:
         """Peaks since the last reset."""
@@ -100,54 +117,53 @@ class Measurements:
         if self.rss_windows:
             reset_peak_rss()
 
-    def _close(self, kind: str) -> dict[str, Any]:
-        """Fold this window's peaks (and NVML figures) into `kind`'s, start a new window, return its figures."""
-        figures = self._read()
+    def _end_segment(self, next_kind: str) -> dict[str, Any]:
+        """Fold the segment under way into its kind's figures (a training one also into its phase's and into the
+        training window), start a segment of `next_kind`; returns the ended segment's figures."""
+        figures = {**self._read(), "mem_device": None, "energy_j": None, "power_w": None, "seconds": 0.0}
         if self.monitor:
             nvml = self.monitor.window()
-            figures.update(mem_device=nvml["mem_device"], energy_j=nvml["energy_j"], power_w=nvml["power_w"])
-            self.energy[kind] = _add(self.energy[kind], nvml["energy_j"])
-        else:
-            figures.update(mem_device=None, energy_j=None, power_w=None)
-        targets = [self.peaks[kind]]
-        if kind == "train" and self.phase is not None:
-            targets.append(self.phase_peaks.setdefault(self.phase, {}))
-        for target in targets:
-            for key in (*PEAKS, "mem_device"):
-                target[key] = _max(target.get(key), figures[key])
+            figures.update({k: nvml[k] for k in ("mem_device", "energy_j", "power_w", "seconds")})
+        if self.kind != "excluded":
+            targets = [self.peaks[self.kind]]
+            if self.kind == "train":
+                targets += [self.window] + ([self.phase_peaks[self.phase]] if self.phase else [])
+                _accumulate(self.window, figures)
+            for target in targets:
+                for key in (*PEAKS, "mem_device"):
+                    target[key] = _max(target.get(key), figures[key])
+            self.energy[self.kind] = _add(self.energy[self.kind], figures["energy_j"])
         self._reset()
+        self.kind = next_kind
         return figures
 
     def end_training_window(self) -> dict[str, Any]:
-        """At an evaluation: the training window that ends here (peaks, NVML memory, energy, power)."""
-        return self._close("train")
+        """At an evaluation: the training window that ends here (peaks, NVML memory, energy, mean power)."""
+        self._end_segment("eval")
+        window, self.window = self.window, _fresh_window()
+        power = window["power_ws"] / window["seconds"] if window["seconds"] and window["power_ws"] is not None \
+            else None
+        return {**{key: window.get(key) for key in (*PEAKS, "mem_device")}, "energy_j": window["energy_j"],
+                "power_w": power}
 
     def end_eval_window(self) -> dict[str, Any]:
         """After an evaluation: its peaks, as `eval_*` columns."""
-        figures = self._close("eval")
+        figures = self._end_segment("train")
         return {f"eval_{key}": figures[key] for key in (*PEAKS, "mem_device", "energy_j")}
-
-    def _split_training(self) -> None:
-        """Fold the training window so far into the training peaks (and its phase's) and start afresh, leaving
-        NVML's window open."""
-        figures = self._read()
-        for target in [self.peaks["train"]] + ([self.phase_peaks[self.phase]] if self.phase else []):
-            for key in PEAKS:
-                target[key] = _max(target.get(key), figures[key])
-        self._reset()
 
     @contextmanager
     def excluded(self):
         """Work inside (a checkpoint write) counts neither as training nor as evaluation."""
-        self._split_training()
+        resume = self.kind
+        self._end_segment("excluded")
         try:
             yield
         finally:
-            self._reset()
+            self._end_segment(resume)
 
     def begin_phase(self, name: str) -> None:
-        """Training windows from now on also count towards `<name>_mem_*` (the window so far does not)."""
-        self._split_training()
+        """Training from now on also counts towards `<name>_mem_*` (what came before does not)."""
+        self._end_segment(self.kind)
         self.phase = name
         self.phase_peaks.setdefault(name, {})
 
@@ -162,8 +178,9 @@ class Measurements:
     # ---- the run ---------------------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        """Training peaks (the window still open counts as training), evaluation peaks, phases, energy."""
-        self._close("train")
+        """Training peaks, evaluation peaks (an evaluation cut short by an error counts as evaluation), phases,
+        energy."""
+        self._end_segment(self.kind)
         train, evaluation = self.peaks["train"], self.peaks["eval"]
         figures: dict[str, Any] = {key: train.get(key) for key in (*PEAKS, "mem_device")}
         figures.update({f"eval_{key}": evaluation.get(key) for key in (*PEAKS, "mem_device")})
@@ -181,11 +198,12 @@ class Measurements:
         return figures
 
     def state_dict(self) -> dict[str, Any]:
-        return {"peaks": self.peaks, "phase": self.phase, "phase_peaks": self.phase_peaks, "energy": self.energy}
+        return {"peaks": self.peaks, "phase": self.phase, "phase_peaks": self.phase_peaks, "energy": self.energy,
+                "window": self.window}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.peaks, self.phase = state["peaks"], state["phase"]
-        self.phase_peaks, self.energy = state["phase_peaks"], state["energy"]
+        self.phase_peaks, self.energy, self.window = state["phase_peaks"], state["energy"], state["window"]
 
     def close(self) -> None:
         if self.monitor:

@@ -9,7 +9,9 @@ evaluated under reduced-token settings named by what they do:
     tokens=<n>,group     Flux's group-dynamic selector at a budget of n tokens
 
 N being the clip's full token count. A setting runs after the methods' own evaluation selections, so it composes
-with every method of the list, and does nothing where they already kept no more tokens. The run setting
+with every method of the list, and does nothing where they already kept no more tokens. The settings are shared;
+the evaluation clips follow each run's own sampling (a method's `eval_shape`: Flux samples one frame per segment,
+as it trains), recorded in evals.parquet (frames, size, stride) and in the report's `eval_input` column. The run setting
 `eval_sweep` lists them (`tokens=1/2,group` asks for a fraction of the base count and is resolved to a number
 when the configuration resolves); `eval_sweep_at` evaluates them at the final point only (`final`, the default)
 or at every evaluation point (`every`).

@@ -106,7 +106,8 @@ class Run:
         self.steps_since_read = 0
         self.eval_rows: list[dict[str, Any]] = []
         self.last_checkpoint = time.monotonic()
-        self.last_shape: BatchShape | None = None
+        self.last_shape: BatchShape | None = None  # of the last batch asked for, training or evaluation
+        self.activity = "training"
         self.resumed_at: list[int] = []  # the step each resume started from
         self.skipped_before: dict[str, str] = {}  # unreadable videos met before a resume
 
@@ -280,9 +281,11 @@ class Run:
         if self.config.eval_sweep_at == "every" or point == 1.0:
             settings += [(s.name, _after(s.select, chain), s.frames, s.size) for s in self.settings]
         rows = []
+        self.activity = "evaluation"
         for name, select, frames, size in settings:
             began = time.perf_counter()
             frames, size = frames or self.eval_shape.frames, size or self.eval_shape.size
+            self.last_shape = BatchShape(self.config.eval_batch_size, frames, size, self.eval_shape.stride)
             batches = self.eval_data.batches(frames, size, self.eval_shape.stride)
             scores = evaluate(self.model, batches, select, self.device, self.autocast)
             full = frames // self._tubelet[0] * (size // self._tubelet[1]) ** 2
@@ -296,6 +299,7 @@ class Run:
             })
         evaluation = self.measure.end_eval_window()
         self.eval_rows += [{**row, **evaluation} for row in rows]
+        self.activity = "training"
 
     def _checkpoint(self) -> None:
         with self.clock.off_clock("checkpoint"), self.measure.excluded():
@@ -380,6 +384,7 @@ class Run:
                        mfu=achieved / peak if achieved and peak else None)
         if status == "oom" and self.last_shape is not None:
             summary["oom_shape"] = dict(self.last_shape._asdict())
+            summary["oom_during"] = self.activity
         if trace:
             summary["traceback"] = trace
         results.write_json(self.dir / results.SUMMARY, summary)

@@ -24,7 +24,7 @@ def summary_table(final: pd.DataFrame, evals: pd.DataFrame, runs: pd.DataFrame) 
     matched = match_baselines(runs).set_index(["method", "budget"])
     rows = []
     for (method, budget), group in final.groupby(["method", "budget"], sort=False):
-        row = {"method": method, "budget": budget, "seeds": len(group), "top1": group["top1"].mean(),
+        row = {"method": method, "budget": budget, "seeds": len(group), "top1": group["top1"].mean(),  # completed
                "top1_std": group["top1"].std(ddof=1) if len(group) > 1 else 0.0,
                "device_hours": group["device_hours"].mean(), "total_gflops": group["total_gflops"].mean(),
                "peak_memory_gib": group["peak_memory_gib"].max(),
@@ -32,11 +32,20 @@ def summary_table(final: pd.DataFrame, evals: pd.DataFrame, runs: pd.DataFrame) 
                "mem_device_gib": _gib(group["mem_device"]), "mem_rss_gib": _gib(group["mem_rss"]),
                "eval_mem_rss_gib": _gib(group["eval_mem_rss"]), "clips_per_s": group["clips_per_s"].mean(),
                "energy_kj": group["energy_j"].astype(float).mean() / 1000 if group["energy_j"].notna().any() else None}
-        baseline, note = matched.loc[(method, budget), ["baseline", "comparison"]]
-        row.update(baseline=baseline, comparison=note)
+        runs, baseline, note = matched.loc[(method, budget), ["runs", "baseline", "comparison"]]
+        row.update(runs=runs, eval_input=_eval_input(group), baseline=baseline, comparison=note)
         row.update(_speedup(evals, final, method, baseline, budget))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _eval_input(group: pd.DataFrame) -> str | None:
+    """The evaluation clips: frames x size and the sampling (a run's own: Flux samples segments)."""
+    if "stride" not in group or group["stride"].isna().all():
+        return None
+    first = group.iloc[0]
+    sampling = "segments" if first["stride"] == 0 else f"stride {int(first['stride'])}"
+    return f"{int(first['frames'])}x{int(first['size'])}px, {sampling}"
 
 
 def _gib(values: pd.Series) -> float | None:

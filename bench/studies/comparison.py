@@ -67,7 +67,8 @@ def _short(value: Any) -> str:
 
 def match_baselines(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, budget) of a runs table (columns method, budget, seed, settings, is_baseline): its
-    baseline's label, or none with the reason."""
+    number of runs (whatever their status: a diverged seed is part of the comparison) and its baseline's label,
+    or none with the reason."""
     seeds = runs.groupby(["method", "budget"], sort=False).agg(
         settings=("settings", "first"), is_baseline=("is_baseline", "first"), seeds=("seed", lambda s: sorted(set(s))))
     baselines = seeds[seeds["is_baseline"]]
@@ -84,5 +85,6 @@ def match_baselines(runs: pd.DataFrame) -> pd.DataFrame:
             note = f"the baseline's seeds {found.iloc[0]['seeds']} differ from {row['seeds']}"
         else:
             baseline = found.index[0][0]
-        rows.append({"method": method, "budget": budget, "baseline": baseline, "comparison": note})
+        rows.append({"method": method, "budget": budget, "runs": len(row["seeds"]), "baseline": baseline,
+                     "comparison": note})
     return pd.DataFrame(rows)
