@@ -73,3 +73,9 @@ def test_one_budget_written_two_ways_is_one_run(capsys, tmp_path):
     assert capsys.readouterr().out.strip().splitlines()[-1] == first
     assert (Path(first) / "summary.json").stat().st_mtime_ns == stamp
     assert "budget: 1.5s" in (Path(first) / "config.yaml").read_text()
+
+
+def test_the_demo_finds_its_grid_in_the_checkout():
+    from vtbench.cli.main import DEMO_CONFIG
+
+    assert DEMO_CONFIG == Path(__file__).resolve().parents[1] / "configs" / "demo.yaml" and DEMO_CONFIG.is_file()

@@ -144,6 +144,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # in the source checkout
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="the demo grid on the synthetic data (about ten minutes on a CPU), then its report")
     p.add_argument("--out", default="results")
@@ -156,7 +159,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from vtbench.cli.grid import run_grid
     from vtbench.report import write_report
 
-    config = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    config = DEMO_CONFIG
     if not config.exists():
         raise VtbenchError(f"{config} is missing: the demo needs a source checkout (pip install -e .)")
     grid_args = argparse.Namespace(config=str(config), workers=args.workers, out=args.out,

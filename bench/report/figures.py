@@ -79,8 +79,8 @@ def settings_figure(evals: pd.DataFrame, path: Path) -> bool:
     budgets = list(dict.fromkeys(final["budget"]))
     methods = list(dict.fromkeys(final["method"]))
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods)), strict=True))
-    fig, axes = plt.subplots(len(budgets), len(panels), figsize=(PAGE[0], 2.2 * len(budgets)), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(len(budgets), len(panels), figsize=(PAGE[0], 1.2 + 2.0 * len(budgets)), squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
     for row, budget in enumerate(budgets):
         for col, selection in enumerate(panels):
             ax = axes[row][col]
@@ -92,12 +92,12 @@ def settings_figure(evals: pd.DataFrame, path: Path) -> bool:
                 ax.errorbar(stats["keep"], stats["mean"], yerr=stats["std"].fillna(0), color=palette[method],
                             marker="o", ms=3, lw=1, ls="--" if dashed else "-", capsize=2, label=method)
             ax.set_title(f"{selection} @ {budget}" if len(budgets) > 1 else selection, fontsize=8)
-            ax.set_xlabel("fraction of tokens kept")
             ax.set_xlim(0, 1.05)
         axes[row][0].set_ylabel("top-1 (%)")
+    for ax in axes[-1]:
+        ax.set_xlabel("fraction of tokens kept")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=6, frameon=False, loc="upper center", ncol=min(4, len(labels)),
-               bbox_to_anchor=(0.5, 0.0))
+    fig.legend(handles, labels, fontsize=6, frameon=False, loc="outside lower center", ncol=min(4, len(labels)))
     save(fig, path)
     return True
 
