@@ -25,7 +25,8 @@ with the same width and depth; the 2D patch kernel is inflated over the tubelet'
 then it is frozen from the first step.
 
 Departures and decisions: the split of the budget and the shorter stage-1 clips are ours (the paper's split is
-not public). Cost accounting: stage 1 is on the clock; summary.json also reports the stage-2 on-clock seconds
+not public). METHODS.md's first default for `stage1_frames` was a quarter of the frames: on the default model that
+is one temporal token, from which stage 1 learns no order, hence half and at least two tokens. Cost accounting: stage 1 is on the clock; summary.json also reports the stage-2 on-clock seconds
 (`stage2_train_s`) and the peaks of the training windows after the switch (`stage2_mem_allocated`,
 `stage2_mem_reserved` on CUDA, `stage2_mem_rss` everywhere).
 """
