@@ -26,9 +26,10 @@ then it is frozen from the first step.
 
 Departures and decisions: the split of the budget and the shorter stage-1 clips are ours (the paper's split is
 not public). METHODS.md's first default for `stage1_frames` was a quarter of the frames: on the default model that
-is one temporal token, from which stage 1 learns no order, hence half and at least two tokens. Cost accounting: stage 1 is on the clock; summary.json also reports the stage-2 on-clock seconds
+is one temporal token, from which stage 1 learns no order, hence half (rounded up to whole tubelets) and at least
+two tokens. Cost accounting: stage 1 is on the clock; summary.json also reports the stage-2 on-clock seconds
 (`stage2_train_s`) and the peaks of the training windows after the switch (`stage2_mem_allocated`,
-`stage2_mem_reserved` on CUDA, `stage2_mem_rss` everywhere).
+`stage2_mem_reserved` on CUDA, `stage2_mem_rss` everywhere), without the optimizer state of what it froze.
 """
 
 from pathlib import Path
@@ -201,7 +202,7 @@ class FrozenSpatial(Method):
         tt = model.patch_embed.tubelet[0]
         base_frames = run.base_shape.frames
         least = min(2 * tt, base_frames)  # two temporal tokens, unless the clip itself has one
-        frames = self.stage1_frames or max(least, base_frames // 2 // tt * tt)
+        frames = self.stage1_frames or min(base_frames, max(least, -(-base_frames // 2 // tt) * tt))  # half, up
         if frames % tt or not least <= frames <= base_frames:
             raise ConfigError(f"method 'frozen_spatial': stage1_frames={frames} must be a multiple of the tubelet's "
                               f"{tt} frames, at least {least} (two temporal tokens, so that stage 1 learns their "

@@ -9,9 +9,9 @@ per clip. A CLS token is prepended by the model after selection, so it is never 
 Modes: `random` (an independent subset per clip, the paper's default), `tube` (the same spatial positions in
 every frame of a clip: K = T' x round(keep x H'W')), `frame` (whole frame indices: K = round(keep x T') x H'W').
 Evaluation uses all tokens, plus the shared reduced-token sweep (vtbench.engine.protocol) that every run gets;
-the training ratio is added to it: `keep=<keep>,random` in random mode (the shared setting, so the baseline's
-figure at that ratio is its own `keep=<keep>,random`), or a setting of this method's own, `keep=<keep>,tube` or
-`keep=<keep>,frame`, with the same fixed-seed draw at every evaluation.
+the training ratio is added to it: `keep=<keep>,random` in random mode (the shared setting: a baseline has a
+figure beside it where its `eval_sweep` lists that ratio, as a study's base can for all its runs), or a setting of
+this method's own, `keep=<keep>,tube` or `keep=<keep>,frame`, with the same fixed-seed draw at every evaluation.
 
 Departures from the paper: tokens are tubelets of a joint space-time ViT (the paper also uses
 factorised and video-language models); the keep ratio is one fixed value for the whole budget (the paper's

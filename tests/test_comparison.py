@@ -43,3 +43,17 @@ def test_a_failed_seed_stays_part_of_the_comparison():
     matched = match_baselines(runs).set_index("method")
     assert matched.loc["token_dropout:keep=0.5", "baseline"] == "baseline"
     assert matched["runs"].tolist() == [2, 2]
+
+
+def test_a_baseline_without_a_completed_run_gives_no_comparison():
+    from vtbench.report.tables import summary_table
+
+    configs = [RunConfig(seed=0), RunConfig(methods=TD, seed=0)]
+    runs = _runs(configs)
+    final = pd.DataFrame([{  # only the method's run completed; the baseline's diverged
+        "run_id": "b", "method": "token_dropout:keep=0.5", "budget": "60s", "setting": "default", "point": 1.0,
+        "top1": 50.0, "device_hours": 1 / 60, "total_gflops": 1.0, "peak_memory_gib": 1.0, "mem_allocated": None,
+        "mem_reserved": None, "mem_device": None, "mem_rss": 2**30, "clips_per_s": 100.0, "energy_j": None,
+        "used_s": 60.0}])
+    row = summary_table(final, final, runs).iloc[0]
+    assert pd.isna(row["baseline"]) and row["comparison"] == "its baseline (baseline) has no completed run"

@@ -241,3 +241,23 @@ def test_bad_parameters_are_named(params, message):
 def test_frozen_spatial_needs_the_factorised_encoder(tmp_path):
     with pytest.raises(ConfigError, match="needs the factorised encoder: set arch=factorised"):
         execute(tiny(methods=[MethodSpec("frozen_spatial")]), tmp_path, progress_bar=False)
+
+
+def test_the_frozen_encoders_optimizer_state_is_gone_when_stage_two_begins(monkeypatch, tmp_path):
+    import inspect
+
+    from vtbench.engine.measure import Measurements
+
+    stale = []
+    begin = Measurements.begin_phase
+
+    def spying(self, name):
+        run = inspect.currentframe().f_back.f_locals["self"]  # the Run beginning the phase
+        stale.append(sum(p in run.optimizer.state for p in run.model.spatial_parameters()))
+        begin(self, name)
+
+    monkeypatch.setattr(Measurements, "begin_phase", spying)
+    config = _config()
+    config.methods = config.methods[:1]
+    execute(config, tmp_path, progress_bar=False)
+    assert stale == [0]  # AdamW's moments of the frozen encoder were dropped before stage 2's memory counts

@@ -111,3 +111,15 @@ def test_an_evaluation_out_of_memory_is_reported_as_evaluation(monkeypatch, tmp_
     assert summary["status"] == "oom" and summary["oom_during"] == "evaluation"
     assert summary["oom_shape"]["clips"] == 8 and summary["steps"] == 10  # the evaluation batch, after training
     assert summary["eval_mem_rss"] - summary["mem_rss"] > 300 * 2**20  # its peak is the evaluation's
+
+
+def test_validation_clips_are_not_resident_during_training(tmp_path):
+    # 512 clips of 16 x 32^2 are 100 MB of floats; kept in memory they would sit in every later training window
+    config = tiny(frames=16, size=32, eval_clips=512, eval_batch_size=64, eval_every=0.5, budget="20steps",
+                  eval_sweep=[], model_args={"dim": 32, "depth": 1, "heads": 2, "tubelet": [4, 8, 8]})
+    run_dir = execute(config, tmp_path, progress_bar=False)
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    evals = pd.read_parquet(run_dir / "evals.parquet")
+    before, after = steps[steps["step"] <= 10]["mem_rss"].max(), steps[steps["step"] > 10]["mem_rss"].max()
+    assert after - before < 40 * 2**20, f"training after an evaluation holds {(after - before) / 2**20:.0f} MB more"
+    assert evals["eval_mem_rss"].min() - after > 60 * 2**20  # the clips are there during evaluation

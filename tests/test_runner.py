@@ -178,3 +178,9 @@ def test_a_steps_row_summarises_log_every_steps(tmp_path):
         assert row.loss == pytest.approx(interval["loss"].mean(), rel=1e-5)
         assert row.used_samples == interval["used_samples"].iloc[-1]
         assert row.clips_per_s == pytest.approx(row.clips / row.step_s)  # the interval's clips over its time
+
+
+def test_log_every_beyond_the_loss_reads_is_honoured(tmp_path):
+    config = tiny(budget="120steps", eval_every=1.0, log_every=100, eval_sweep=[])
+    rows = pd.read_parquet(execute(config, tmp_path, progress_bar=False) / "steps.parquet")
+    assert rows["step"].tolist() == [100, 120] and rows["steps"].tolist() == [100, 20]

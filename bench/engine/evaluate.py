@@ -1,7 +1,10 @@
 """Evaluation of a model on the validation clips under one setting (a token selection and an input shape)."""
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -10,18 +13,21 @@ from vtbench.models.tokens import Tokens
 
 
 class EvalData:
-    """The validation clips, rendered or decoded once per (frames, size, stride) and kept in memory when small."""
+    """The validation clips, rendered or decoded once per (frames, size, stride). Where they are small enough they
+    are kept in a temporary file and memory-mapped for each evaluation, not held in memory between evaluations, so
+    the training windows' resident memory does not carry them."""
 
     KEEP_BYTES = 512 * 2**20
 
     def __init__(self, dataset, clips: int, batch_size: int):
         self.dataset, self.clips, self.batch_size = dataset, clips, batch_size
-        self._kept: dict[tuple[int, int, int], list] = {}
+        self._folder: Path | None = None
+        self._kept: dict[tuple[int, int, int], Path] = {}
 
     def batches(self, frames: int, size: int, stride: int):
         key = (frames, size, stride)
         if key in self._kept:
-            yield from self._kept[key]
+            yield from torch.load(self._kept[key], mmap=True, weights_only=True)
             return
         views = getattr(self.dataset, "views", (1, 1))
         keep = self.clips * views[0] * views[1] * 3 * frames * size * size * 4 <= self.KEEP_BYTES
@@ -33,7 +39,15 @@ class EvalData:
                 made.append(batch)
             yield batch
         if keep:
-            self._kept[key] = made
+            self._folder = self._folder or Path(tempfile.mkdtemp(prefix="vtbench-eval-"))
+            path = self._folder / f"{frames}x{size}s{stride}.pt"
+            torch.save(made, path)
+            self._kept[key] = path
+
+    def close(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder, self._kept = None, {}
 
 
 @torch.no_grad()

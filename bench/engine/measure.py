@@ -168,7 +168,8 @@ class Measurements:
         self.phase_peaks.setdefault(name, {})
 
     def step_columns(self) -> dict[str, Any]:
-        """Cheap per-step figures: this training window's peaks so far, the latest NVML sample."""
+        """Cheap figures for a log row: the training peaks since the last evaluation, checkpoint or phase (each
+        resets them), the latest NVML sample."""
         columns: dict[str, Any] = {**self._read(), "mem_device": None, "power_w": None}
         latest = self.monitor.latest() if self.monitor else None
         if latest:

@@ -123,6 +123,7 @@ class Run:
         if self.measure is None:
             self.phase = name
         else:
+            self._drop_frozen_state()  # what a method froze as it began the phase is not the phase's memory
             self.measure.begin_phase(name)
 
     # ---- the loop -------------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ class Run:
             self._train()
         finally:
             self.measure.close()
-            for data in (self.train_data, self.eval_data.dataset):  # decoding workers, open files
+            for data in (self.train_data, self.eval_data.dataset, self.eval_data):  # decoding workers, files
                 getattr(data, "close", lambda: None)()
 
     def _train(self) -> None:
@@ -155,7 +156,7 @@ class Run:
                 self._step(progress)
                 bar.update(int(self.clock.fraction() * 1000) - bar.n)
                 if self.steps_since_read >= FLUSH_EVERY:
-                    self._flush()
+                    self._read_losses()
                 if time.monotonic() - self.last_checkpoint > self.config.checkpoint_every:
                     self._checkpoint()
             self.clock.stop()
@@ -243,10 +244,15 @@ class Run:
         return video.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
     def _flush(self) -> None:
-        """Close the log interval, read losses back (one synchronisation, which also brings the clock up to date)
-        and stop on a non-finite one."""
+        """Close the log interval (an evaluation, a checkpoint or the end falls here) and read losses back."""
         self.clock.read(sync=True)
         self._close_log_interval(self.clock.fraction())
+        self._read_losses()
+
+    def _read_losses(self) -> None:
+        """Read the losses of closed log rows back (one synchronisation, which also brings the clock up to date)
+        and stop on a non-finite one."""
+        self.clock.read(sync=True)
         self.steps_since_read = 0
         bad = self.log.read_losses()
         if bad is not None:
@@ -302,8 +308,9 @@ class Run:
         self.activity = "training"
 
     def _checkpoint(self) -> None:
+        with self.clock.off_clock("checkpoint"):
+            self._flush()  # before the write, so the row's memory is its training's
         with self.clock.off_clock("checkpoint"), self.measure.excluded():
-            self._flush()
             state = {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "methods": self.methods.state_dict(), "used": vars(self.clock.used).copy(),

@@ -30,9 +30,13 @@ def summary_table(final: pd.DataFrame, evals: pd.DataFrame, runs: pd.DataFrame) 
                "peak_memory_gib": group["peak_memory_gib"].max(),
                "mem_allocated_gib": _gib(group["mem_allocated"]), "mem_reserved_gib": _gib(group["mem_reserved"]),
                "mem_device_gib": _gib(group["mem_device"]), "mem_rss_gib": _gib(group["mem_rss"]),
-               "eval_mem_rss_gib": _gib(group["eval_mem_rss"]), "clips_per_s": group["clips_per_s"].mean(),
+               **{f"eval_{k}_gib": _gib(group.get(f"eval_{k}", pd.Series(dtype=float)))
+                  for k in ("mem_allocated", "mem_reserved", "mem_rss")},
+               "clips_per_s": group["clips_per_s"].mean(),
                "energy_kj": group["energy_j"].astype(float).mean() / 1000 if group["energy_j"].notna().any() else None}
         runs, baseline, note = matched.loc[(method, budget), ["runs", "baseline", "comparison"]]
+        if isinstance(baseline, str) and final[(final["method"] == baseline) & (final["budget"] == budget)].empty:
+            baseline, note = None, f"its baseline ({baseline}) has no completed run"
         row.update(runs=runs, eval_input=_eval_input(group), baseline=baseline, comparison=note)
         row.update(_speedup(evals, final, method, baseline, budget))
         rows.append(row)

@@ -17,8 +17,8 @@ from vtbench.engine.config import RunConfig, apply
 from vtbench.studies import comparison
 
 SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clips_per_s", "mem_allocated",
-                   "mem_reserved", "mem_device", "mem_rss", "eval_mem_allocated", "eval_mem_rss", "energy_j",
-                   "trainable_params", "top1")
+                   "mem_reserved", "mem_device", "mem_rss", "eval_mem_allocated", "eval_mem_reserved", "eval_mem_rss",
+                   "energy_j", "trainable_params", "top1")
 
 
 def runs_table(study_dir: str | Path) -> pd.DataFrame:
@@ -61,6 +61,7 @@ def study_table(study_dir: str | Path) -> pd.DataFrame:
         if evals_path.exists():
             evals = pd.read_parquet(evals_path)
             for key, value in run.items():
-                evals[key] = value
+                if key not in evals:  # an evaluation's own figures (its eval_mem_* peaks) stay its own
+                    evals[key] = value
             frames.append(evals)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
