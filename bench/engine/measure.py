@@ -10,6 +10,7 @@ it ends; checkpoint writes are left out of both. Resetting a peak: the CUDA allo
 windows also count towards `<phase>_mem_*`.
 """
 
+import ctypes
 import resource
 import sys
 from contextlib import contextmanager
@@ -45,6 +46,15 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def release_freed_memory() -> None:
+    """Hand memory that was freed back to the OS (glibc keeps freed heap pages resident otherwise), so that a
+    window's resident-memory peak starts from what the process holds; nothing where glibc is absent."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def cpu_seconds() -> float:
@@ -148,6 +158,7 @@ class Measurements:
 
     def end_eval_window(self) -> dict[str, Any]:
         """After an evaluation: its peaks, as `eval_*` columns."""
+        release_freed_memory()
         figures = self._end_segment("train")
         return {f"eval_{key}": figures[key] for key in (*PEAKS, "mem_device", "energy_j")}
 
