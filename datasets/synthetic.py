@@ -86,6 +86,10 @@ DRAWS_PER_VIDEO = 40  # uniforms for the background and the first target
 DRAWS_PER_TARGET = 12
 DRAWS_PER_DISTRACTOR = 13
 
+# The appearance cue: one colour per pair of classes (never per class: it tells the pair, not the direction).
+PAIR_COLOURS = torch.tensor([[1.0, 0.25, 0.25], [0.25, 1.0, 0.25], [0.25, 0.25, 1.0], [1.0, 1.0, 0.25],
+                             [0.25, 1.0, 1.0], [1.0, 0.25, 1.0]])
+
 # Pixel statistics of the rendered scenes at the default knobs, used to normalise them.
 PIXEL_MEAN = 0.51
 PIXEL_STD = 0.16
@@ -117,6 +121,8 @@ class SyntheticVideos:
         distractors: int = 0,
         motion: float = 1.0,
         targets: int = 6,
+        appearance: float = 0.0,
+        drift: float = 0.0,
     ):
         if targets < 1:
             raise ValueError(f"targets must be at least 1, got {targets}")
@@ -126,6 +132,10 @@ class SyntheticVideos:
             raise ValueError(f"num_classes must be between 2 and {len(CLASSES)}, got {num_classes}")
         if length is not None and length < 1:
             raise ValueError(f"length must be positive, got {length}")
+        if not 0 <= appearance <= 1:
+            raise ValueError(f"appearance must lie in [0, 1], got {appearance}")
+        if drift < 0:
+            raise ValueError(f"drift must be non-negative, got {drift}")
         if noise < 0 or distractors < 0 or motion < 0:
             raise ValueError(
                 f"noise, distractors and motion must be non-negative, got {noise}, {distractors}, {motion}"
@@ -140,6 +150,8 @@ class SyntheticVideos:
         self.distractors = distractors
         self.targets = targets
         self.motion = motion
+        self.appearance = appearance
+        self.drift = drift
 
     def __len__(self) -> int:
         """`length`; the train split without one is unbounded and says so with 2**31 - 1."""
@@ -182,6 +194,16 @@ class SyntheticVideos:
         canvas = _background(draws, coords)
         # the target draws first, so that its scene does not depend on the number of distractors
         targets = [_target_track(draws, labels, tau, self.motion) for _ in range(self.targets)]
+        if self.appearance > 0:  # the pair's colour, mixed in by a weight drawn per video in [0, appearance)
+            weight = self.appearance * self._uniform(indices, "appearance")
+            pair_colour = PAIR_COLOURS[labels // 2]
+            for track in targets:
+                track.colour = (1 - weight) * track.colour + weight * pair_colour
+        if self.drift > 0:  # every target drifts sideways in its class's direction, at a speed drawn per video
+            speed = self.drift * self._uniform(indices, "drift")
+            direction = torch.tensor([float(CLASSES[c][2]) for c in labels.tolist()])[:, None]
+            for k, track in enumerate(targets):  # from anywhere on the (wrapping) frame: stationary in time
+                track.x = _fraction(track.x + self._uniform(indices, "drift start", k) + direction * speed * tau)
         distractors = [_distractor_track(draws, tau) for _ in range(self.distractors)]
         for track in [*distractors, *targets]:  # the targets on top
             canvas = _paint(canvas, track, coords)
@@ -190,6 +212,10 @@ class SyntheticVideos:
             pixel_noise = torch.stack([torch.randn((3, frames, size, size), generator=g) for g in generators])
             video = video + (self.noise / PIXEL_STD) * pixel_noise
         return video.contiguous(), labels
+
+    def _uniform(self, indices: list[int], *what: object) -> torch.Tensor:
+        """(B, 1) uniforms in [0, 1), one per video, from a stream of their own (the scene's draws stay as they are)."""
+        return torch.tensor([[_hash(self.seed, self.split, i, *what) % 1_000_000 / 1_000_000] for i in indices])
 
     def _checked(self, indices: Sequence[int] | torch.Tensor) -> list[int]:
         if isinstance(indices, torch.Tensor):

@@ -52,8 +52,20 @@ def test_a_baseline_without_a_completed_run_gives_no_comparison():
     runs = _runs(configs)
     final = pd.DataFrame([{  # only the method's run completed; the baseline's diverged
         "run_id": "b", "method": "token_dropout:keep=0.5", "budget": "60s", "setting": "default", "point": 1.0,
-        "top1": 50.0, "device_hours": 1 / 60, "total_gflops": 1.0, "peak_memory_gib": 1.0, "mem_allocated": None,
-        "mem_reserved": None, "mem_device": None, "mem_rss": 2**30, "clips_per_s": 100.0, "energy_j": None,
-        "used_s": 60.0}])
+        "top1": 50.0, "train_s": 60.0, "device_hours": 1 / 60, "total_gflops": 1.0, "peak_memory_gib": 1.0,
+        "mem_allocated": None, "mem_reserved": None, "mem_device": None, "mem_rss": 2**30, "clips_per_s": 100.0,
+        "energy_j": None, "used_s": 60.0}])
     row = summary_table(final, final, runs).iloc[0]
     assert pd.isna(row["baseline"]) and row["comparison"] == "its baseline (baseline) has no completed run"
+
+
+def test_the_verdict_rule_gives_a_verdict_only_when_intervals_clear():
+    from vtbench.report.analysis import Interval, compare
+
+    baseline = Interval.of([50.0, 51.0, 52.0])  # 51 +- 2.5
+    assert compare(Interval.of([60.0, 61.0, 62.0]), baseline) == "above"
+    assert compare(Interval.of([40.0, 41.0, 42.0]), baseline) == "below"
+    assert compare(Interval.of([52.0, 54.0, 56.0]), baseline) == "not resolved"  # means differ, intervals overlap
+    assert compare(Interval.of([90.0]), baseline) == "not resolved"  # one seed: no interval, no verdict
+    wide = Interval.of([40.0, 60.0, 80.0])
+    assert wide.low < 40 and wide.high > 80 and compare(wide, baseline) == "not resolved"

@@ -93,7 +93,7 @@ class Run:
         no_decay = {n for n, p in self.model.named_parameters() if "pos" in n or n.endswith("_cls")
                     or n.endswith("cls_token")}
         groups = param_groups_weight_decay(self.model, config.weight_decay, no_weight_decay_list=no_decay)
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=True)  # one kernel for all parameters
         self._parameters = list(self.model.parameters())
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext

@@ -1,8 +1,53 @@
-"""The numbers a report shows, as plain functions of pandas tables: Pareto frontiers, time to reach the
-baseline's accuracy with bootstrap confidence intervals."""
+"""The numbers a report shows, as plain functions of pandas tables: Pareto frontiers, intervals over seeds, the
+verdict rule, time to reach the baseline's accuracy with bootstrap confidence intervals."""
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean over seeds with its 95% Student-t interval (NaN bounds for a single seed: no spread, no interval)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values) -> "Interval":
+        values = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
+        n = len(values)
+        if n == 0:
+            return cls(math.nan, math.nan, math.nan, 0)
+        mean = float(values.mean())
+        if n == 1:
+            return cls(mean, math.nan, math.nan, 1)
+        half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+        return cls(mean, float(mean - half), float(mean + half), n)
+
+    def __str__(self) -> str:
+        if self.n == 1:
+            return f"{self.mean:.1f} (one seed)"
+        return f"{self.mean:.1f} [{self.low:.1f}, {self.high:.1f}]"
+
+
+def compare(method: Interval, baseline: Interval) -> str:
+    """The verdict rule: "above" only when the method's interval clears the baseline's, "below" when it lies
+    wholly beneath it, "not resolved" otherwise (overlapping intervals, or a side without an interval)."""
+    if any(math.isnan(v) for v in (method.low, method.high, baseline.low, baseline.high)):
+        return "not resolved"
+    if method.low > baseline.high:
+        return "above"
+    if method.high < baseline.low:
+        return "below"
+    return "not resolved"
 
 
 def pareto_front(table: pd.DataFrame, cost: str, accuracy: str = "top1", tolerance: float = 0.02) -> pd.Series:

@@ -1,73 +1,162 @@
-"""The figures of a report, each written as vector PDF and PNG: accuracy against cost with the Pareto frontier,
-accuracy curves, and accuracy under the shared reduced-token evaluation settings beside the baselines'."""
+"""The figures of a report, ready for a paper: each is written at one-column width (3.3 in) and as a two-column
+variant (`*_wide`, 7 in), as vector PDF beside a PNG, with fonts of 7 pt. Every method label keeps one colour and
+marker across all figures (the Okabe-Ito colour-blind-safe palette, one colour per method family, baselines in
+black and grey, dashed); time reads in s, min or h; points and curves carry their 95% interval over seeds; legends
+sit outside the axes; one panel per budget where budgets differ.
 
+- `pareto_figure`: top-1 against a cost (device time, training FLOPs, peak memory), the frontier drawn;
+- `curves_figure`: top-1 against training time, one panel per budget;
+- `settings_figure`: top-1 against the fraction of tokens kept under the shared evaluation settings.
+"""
+
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
-from .analysis import pareto_front  # noqa: E402
+from .analysis import Interval, pareto_front  # noqa: E402
 
-COLUMN = (3.4, 2.5)  # inches: one column of a two-column paper
-PAGE = (7.0, 2.8)
-COSTS = {"device_hours": "device hours", "total_gflops": "training GFLOPs", "peak_memory_gib": "peak memory (GiB)"}
+WIDTHS = {"": 3.3, "_wide": 7.0}  # inches: one column, two columns of a paper
+HEIGHT = 2.3
+FONT = 7
+COSTS = {"train_s": "training time", "total_gflops": "training GFLOPs", "peak_memory_gib": "peak training memory (GiB)"}
+# Okabe & Ito's colour-blind-safe palette, one colour per method family in this order
+FAMILIES = {"token_dropout": "#E69F00", "pss": "#56B4E9", "flux": "#009E73", "multigrid": "#D55E00",
+            "frozen_spatial": "#0072B2"}
+OTHERS = ("#CC79A7", "#F0E442", "#999933", "#882255")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 
 
 def style() -> None:
-    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
-    plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.bbox": "tight", "figure.dpi": 150})
+    plt.rcParams.update({
+        "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.bbox": "tight", "figure.dpi": 150, "font.size": FONT,
+        "axes.titlesize": FONT, "axes.labelsize": FONT, "xtick.labelsize": FONT, "ytick.labelsize": FONT,
+        "legend.fontsize": FONT, "axes.grid": True, "grid.color": "0.9", "axes.spines.top": False,
+        "axes.spines.right": False, "lines.linewidth": 1.0, "lines.markersize": 4,
+    })
 
 
-def pareto_figure(table: pd.DataFrame, cost: str, path: Path) -> list[str]:
-    """Accuracy against cost, one marker per method and budget, seeds as error bars, the frontier drawn."""
-    fig, ax = plt.subplots(figsize=COLUMN)
-    palette = dict(zip(table["method"].unique(), sns.color_palette("colorblind", table["method"].nunique()),
-                       strict=True))
-    for method, group in table.groupby("method", sort=False):
-        ax.errorbar(group[cost], group["top1"], yerr=group["top1_std"], fmt="o", ms=4, capsize=2,
-                    color=palette[method], label=method)
+@dataclass(frozen=True)
+class Look:
+    color: str
+    marker: str
+    dashed: bool
+
+
+def looks(labels) -> dict[str, Look]:
+    """One look per method label, the same in every figure: baselines black (the first) and grey, dashed; other
+    labels the colour of their first method's family, variants of a family told apart by their marker."""
+    out, per_family, families, others = {}, {}, dict(FAMILIES), iter(OTHERS * 4)
+    baselines = [label for label in dict.fromkeys(labels) if label.startswith("baseline")]
+    for label in dict.fromkeys(labels):
+        if label in baselines:
+            index = baselines.index(label)
+            out[label] = Look("#000000" if index == 0 else "#777777", MARKERS[index % len(MARKERS)], True)
+            continue
+        family = label.split(":")[0].split(" ")[0]
+        if family not in families:
+            families[family] = next(others)
+        count = per_family.get(family, 0)
+        per_family[family] = count + 1
+        out[label] = Look(families[family], MARKERS[count % len(MARKERS)], False)
+    return out
+
+
+def time_unit(seconds: float) -> tuple[float, str]:
+    """(divisor, unit) that writes `seconds` in readable numbers: s below 2 min, min below 2 h, else h."""
+    if seconds < 120:
+        return 1.0, "s"
+    if seconds < 7200:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
+def _legend(fig, ax_or_axes, ncol: int) -> None:
+    axes = np.atleast_1d(ax_or_axes).ravel()
+    handles, labels = {}, []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    if labels:
+        fig.legend([handles[label] for label in labels], labels, loc="outside lower center", frameon=False,
+                   ncol=max(1, min(ncol, len(labels))), handlelength=2.2)
+
+
+def _errorbar(ax, x, interval: Interval, look: Look, label: str | None) -> None:
+    yerr = None
+    if interval.n > 1:
+        yerr = [[interval.mean - interval.low], [interval.high - interval.mean]]
+    ax.errorbar([x], [interval.mean], yerr=yerr, color=look.color, marker=look.marker, ls="none", capsize=2,
+                label=label, mfc="white" if look.dashed else look.color)
+
+
+def pareto_figure(final: pd.DataFrame, table: pd.DataFrame, cost: str, path: Path, width: float,
+                  styles: dict[str, Look]) -> None:
+    """Top-1 against `cost`, one point per method label and budget (mean, 95% interval over seeds), the frontier
+    of the means drawn."""
+    fig, ax = plt.subplots(figsize=(width, HEIGHT + 0.5), layout="constrained")
+    scale, unit = time_unit(table["train_s"].max()) if cost == "train_s" else (1.0, "")
+    seen = set()
+    for row in table.itertuples():
+        runs = final[(final["method"] == row.method) & (final["budget"] == row.budget)]
+        interval = Interval.of(runs["top1"])
+        _errorbar(ax, getattr(row, cost) / scale, interval, styles[row.method],
+                  None if row.method in seen else row.method)
+        seen.add(row.method)
     front = table[pareto_front(table, cost)].sort_values(cost)
-    ax.step(front[cost], front["top1"], where="post", color="0.3", lw=0.8, ls="--", label="Pareto frontier")
-    members = [f"{r.method} @ {r.budget}" for r in front.itertuples()]
-    for r in front.itertuples():
-        ax.annotate(r.budget, (getattr(r, cost), r.top1), textcoords="offset points", xytext=(3, 3), fontsize=6)
-    ax.set_xlabel(COSTS[cost])
+    ax.step(front[cost] / scale, front["top1"], where="post", color="0.5", lw=0.7, ls=":", label="frontier")
+    ax.set_xlabel(f"{COSTS[cost]} ({unit})" if unit else COSTS[cost])
     ax.set_ylabel("top-1 (%)")
-    _readable_x(ax)
-    ax.legend(fontsize=6, frameon=False)
+    _legend(fig, ax, 2 if width < 5 else 4)
     save(fig, path)
-    return members
 
 
-def _readable_x(ax) -> None:
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
-    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 4))
-
-
-def curves_figure(evals: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=COLUMN)
+def curves_figure(evals: pd.DataFrame, path: Path, width: float, styles: dict[str, Look]) -> None:
+    """Top-1 against training time, one panel per budget: the mean over seeds at each evaluation point, its 95%
+    interval shaded."""
     curves = evals[evals["setting"] == "default"]
-    sns.lineplot(data=curves, x=curves["used_s"] / 3600, y="top1", hue="method", units="run_id", estimator=None,
-                 lw=0.8, ax=ax)
-    ax.set_xlabel("device hours")
-    ax.set_ylabel("top-1 (%)")
-    _readable_x(ax)
-    if curves["method"].nunique() <= 8:
-        ax.legend(fontsize=6, frameon=False)
-    else:  # a tuning study: one run per trial, too many to name
-        ax.get_legend().remove()
+    budgets = list(dict.fromkeys(curves["budget"]))
+    columns = len(budgets) if width > 5 else min(2, len(budgets))
+    rows = math.ceil(len(budgets) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width, HEIGHT * rows + 0.4), squeeze=False, sharey=True,
+                             layout="constrained")
+    scale, unit = time_unit(curves["used_s"].max())
+    for ax, budget in zip(axes.ravel(), budgets, strict=False):
+        here = curves[curves["budget"] == budget]
+        for method, group in here.groupby("method", sort=False):
+            points = group.groupby("point")
+            x = points["used_s"].mean() / scale
+            intervals = [Interval.of(g["top1"]) for _, g in points]
+            look = styles[method]
+            mean = [i.mean for i in intervals]
+            ax.plot(x, mean, color=look.color, marker=look.marker, ms=2.5, ls="--" if look.dashed else "-",
+                    label=method)
+            if all(i.n > 1 for i in intervals):
+                ax.fill_between(x, [i.low for i in intervals], [i.high for i in intervals], color=look.color,
+                                alpha=0.15, lw=0)
+        ax.set_title(f"budget {budget}")
+        ax.set_xlabel(f"training time ({unit})")
+    for ax in axes.ravel()[len(budgets):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("top-1 (%)")
+    if curves["method"].nunique() <= 12:
+        _legend(fig, axes, 2 if width < 5 else 4)
     save(fig, path)
 
 
-def settings_figure(evals: pd.DataFrame, path: Path) -> bool:
+def settings_figure(evals: pd.DataFrame, path: Path, width: float, styles: dict[str, Look]) -> bool:
     """Final top-1 against the fraction of tokens kept, one panel per selection (random, magnitude, group, and any
-    setting of a method's own) and budget; every method label is a line, the baselines included, so each method's
-    curve has its baseline's beside it. Points are means over seeds with their standard deviation."""
+    setting of a method's own) and budget; every method label is a line, the baselines' dashed, so each method's
+    curve has its baseline's beside it. Means over seeds with their 95% interval."""
     final = evals[evals["point"] == 1.0].copy()
     if final["setting"].nunique() < 2:
         return False
@@ -77,27 +166,28 @@ def settings_figure(evals: pd.DataFrame, path: Path) -> bool:
     panels = [s for s in ("random", "magnitude", "group") if s in set(reduced["selection"])]
     panels += sorted(set(reduced["selection"]) - set(panels))
     budgets = list(dict.fromkeys(final["budget"]))
-    methods = list(dict.fromkeys(final["method"]))
-    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods)), strict=True))
-    fig, axes = plt.subplots(len(budgets), len(panels), figsize=(PAGE[0], 1.2 + 2.0 * len(budgets)), squeeze=False,
+    fig, axes = plt.subplots(len(budgets), len(panels), figsize=(width, 0.5 + HEIGHT * len(budgets)), squeeze=False,
                              sharex=True, sharey=True, layout="constrained")
     for row, budget in enumerate(budgets):
         for col, selection in enumerate(panels):
             ax = axes[row][col]
             here = pd.concat([reduced[reduced["selection"] == selection], default])
-            here = here[here["budget"] == budget]
-            for method, group in here.groupby("method", sort=False):
-                stats = group.groupby("keep")["top1"].agg(["mean", "std"]).reset_index()
-                dashed = method.startswith("baseline")
-                ax.errorbar(stats["keep"], stats["mean"], yerr=stats["std"].fillna(0), color=palette[method],
-                            marker="o", ms=3, lw=1, ls="--" if dashed else "-", capsize=2, label=method)
-            ax.set_title(f"{selection} @ {budget}" if len(budgets) > 1 else selection, fontsize=8)
+            for method, group in here[here["budget"] == budget].groupby("method", sort=False):
+                by_keep = sorted(group.groupby(group["keep"].round(3)), key=lambda kv: kv[0])
+                keeps = [k for k, _ in by_keep]
+                intervals = [Interval.of(g["top1"]) for _, g in by_keep]
+                look = styles[method]
+                ax.plot(keeps, [i.mean for i in intervals], color=look.color, marker=look.marker, ms=2.5,
+                        ls="--" if look.dashed else "-", label=method)
+                if all(i.n > 1 for i in intervals):
+                    ax.fill_between(keeps, [i.low for i in intervals], [i.high for i in intervals],
+                                    color=look.color, alpha=0.15, lw=0)
+            ax.set_title(f"{selection}, budget {budget}" if len(budgets) > 1 else selection)
             ax.set_xlim(0, 1.05)
         axes[row][0].set_ylabel("top-1 (%)")
     for ax in axes[-1]:
         ax.set_xlabel("fraction of tokens kept")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=6, frameon=False, loc="outside lower center", ncol=min(4, len(labels)))
+    _legend(fig, axes, 2 if width < 5 else 4)
     save(fig, path)
     return True
 
@@ -105,5 +195,5 @@ def settings_figure(evals: pd.DataFrame, path: Path) -> bool:
 def save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path.with_suffix(".pdf"))
-    fig.savefig(path.with_suffix(".png"))
+    fig.savefig(path.with_suffix(".png"), dpi=200)
     plt.close(fig)

@@ -5,7 +5,7 @@ import pandas as pd
 
 from vtbench.studies.comparison import match_baselines
 
-from .analysis import speedup, time_to_reach
+from .analysis import Interval, speedup, time_to_reach
 
 
 def final_table(evals: pd.DataFrame) -> pd.DataFrame:
@@ -24,8 +24,10 @@ def summary_table(final: pd.DataFrame, evals: pd.DataFrame, runs: pd.DataFrame) 
     matched = match_baselines(runs).set_index(["method", "budget"])
     rows = []
     for (method, budget), group in final.groupby(["method", "budget"], sort=False):
-        row = {"method": method, "budget": budget, "seeds": len(group), "top1": group["top1"].mean(),  # completed
-               "top1_std": group["top1"].std(ddof=1) if len(group) > 1 else 0.0,
+        interval = Interval.of(group["top1"])
+        row = {"method": method, "budget": budget, "seeds": len(group), "top1": interval.mean,  # completed seeds
+               "top1_low": interval.low, "top1_high": interval.high,  # 95% interval of the mean over seeds
+               "top1_std": group["top1"].std(ddof=1) if len(group) > 1 else 0.0, "train_s": group["train_s"].mean(),
                "device_hours": group["device_hours"].mean(), "total_gflops": group["total_gflops"].mean(),
                "peak_memory_gib": group["peak_memory_gib"].max(),
                "mem_allocated_gib": _gib(group["mem_allocated"]), "mem_reserved_gib": _gib(group["mem_reserved"]),

@@ -9,8 +9,8 @@ import pandas as pd
 
 from vtbench.studies.table import runs_table, study_table
 
-from .analysis import pareto_front
-from .figures import COSTS, curves_figure, pareto_figure, save, settings_figure, style
+from .analysis import Interval, compare
+from .figures import COSTS, WIDTHS, curves_figure, looks, pareto_figure, save, settings_figure, style
 from .tables import final_table, summary_table
 from .tuning import tuning_section
 
@@ -30,10 +30,13 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
     order = {m: (not m.startswith("baseline"), m) for m in table["method"]}
     table = table.sort_values(["method", "device_hours"], key=lambda c: c.map(order) if c.name == "method" else c,
                               ignore_index=True)
-    for cost in COSTS:
-        pareto_figure(table, cost, out / "figures" / f"pareto_{cost}")
-    curves_figure(evals, out / "figures" / "curves")
-    has_settings = settings_figure(evals, out / "figures" / "settings")
+    styles = looks(table["method"])
+    figures = out / "figures"
+    for suffix, width in WIDTHS.items():
+        for cost in COSTS:
+            pareto_figure(final, table, cost, figures / f"pareto_{cost}{suffix}", width, styles)
+        curves_figure(evals, figures / f"curves{suffix}", width, styles)
+        has_settings = settings_figure(evals, figures / f"settings{suffix}", width, styles)
     markdown = _write_tables(table, out / "tables")
     if tuning:  # the trials are the study: their section, then the runs' curves (tables/ has the rest)
         lines = [f"# Study {study_dir.name}", "", *tuning, "", "## Runs", "",
@@ -41,10 +44,13 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
                  "![curves](figures/curves.png)"]
         (out / "report.md").write_text("\n".join(lines) + "\n")
         return out / "report.md"
-    verdicts = [verdict(table, method) for method in table["method"].unique() if not method.startswith("baseline")]
+    verdicts = [verdict(final, table, method) for method in table["method"].unique()
+                if not method.startswith("baseline")]
     lines = [f"# Study {study_dir.name}", "", f"{len(final)} runs. Final top-1 on the default evaluation; each row "
              "is compared with the baseline named in its `baseline` column (the same settings but the method list).",
-             "", markdown, "", "## Verdicts (top-1 against device hours, each method against its own baseline)", "",
+             "", markdown, "", "## Verdicts", "",
+             "Top-1 at each budget against the method's own baseline at the same budget (equal cost), mean over seeds "
+             "with its 95% interval; a method moves the frontier only where its interval clears the baseline's.", "",
              *verdicts, "", *[f"![{cost}](figures/pareto_{cost}.png)" for cost in COSTS], "",
              "![curves](figures/curves.png)"]
     if has_settings:
@@ -78,17 +84,18 @@ def _speedup_text(row) -> str:
     return f"{row.speedup:.2f} [{row.speedup_low:.2f}, {row.speedup_high:.2f}]"
 
 
-def verdict(table: pd.DataFrame, method: str) -> str:
-    """Does `method` move the frontier of top-1 against device hours that its own baseline draws?"""
-    mine = table[table["method"] == method]
-    baselines = set(mine["baseline"].dropna())
-    if not baselines:
-        reasons = "; ".join(sorted(set(mine["comparison"])))
-        return f"- **{method}**: not compared ({reasons})."
-    pool = pd.concat([mine, table[table["method"].isin(baselines)]], ignore_index=True)
-    front = pool[pareto_front(pool, "device_hours")]
-    budgets = front[front["method"] == method]["budget"].tolist()
-    against = ", ".join(sorted(baselines))
-    if budgets:
-        return f"- **{method}** moves the frontier of {against} at {', '.join(budgets)}."
-    return f"- **{method}** does not move the frontier of {against} at these budgets."
+VERDICTS = {"above": "moves the frontier", "below": "below its baseline", "not resolved": "not resolved at this budget"}
+
+
+def verdict(final: pd.DataFrame, table: pd.DataFrame, method: str) -> str:
+    """Per budget: does `method` move the frontier its own baseline draws at equal cost? Only when its 95%
+    interval over seeds clears the baseline's (vtbench.report.analysis.compare)."""
+    parts = []
+    for row in table[table["method"] == method].itertuples():
+        if not isinstance(row.baseline, str):
+            parts.append(f"{row.budget}: not compared ({row.comparison})")
+            continue
+        mine = Interval.of(final[(final["method"] == method) & (final["budget"] == row.budget)]["top1"])
+        theirs = Interval.of(final[(final["method"] == row.baseline) & (final["budget"] == row.budget)]["top1"])
+        parts.append(f"{row.budget}: {VERDICTS[compare(mine, theirs)]} ({mine} against {row.baseline} {theirs})")
+    return f"- **{method}**: " + "; ".join(parts) + "."
