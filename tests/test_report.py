@@ -110,3 +110,22 @@ def test_a_row_without_its_baseline_says_so_rather_than_borrowing_another(tmp_pa
     assert pd.isna(row["baseline"]) and row["comparison"] == "no baseline run with the same settings and budget"
     assert "none: no baseline run" in (report / "tables" / "summary.md").read_text()
     assert "**frozen_spatial (factorised)**: 6steps: not compared" in (report / "report.md").read_text()
+
+
+def test_reproduction_rows_follow_the_verdict_rule_and_the_paper_scale_estimate():
+    from vtbench.report.reproduction import reproduction_table
+
+    def final(method_top1):
+        return pd.DataFrame([{"method": method, "budget": "20s", "setting": "default", "point": 1.0, "top1": top1}
+                             for method, values in method_top1.items() for top1 in values])
+
+    table = pd.DataFrame([{"method": m, "budget": "20s", "baseline": "baseline"}
+                          for m in ("baseline", "token_dropout:keep=0.5")])
+    clear = final({"baseline": [40.0, 41.0, 42.0], "token_dropout:keep=0.5": [50.0, 51.0, 52.0]})
+    rows = reproduction_table(clear, clear, table)
+    assert rows["method"].tolist() == ["token_dropout:keep=0.5"]  # the baseline is no claim
+    row = rows.iloc[0]
+    assert row["holds here"] == "yes" and row["seeds"] == 3 and row["top1"] == "51.0 [48.5, 53.5]"
+    assert 2.0 < row["compute ratio"] < 2.6 and row["memory ratio"] > 1.5  # keep 0.5 at ViT-B, 16 x 224^2
+    overlapping = final({"baseline": [40.0, 41.0, 42.0], "token_dropout:keep=0.5": [39.0, 42.0, 45.0]})
+    assert reproduction_table(overlapping, overlapping, table).iloc[0]["holds here"] == "not resolved"

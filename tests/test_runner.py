@@ -184,3 +184,26 @@ def test_log_every_beyond_the_loss_reads_is_honoured(tmp_path):
     config = tiny(budget="120steps", eval_every=1.0, log_every=100, eval_sweep=[])
     rows = pd.read_parquet(execute(config, tmp_path, progress_bar=False) / "steps.parquet")
     assert rows["step"].tolist() == [100, 120] and rows["steps"].tolist() == [100, 20]
+
+
+def test_the_final_point_scores_eval_clips_and_the_others_the_subset(tmp_path):
+    config = tiny(budget="4steps", eval_every=0.5, eval_clips=48, eval_subset=16, eval_sweep=["keep=0.5,random"])
+    evals = pd.read_parquet(execute(config, tmp_path, progress_bar=False) / "evals.parquet")
+    assert evals[evals["setting"] == "default"]["clips"].tolist() == [16, 48]
+    assert evals[evals["setting"] == "keep=0.5,random"]["clips"].tolist() == [16]
+
+
+def test_evaluation_clips_are_one_set_shared_by_runs_of_the_same_data():
+    from vtbench.datasets.synthetic import SyntheticVideos
+    from vtbench.engine.evaluate import EvalData
+
+    data = SyntheticVideos("val", length=40)
+    first = EvalData(data, 40, 16, share="same data")
+    subset = [labels for _, labels in first.batches(4, 16, 2, clips=20)]
+    assert [len(labels) for labels in subset] == [16, 4]
+    whole = torch.cat([video for video, _ in first.batches(4, 16, 2)])  # made once, kept in a file
+    again = EvalData(data, 40, 8, share="same data")  # another run: the same file, its own batch size
+    batches = list(again.batches(4, 16, 2, clips=20))
+    assert [len(labels) for _, labels in batches] == [8, 8, 4]
+    assert torch.equal(torch.cat([video for video, _ in batches]), whole[:20])
+    assert torch.equal(whole, data.batch(range(40), 4, 16, 2, training=False)[0])

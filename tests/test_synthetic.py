@@ -95,9 +95,15 @@ def test_training_clips_start_at_random_eval_clips_do_not():
 def test_splits_and_seeds_are_unrelated_streams():
     val, _ = SyntheticVideos("val").batch(range(8), 8, 32, 2, training=False)
     train, _ = SyntheticVideos("train").batch(range(8), 8, 32, 2, training=False)
-    other_seed, _ = SyntheticVideos("val", seed=1).batch(range(8), 8, 32, 2, training=False)
-    for other in (train, other_seed):
-        assert ((val - other).flatten(1).abs().mean(dim=1) > 0.3).all()
+    other_seed, _ = SyntheticVideos("train", seed=1).batch(range(8), 8, 32, 2, training=False)
+    for other in (val, other_seed):
+        assert ((train - other).flatten(1).abs().mean(dim=1) > 0.3).all()
+
+
+def test_the_evaluation_set_is_the_same_for_every_seed():
+    val, _ = SyntheticVideos("val", seed=0).batch(range(8), 8, 32, 2, training=False)
+    other_seed, _ = SyntheticVideos("val", seed=7).batch(range(8), 8, 32, 2, training=False)
+    assert torch.equal(val, other_seed)
 
 
 def test_labels_agree_with_batch_and_cover_every_class():
@@ -236,3 +242,39 @@ def test_more_targets_move_more_of_the_frame():
     assert moving_fraction(1) < moving_fraction(6) < 0.9
     with pytest.raises(ValueError, match="targets must be at least 1, got 0"):
         SyntheticVideos("val", targets=0)
+
+
+def _linear_probe_accuracy(features: torch.Tensor, targets: torch.Tensor) -> float:
+    """Held-out accuracy of a least-squares linear classifier fitted on the first half, scored on the second."""
+    features = torch.cat([features, torch.ones(len(features), 1)], dim=1).double()
+    onehot = F.one_hot(targets).double()
+    half = len(features) // 2
+    weights = torch.linalg.lstsq(features[:half], onehot[:half], rcond=None).solution
+    return (features[half:] @ weights).argmax(dim=1).eq(targets[half:]).double().mean().item()
+
+
+def test_one_frame_tells_the_pair_by_its_appearance_but_not_the_member_within_it():
+    ds = SyntheticVideos("val", length=4000)  # the default cues: appearance and drift
+    video, labels = ds.batch(range(4000), 8, 32, 2, training=False)
+    frame = F.avg_pool2d(video[:, :, 3], 8).flatten(1)  # one frame, its colours on a 4 x 4 grid
+    pair_accuracy = _linear_probe_accuracy(frame, labels // 2)
+    assert pair_accuracy > 0.5  # chance: 0.2 (five pairs)
+    # the member within each pair, from the same frame: at chance (0.5); its standard error here is 0.016
+    member = [_linear_probe_accuracy(frame[labels // 2 == p], labels[labels // 2 == p] % 2) for p in range(5)]
+    assert max(member) < 0.58, member
+    without_appearance = SyntheticVideos("val", length=4000, appearance=0.0).batch(range(4000), 8, 32, 2, False)[0]
+    blind = _linear_probe_accuracy(F.avg_pool2d(without_appearance[:, :, 3], 8).flatten(1), labels // 2)
+    # without it, one frame tells a pair only by its process's look (a size, an opacity): much less often
+    assert pair_accuracy > blind + 0.15, (pair_accuracy, blind)
+
+
+def test_drift_moves_every_target_in_its_class_direction():
+    def velocities(name, **knobs):  # mean horizontal velocity per clip, in frame widths per frame
+        video, _ = clean_set(appearance=0.0, **knobs).batch(indices_of(name, 100), 32, 32, 1, training=False)
+        step = object_centroids(video)[..., 0].diff(dim=1)
+        return (step - step.round()).mean(dim=1)
+
+    for name, sign in (("move_up", -1), ("move_down", +1), ("grow", +1), ("shrink", -1)):
+        assert (sign * velocities(name) > 0).float().mean() > 0.9, name
+    drifting, still = velocities("grow").abs().median(), velocities("grow", drift=0.0).abs().median()
+    assert still < 0.05 * drifting  # without drift a growing target stays put

@@ -31,8 +31,17 @@ class Estimate:
         return self.forward_gflops / 2
 
 
-def estimate(config: RunConfig, methods: list[MethodSpec], progress: float = 0.5, num_classes: int = 400) -> Estimate:
-    """Cost per clip of one training step of `config` with `methods`, at budget `progress`."""
+def estimate(config: RunConfig, methods: list[MethodSpec], progress: float = 0.5, num_classes: int = 400,
+             step: int = 0) -> Estimate:
+    """Cost per clip of one training step of `config` with `methods`, at budget `progress` (and `step`, for methods
+    whose shape cycles from step to step, as multigrid's short cycle)."""
+    return estimate_run(config, methods, [(progress, step)], num_classes)[0]
+
+
+def estimate_run(config: RunConfig, methods: list[MethodSpec], points: list[tuple[float, int]],
+                 num_classes: int = 400) -> list[Estimate]:
+    """`estimate` at each (progress, step) of `points`, in increasing progress, with one model and one method
+    stack carried through them as a run carries them (a phase that starts at some progress stays started)."""
     from vtbench.methods import RunContext, build_methods
     from vtbench.models import build_model
 
@@ -43,7 +52,13 @@ def estimate(config: RunConfig, methods: list[MethodSpec], progress: float = 0.5
         model = build_model(config.model, config.arch, num_classes, config.frames, config.size, **config.model_args)
     base = BatchShape(1, config.frames, config.size, config.stride)
     stack.prepare(RunContext(config, model, base, num_classes, meta, None))
-    shape = stack.batch_shape(progress, 0, base)
+    model.to(meta)  # what the methods added to the model (adapters, tables) is made on the CPU
+    return [_step(model, stack, base, progress, step, methods) for progress, step in points]
+
+
+def _step(model, stack, base: BatchShape, progress: float, step: int, methods: list[MethodSpec]) -> Estimate:
+    meta = torch.device("meta")
+    shape = stack.batch_shape(progress, step, base)
     video = torch.empty(shape.clips, 3, shape.frames, shape.size, shape.size, device=meta)
     labels = torch.zeros(shape.clips, dtype=torch.long, device=meta)
     saved = 0
@@ -58,6 +73,7 @@ def estimate(config: RunConfig, methods: list[MethodSpec], progress: float = 0.5
         loss = stack.loss(model, (video, labels), progress)
     with FlopCounterMode(display=False) as backward:
         loss.backward()
+    model.zero_grad(set_to_none=True)
     clips = shape.clips
     forward_flops = forward.get_total_flops()
     return Estimate(

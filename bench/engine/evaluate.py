@@ -1,8 +1,11 @@
 """Evaluation of a model on the validation clips under one setting (a token selection and an input shape)."""
 
+import atexit
+import itertools
+import math
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -13,41 +16,87 @@ from vtbench.models.tokens import Tokens
 
 
 class EvalData:
-    """The validation clips, rendered or decoded once per (frames, size, stride). Where they are small enough they
-    are kept in a temporary file and memory-mapped for each evaluation, not held in memory between evaluations, so
-    the training windows' resident memory does not carry them."""
+    """The validation clips, rendered or decoded once per (frames, size, stride). Where they fit in `KEEP_BYTES`
+    they are written to a temporary file as they are made and memory-mapped again at each evaluation, so neither
+    the training windows nor the evaluation hold them in resident memory between uses. Runs in one process that
+    name the same `share` key (the same data set and clips: a grid's cells) share the files."""
 
-    KEEP_BYTES = 512 * 2**20
+    KEEP_BYTES = 2 * 2**30  # on disk
 
-    def __init__(self, dataset, clips: int, batch_size: int):
-        self.dataset, self.clips, self.batch_size = dataset, clips, batch_size
+    def __init__(self, dataset, clips: int, batch_size: int, share: Hashable | None = None):
+        self.dataset, self.clips, self.batch_size, self.share = dataset, clips, batch_size, share
         self._folder: Path | None = None
-        self._kept: dict[tuple[int, int, int], Path] = {}
+        self._kept: dict[tuple[int, int, int], tuple[Path, tuple[int, ...], torch.dtype, torch.Tensor]] = {}
+        if share is not None:
+            self._kept = _SHARED.setdefault((share, clips), self._kept)
+        self._asked: set[tuple[int, int, int]] = set()
 
-    def batches(self, frames: int, size: int, stride: int):
+    def batches(self, frames: int, size: int, stride: int, clips: int | None = None):
+        """The first `clips` (default: all) clips of the set, in batches."""
+        clips = self.clips if clips is None else min(clips, self.clips)
         key = (frames, size, stride)
-        if key in self._kept:
-            yield from torch.load(self._kept[key], mmap=True, weights_only=True)
+        again, self._asked = key in self._asked, self._asked | {key}
+        # a shape asked for once, for part of the set, is made for that part only: the sweep's shapes
+        if key not in self._kept and not ((again or clips == self.clips) and self._keep(key)):
+            yield from _first(self._made(frames, size, stride), clips)
             return
-        views = getattr(self.dataset, "views", (1, 1))
-        keep = self.clips * views[0] * views[1] * 3 * frames * size * size * 4 <= self.KEEP_BYTES
-        made = []
+        path, shape, dtype, labels = self._kept[key]
+        video = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=dtype).view(shape)
+        for start in range(0, clips, self.batch_size):
+            end = min(start + self.batch_size, clips)
+            yield video[start:end], labels[start:end]
+
+    def _made(self, frames: int, size: int, stride: int):
         for start in range(0, self.clips, self.batch_size):
             indices = list(range(start, min(start + self.batch_size, self.clips)))
-            batch = self.dataset.batch(indices, frames, size, stride, training=False)
-            if keep:
-                made.append(batch)
-            yield batch
-        if keep:
+            yield self.dataset.batch(indices, frames, size, stride, training=False)
+
+    def _keep(self, key: tuple[int, int, int]) -> bool:
+        """Render the whole set into a memory-mapped file, if it fits; False if it does not."""
+        made = self._made(*key)
+        first, first_labels = next(made)
+        shape = (self.clips, *first.shape[1:])
+        if math.prod(shape) * first.element_size() > self.KEEP_BYTES:
+            return False
+        path = self._new_folder() / "{}-{}x{}s{}.bin".format(len(_SHARED), *key)
+        video = torch.from_file(str(path), shared=True, size=math.prod(shape), dtype=first.dtype).view(shape)
+        labels = torch.empty(self.clips, dtype=first_labels.dtype)
+        start = 0
+        for batch, batch_labels in itertools.chain([(first, first_labels)], made):
+            video[start:start + len(batch_labels)] = batch
+            labels[start:start + len(batch_labels)] = batch_labels
+            start += len(batch_labels)
+        del video  # written through to the file; unmapped here
+        self._kept[key] = (path, shape, first.dtype, labels)
+        return True
+
+    def _new_folder(self) -> Path:
+        global _shared_folder
+        if self.share is None:
             self._folder = self._folder or Path(tempfile.mkdtemp(prefix="vtbench-eval-"))
-            path = self._folder / f"{frames}x{size}s{stride}.pt"
-            torch.save(made, path)
-            self._kept[key] = path
+            return self._folder
+        if _shared_folder is None:
+            _shared_folder = Path(tempfile.mkdtemp(prefix="vtbench-eval-shared-"))
+            atexit.register(shutil.rmtree, _shared_folder, ignore_errors=True)
+        return _shared_folder
 
     def close(self) -> None:
+        """Delete this run's own files (shared ones stay until the process ends)."""
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder, self._kept = None, {}
+
+
+_SHARED: dict[Hashable, dict] = {}  # (share key, clips) -> the kept files of those clips, by shape
+_shared_folder: Path | None = None
+
+
+def _first(batches, clips: int):
+    for video, labels in batches:
+        if clips <= 0:
+            return
+        yield video[:clips], labels[:clips]
+        clips -= len(labels)
 
 
 @torch.no_grad()
@@ -58,8 +107,8 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
 ) -> dict[str, float]:
-    """top-1, top-5 (percent), mean cross-entropy over `batches` and the tokens per clip the model saw; a batch of
-    (B, V, 3, T, S, S) holds V views of each clip, whose softmax outputs are averaged."""
+    """top-1, top-5 (percent), mean cross-entropy over `batches`, the tokens per clip the model saw and the clips
+    scored; a batch of (B, V, 3, T, S, S) holds V views of each clip, whose softmax outputs are averaged."""
     was_training = model.training
     model.eval()
     model.token_counts = []
@@ -82,4 +131,5 @@ def evaluate(
     finally:
         model.train(was_training)
     tokens = model.token_counts[0] if model.token_counts else None
-    return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss_sum / count, "tokens": tokens}
+    return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss_sum / count, "tokens": tokens,
+            "clips": int(count)}

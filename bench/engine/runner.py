@@ -6,6 +6,7 @@ A run is resumable: run again with the same configuration and it continues from 
 returns at once when it has already ended.
 """
 
+import json
 import math
 import random
 import time
@@ -77,8 +78,11 @@ class Run:
         self.base = BatchShape(config.batch_size, config.frames, config.size, config.stride)
         _seed_everything(config.seed)
         self.train_data = build_dataset(config.dataset, "train", config.seed, **config.data_args)
-        val_data = build_dataset(config.dataset, "val", config.seed, length=config.eval_clips, **config.data_args)
-        self.eval_data = EvalData(val_data, min(config.eval_clips, len(val_data)), config.eval_batch_size)
+        val_data = build_dataset(config.dataset, "val", 0, length=config.eval_clips, **config.data_args)
+        # rendered evaluation sets are the same whatever the seed, so one process's runs share them (decoded
+        # videos are not shared: a run reports the videos it could not read)
+        share = json.dumps(config.data_args, sort_keys=True) if config.dataset == "synthetic" else None
+        self.eval_data = EvalData(val_data, min(config.eval_clips, len(val_data)), config.eval_batch_size, share)
         model = build_model(config.model, config.arch, self.train_data.num_classes, config.frames, config.size,
                             **config.model_args)
         self.clock = BudgetClock(self.budget, device=self.device)
@@ -93,7 +97,7 @@ class Run:
         no_decay = {n for n, p in self.model.named_parameters() if "pos" in n or n.endswith("_cls")
                     or n.endswith("cls_token")}
         groups = param_groups_weight_decay(self.model, config.weight_decay, no_weight_decay_list=no_decay)
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=True)  # one kernel for all parameters
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
         self._parameters = list(self.model.parameters())
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
@@ -292,7 +296,8 @@ class Run:
             began = time.perf_counter()
             frames, size = frames or self.eval_shape.frames, size or self.eval_shape.size
             self.last_shape = BatchShape(self.config.eval_batch_size, frames, size, self.eval_shape.stride)
-            batches = self.eval_data.batches(frames, size, self.eval_shape.stride)
+            clips = self.config.eval_clips if point == 1.0 and name == "default" else self.config.eval_subset
+            batches = self.eval_data.batches(frames, size, self.eval_shape.stride, clips)
             scores = evaluate(self.model, batches, select, self.device, self.autocast)
             full = frames // self._tubelet[0] * (size // self._tubelet[1]) ** 2
             rows.append({

@@ -87,7 +87,7 @@ class ViViTFactorised(nn.Module):
         b, t, length, d = padded.shape
         x = torch.cat([self.spatial_cls.to(padded.dtype).expand(b * t, 1, d), padded.reshape(b * t, length, d)], 1)
         mask = torch.cat([mask.new_ones(b, t, 1), mask], dim=2)
-        attn_mask = None if bool(mask.all()) else mask.reshape(b * t, 1, 1, length + 1)
+        attn_mask = None if mask.is_meta or bool(mask.all()) else mask.reshape(b * t, 1, 1, length + 1)
         for block in self.spatial_blocks:
             x = block(x, attn_mask=attn_mask)
         return self.spatial_norm(x).reshape(b, t, length + 1, d), mask
@@ -98,7 +98,7 @@ class ViViTFactorised(nn.Module):
         x = frames + self.temporal_pos(t).to(frames.dtype)
         x = torch.cat([self.temporal_cls.to(x.dtype).expand(b, 1, d), x], dim=1)
         valid = torch.cat([frame_valid.new_ones(b, 1), frame_valid], dim=1)
-        attn_mask = None if bool(valid.all()) else valid.reshape(b, 1, 1, t + 1)
+        attn_mask = None if valid.is_meta or bool(valid.all()) else valid.reshape(b, 1, 1, t + 1)
         for block in self.temporal_blocks:
             x = block(x, attn_mask=attn_mask)
         return self.norm(x)[:, 0]
@@ -136,7 +136,8 @@ def _group_by_frame(tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
     frame_sorted = torch.gather(frame, 1, order)
     first_of_frame = torch.cumsum(counts, dim=1) - counts
     rank = torch.arange(n, device=x.device).unsqueeze(0) - torch.gather(first_of_frame, 1, frame_sorted)
-    length = int(counts.max())
+    # on meta tensors (vtbench estimate) counts are unknown: tokens spread evenly over the frames
+    length = -(-n // t) if x.is_meta else int(counts.max())
     padded = x.new_zeros(b, t, length, d)
     batch = torch.arange(b, device=x.device).unsqueeze(1).expand(b, n)
     padded[batch, frame_sorted, rank] = torch.gather(x, 1, order.unsqueeze(-1).expand(b, n, d))

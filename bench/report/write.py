@@ -11,6 +11,8 @@ from vtbench.studies.table import runs_table, study_table
 
 from .analysis import Interval, compare
 from .figures import COSTS, WIDTHS, curves_figure, looks, pareto_figure, save, settings_figure, style
+from .reproduction import markdown as reproduction_markdown
+from .reproduction import reproduction_table
 from .tables import final_table, summary_table
 from .tuning import tuning_section
 
@@ -51,12 +53,28 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
              "", markdown, "", "## Verdicts", "",
              "Top-1 at each budget against the method's own baseline at the same budget (equal cost), mean over seeds "
              "with its 95% interval; a method moves the frontier only where its interval clears the baseline's.", "",
-             *verdicts, "", *[f"![{cost}](figures/pareto_{cost}.png)" for cost in COSTS], "",
+             *verdicts, "", *_reproduction(final, evals, table, out / "tables"), "",
+             *[f"![{cost}](figures/pareto_{cost}.png)" for cost in COSTS], "",
              "![curves](figures/curves.png)"]
     if has_settings:
         lines += ["", "![settings](figures/settings.png)"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def _reproduction(final: pd.DataFrame, evals: pd.DataFrame, table: pd.DataFrame, folder: Path) -> list[str]:
+    """The reproduction section (vtbench.report.reproduction), also written to tables/reproduction.*."""
+    rows = reproduction_table(final, evals, table)
+    if rows.empty:
+        return []
+    rows.to_csv(folder / "reproduction.csv", index=False)
+    (folder / "reproduction.md").write_text(reproduction_markdown(rows) + "\n")
+    return ["## Reproduction", "",
+            "Each paper's headline claim at this scale (top-1 against the method's own baseline at equal budget; "
+            "\"holds\" only where the intervals clear) and, at the paper's own model and input, the method's "
+            "compute ratio (training FLOPs per clip, baseline over method, averaged over the run; Flux: the forward "
+            "at a quarter of the tokens) and activation-memory ratio (baseline over the method's peak), from "
+            "`vtbench estimate`, beside what the paper reports.", "", reproduction_markdown(rows)]
 
 
 def _write_tables(table: pd.DataFrame, folder: Path) -> str:
