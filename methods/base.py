@@ -17,6 +17,7 @@ from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.models.tokens import Tokens
 
+from .card import Claim
 from .selection import with_motion
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (video (B, C, T, H, W), labels (B,))
@@ -53,6 +54,7 @@ class Method:
     """Base class of every training accelerator. Subclasses override only the hooks they need."""
 
     name: ClassVar[str] = ""
+    claim: ClassVar[Claim | None] = None  # the paper's headline claim, for the reproduction table (methods/card.py)
     # selects by the change of each token against the previous frame: motion scores are computed on the full grid
     # before any selection of the list, so that they survive them (vtbench.methods.selection.with_motion)
     uses_motion: ClassVar[bool] = False

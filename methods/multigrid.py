@@ -49,6 +49,7 @@ from vtbench.errors import ConfigError
 
 from . import register
 from .base import Method
+from .card import Claim
 
 LONG_FACTORS = ((0.25, 2**-0.5), (0.5, 2**-0.5), (0.5, 1.0), (1.0, 1.0))
 SHORT_FACTORS = (0.5, 2**-0.5)
@@ -146,6 +147,8 @@ def slowfast_schedule(frames: int, crop: int, steps: list[int], max_epoch: int, 
 @register
 class Multigrid(Method):
     name = "multigrid"
+    claim = Claim("Multigrid (Wu et al., CVPR 2020)", "the same accuracy in less time",
+                  "4.5x less wall-clock (R50 SlowFast, K400), +0.8 top-1", "ViT-B, 16 x 224^2, long + short cycle")
 
     def __init__(self, long_cycle: bool = True, short_cycle: bool = True, cycles: int = 3, final: float = 0.2,
                  lr_scaling: str = "none", final_short_cycle: bool = True):

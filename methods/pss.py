@@ -36,6 +36,7 @@ from vtbench.models.tokens import Tokens
 
 from . import register
 from .base import Method
+from .card import Claim
 from .selection import random_subset, top_magnitude
 
 SCHEDULES = ("linear", "cosine", "cyclic")
@@ -76,6 +77,9 @@ def select_by(tokens: Tokens, keep: float, selection: str, generator: torch.Gene
 @register
 class PatchSamplingSchedule(Method):
     name = "pss"
+    claim = Claim("PSS (McDanel and Huynh, 2022)", "about 30% less training time at equal accuracy",
+                  "24.6 h -> 17.0 h (-31%), -0.26 top-1 (SimMIM ViT-B)", "ViT-B, 16 x 224^2, cyclic",
+                  params=(("schedule", "cyclic"),))
 
     def __init__(self, schedule: str = "cyclic", start: float = 0.8, end: float = -0.1, period: float = 0.1,
                  quantum: float = 0.2, cooldown: float = 0.0, selection: str = "magnitude"):

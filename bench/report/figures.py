@@ -20,16 +20,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from vtbench.methods import REGISTRY  # noqa: E402
+
 from .analysis import Interval, pareto_front  # noqa: E402
 
 WIDTHS = {"": 3.3, "_wide": 7.0}  # inches: one column, two columns of a paper
 HEIGHT = 2.3
 FONT = 7
 COSTS = {"train_s": "training time", "total_gflops": "training GFLOPs", "peak_memory_gib": "peak training memory (GiB)"}
-# Okabe & Ito's colour-blind-safe palette, one colour per method family in this order
-FAMILIES = {"token_dropout": "#E69F00", "pss": "#56B4E9", "flux": "#009E73", "multigrid": "#D55E00",
-            "frozen_spatial": "#0072B2"}
-OTHERS = ("#CC79A7", "#F0E442", "#999933", "#882255")
+# Okabe & Ito's colour-blind-safe palette (then Tol's), one colour per registered method family, in registry order
+PALETTE = ("#009E73", "#0072B2", "#D55E00", "#56B4E9", "#E69F00", "#CC79A7", "#F0E442", "#999933", "#882255")
+FAMILIES = dict(zip([name for name in REGISTRY if name != "baseline"], PALETTE, strict=False))
+OTHERS = PALETTE[len(FAMILIES):] or PALETTE
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 
 

@@ -6,13 +6,14 @@ A claim "holds" here only when the verdict rule (vtbench.report.analysis.compare
 say "not resolved", never "holds".
 """
 
-from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 import pandas as pd
 
 from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.methods import REGISTRY
+from vtbench.methods.card import Claim
 
 from .analysis import Interval, compare
 
@@ -21,45 +22,12 @@ from .analysis import Interval, compare
 POINTS = [(float((k + 0.5) / 24), k % 3) for k in range(24)]
 
 
-@dataclass(frozen=True)
-class Claim:
-    method: str  # the method's name; a study row matches it when its method list is this one method
-    paper: str
-    claim: str
-    reported: str  # the paper's own figure
-    scale: str  # the paper-scale model and input that the estimate uses
-    model: str = "vit_base"
-    arch: str = "joint"
-    frames: int = 16
-    size: int = 224
-    params: tuple[tuple[str, object], ...] = ()
-    setting: str = "default"  # the evaluation setting compared: "fewest tokens" for Flux's claim
-
-
-CLAIMS = (
-    Claim("token_dropout", "Turbo training (Han et al., BMVC 2022)",
-          "near-baseline accuracy at a fraction of the cost", "close to 4x training speed-up, much less memory",
-          "ViT-B, 16 x 224^2, keep 0.5", params=(("keep", 0.5),)),
-    Claim("multigrid", "Multigrid (Wu et al., CVPR 2020)", "the same accuracy in less time",
-          "4.5x less wall-clock (R50 SlowFast, K400), +0.8 top-1", "ViT-B, 16 x 224^2, long + short cycle"),
-    Claim("pss", "PSS (McDanel and Huynh, 2022)", "about 30% less training time at equal accuracy",
-          "24.6 h -> 17.0 h (-31%), -0.26 top-1 (SimMIM ViT-B)", "ViT-B, 16 x 224^2, cyclic",
-          params=(("schedule", "cyclic"),)),
-    Claim("frozen_spatial", "Frozen spatial ViViT-FE (Gowda et al., 2023)",
-          "about half the training cost and memory", "about 50% less cost and memory, up to +1.79 top-1",
-          "ViViT-FE B, 32 x 224^2, stage 1 counted", arch="factorised", frames=32),
-    Claim("flux", "Flux (Wang et al., ICCV 2025)", "equal accuracy at a fraction of the tokens",
-          "87.4 top-1 at 49 GFLOPs against 440 (about 90% less)", "ViT-B, 16 x 224^2, 1/4 of the tokens",
-          setting="fewest tokens"),
-)
-
-
 def reproduction_table(final: pd.DataFrame, evals: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """One row per claim whose method the study ran alone (with a matched baseline): per budget, the measured
     top-1 intervals, the verdict, and the paper-scale ratios. `table` is the report's summary table."""
     rows = []
-    for claim in CLAIMS:
-        alone = table["method"].str.split(r"[: ]", regex=True).str[0] == claim.method  # "frozen_spatial (factorised)"
+    for name, claim in claims().items():
+        alone = table["method"].str.split(r"[: ]", regex=True).str[0] == name  # "frozen_spatial (factorised)"
         mine = table[alone & ~table["method"].str.contains(r"\+")]
         for row in mine.itertuples():
             if not isinstance(row.baseline, str):
@@ -68,7 +36,7 @@ def reproduction_table(final: pd.DataFrame, evals: pd.DataFrame, table: pd.DataF
             measured = _interval(final if setting == "default" else evals, row.method, row.budget, setting)
             baseline = _interval(final if setting == "default" else evals, row.baseline, row.budget, setting)
             outcome = compare(measured, baseline)
-            compute, memory = paper_scale(claim)
+            compute, memory = paper_scale(name, claim)
             rows.append({
                 "paper": claim.paper, "claim": claim.claim, "method": row.method, "budget": row.budget,
                 "seeds": measured.n, "evaluation": setting, "top1": str(measured),
@@ -97,21 +65,24 @@ def _interval(rows: pd.DataFrame, method: str, budget: str, setting: str) -> Int
     return Interval.of(chosen["top1"])
 
 
+def claims() -> dict[str, Claim]:
+    """The registered methods' cards that carry a claim, by method name."""
+    return {name: cls.claim for name, cls in REGISTRY.items() if cls.claim is not None}
+
+
 @cache
-def paper_scale(claim: Claim) -> tuple[float, float]:
-    """(compute, memory): the baseline's training compute per clip over the method's, averaged over the run's
-    progress (clips per FLOP gained), and the baseline's activation memory per step over the method's peak, at
-    the paper's model and input. Flux's compute ratio is the forward at a quarter of the tokens (its claim)."""
+def paper_scale(name: str, claim: Claim) -> tuple[float, float]:
+    """(compute, memory): the baseline's compute per clip (training, or the forward pass where the claim is about
+    inference) over the method's, averaged over the run's progress (clips per FLOP gained), and the baseline's
+    activation memory per step over the method's peak, at the paper's model and input."""
     from vtbench.engine.estimate import estimate, estimate_run
 
     config = RunConfig(model=claim.model, arch=claim.arch, frames=claim.frames, size=claim.size)
     base = estimate(config, [])
-    if claim.method == "flux":
-        quarter = estimate(config, [MethodSpec("token_dropout", {"keep": 0.25})])
-        return base.forward_gflops / quarter.forward_gflops, base.activation_mib / quarter.activation_mib
-    method = [MethodSpec(claim.method, dict(claim.params))]
-    steps = estimate_run(config, method, POINTS)
-    compute = float(np.mean([base.train_gflops / s.train_gflops for s in steps]))
+    estimated = claim.estimated or ((name, claim.params),)
+    steps = estimate_run(config, [MethodSpec(m, dict(p)) for m, p in estimated], POINTS)
+    cost = f"{claim.cost}_gflops"
+    compute = float(np.mean([getattr(base, cost) / getattr(s, cost) for s in steps]))
     memory = base.activation_mib / max(s.activation_mib * s.clips for s in steps)
     return compute, memory
 
