@@ -119,6 +119,8 @@ class SyntheticVideos:
 
     NATIVE_FRAMES = 32
 
+    shareable = True  # its val split is fixed by the data arguments alone: runs may share the rendered set
+
     def __init__(
         self,
         split: str,

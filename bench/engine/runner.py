@@ -79,9 +79,9 @@ class Run:
         _seed_everything(config.seed)
         self.train_data = build_dataset(config.dataset, "train", config.seed, **config.data_args)
         val_data = build_dataset(config.dataset, "val", 0, length=config.eval_clips, **config.data_args)
-        # rendered evaluation sets are the same whatever the seed, so one process's runs share them (decoded
-        # videos are not shared: a run reports the videos it could not read)
-        share = json.dumps(config.data_args, sort_keys=True) if config.dataset == "synthetic" else None
+        # a data set whose evaluation clips depend on nothing but its arguments lets one process's runs share them
+        # (decoded videos are not shared: a run reports the videos it could not read)
+        share = json.dumps(config.data_args, sort_keys=True) if getattr(val_data, "shareable", False) else None
         self.eval_data = EvalData(val_data, min(config.eval_clips, len(val_data)), config.eval_batch_size, share)
         model = build_model(config.model, config.arch, self.train_data.num_classes, config.frames, config.size,
                             **config.model_args)
