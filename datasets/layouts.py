@@ -8,12 +8,16 @@
     ucf101:ROOT    ROOT/ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt, videos ROOT/UCF-101/<Class>/
     hmdb51:ROOT    <class>_test_splitN.txt (1 train, 2 test), videos ROOT/<class>/<file>.avi
 
-A missing ROOT, split file or labels file is one error naming it. Listed videos that do not exist are kept in
-the index (the loader skips and counts them), so a partial download still trains.
+A missing ROOT, split file or labels file, or a malformed line in one, is one error naming the file and line.
+Listed videos that do not exist are kept in the index (the loader skips and counts them), so a partial download
+still trains. Every listed path must stay inside ROOT: absolute paths and `..` that climbs out of it are refused
+(the check is on the path as written, so symbolic links that the data's owner placed inside ROOT are followed).
 """
 
 import csv
+import io
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,28 @@ def _need(path: Path, what: str) -> Path:
     if not path.exists():
         raise ConfigError(f"{what} {path} does not exist")
     return path
+
+
+def _inside(root: Path, relative: str, where: str) -> Path:
+    """ROOT / relative, refusing a path that is absolute or climbs out of ROOT (`where`: file and line)."""
+    normal = os.path.normpath(relative)
+    if not relative or os.path.isabs(relative) or normal == ".." or normal.startswith(".." + os.sep):
+        raise ConfigError(f"{where}: path {relative!r} must lie inside the data set root {root} "
+                          "(relative, without climbing out of it with '..')")
+    return root / relative
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+
+
+def _malformed(where: str, expected: str, got: object) -> ConfigError:
+    return ConfigError(f"{where}: expected {expected}, got {str(got)[:80]!r}")
 
 
 def folder(root: Path, split: int = 1) -> Index:
@@ -57,14 +83,13 @@ def path_list(root: Path, split: int = 1) -> Index:
     for name in SPLITS:
         listing = _need(root / f"{name}.csv", f"the list layout's {name} file")
         rows = []
-        for number, line in enumerate(listing.read_text().splitlines(), 1):
+        for number, line in enumerate(_text(listing).splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.replace(",", " ").split()
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
                 raise ConfigError(f"{listing}:{number}: expected `path label` with a label >= 0, got {line!r}")
-            path = Path(parts[0])
-            rows.append((path if path.is_absolute() else root / path, int(parts[1])))
+            rows.append((_inside(root, parts[0], f"{listing}:{number}"), int(parts[1])))
             labels.add(int(parts[1]))
         videos[name] = rows
     return Index([str(k) for k in range(max(labels) + 1)] if labels else [], videos)
@@ -77,23 +102,32 @@ def kinetics(root: Path, split: int = 1) -> Index:
                          annotations / "val.csv")}
     rows = {}
     for name, path in files.items():
-        with open(_need(path, f"the kinetics {name} annotations (or validate.csv)"), newline="") as f:
-            reader = csv.DictReader(f)
-            needed = {"label", "youtube_id", "time_start", "time_end"}
-            if not needed <= set(reader.fieldnames or []):
-                raise ConfigError(f"{path}: header must hold label,youtube_id,time_start,time_end,split; "
-                                  f"got {reader.fieldnames}")
-            rows[name] = list(reader)
-    classes = sorted({r["label"] for r in rows["train"]})
+        text = _text(_need(path, f"the kinetics {name} annotations (or validate.csv)"))
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        needed = {"label", "youtube_id", "time_start", "time_end"}
+        if not needed <= set(reader.fieldnames or []):
+            raise ConfigError(f"{path}: header must hold label,youtube_id,time_start,time_end,split; "
+                              f"got {reader.fieldnames}")
+        rows[name] = [(reader.line_num, r) for r in reader]
+    classes = sorted({r["label"] for _, r in rows["train"] if r["label"] is not None})
     label_of = {c: k for k, c in enumerate(classes)}
     videos = {}
     for name in SPLITS:
         videos[name] = []
-        for r in rows[name]:
+        for line, r in rows[name]:
+            where = f"{files[name]}:{line}"
+            if None in r.values():
+                raise _malformed(where, "label,youtube_id,time_start,time_end,split", ",".join(
+                    str(v) for v in r.values() if v is not None))
             if r["label"] not in label_of:
-                raise ConfigError(f"{files[name]}: class {r['label']!r} is not in the training annotations")
-            file = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}.mp4"
-            videos[name].append((root / name / file, label_of[r["label"]]))
+                raise ConfigError(f"{where}: class {r['label']!r} is not in the training annotations")
+            try:
+                start, end = (int(float(r[key])) for key in ("time_start", "time_end"))
+            except (ValueError, OverflowError):
+                raise _malformed(where, "whole seconds in time_start and time_end",
+                                 f"{r['time_start']},{r['time_end']}") from None
+            file = _inside(root / name, f"{r['youtube_id']}_{start:06d}_{end:06d}.mp4", where)
+            videos[name].append((file, label_of[r["label"]]))
     return Index(classes, videos)
 
 
@@ -101,42 +135,58 @@ def ssv2(root: Path, split: int = 1) -> Index:
     def load(suffix: str):
         path = _need(root / f"something-something-v2-{suffix}.json", f"the ssv2 {suffix} file")
         try:
-            return json.loads(path.read_text()), path
+            return json.loads(_text(path)), path
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON: {err}") from None
 
     labels, labels_path = load("labels")
-    label_of = {template: int(k) for template, k in labels.items()}
+    if not isinstance(labels, dict):
+        raise _malformed(labels_path, "an object mapping each template to its class number", labels)
+    try:
+        label_of = {str(template): int(k) for template, k in labels.items()}
+    except (TypeError, ValueError):
+        raise _malformed(labels_path, "class numbers as values", list(labels.values())[:3]) from None
     classes = [t for t, _ in sorted(label_of.items(), key=lambda item: item[1])]
     folder_ = root / "20bn-something-something-v2"
     videos = {}
     for name, suffix in (("train", "train"), ("val", "validation")):
         entries, path = load(suffix)
+        if not isinstance(entries, list):
+            raise _malformed(path, "a list of videos", entries)
         videos[name] = []
-        for entry in entries:
+        for number, entry in enumerate(entries):
+            where = f"{path}: video {number}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("template"), str) or "id" not in entry:
+                raise _malformed(where, 'an object with "id" and "template"', entry)
             template = entry["template"].replace("[", "").replace("]", "")
             if template not in label_of:
-                raise ConfigError(f"{path}: video {entry['id']}: template {template!r} is not in {labels_path}")
-            videos[name].append((folder_ / f"{entry['id']}.webm", label_of[template]))
+                raise ConfigError(f"{where} ({entry['id']}): template {template!r} is not in {labels_path}")
+            videos[name].append((_inside(folder_, f"{entry['id']}.webm", where), label_of[template]))
     return Index(classes, videos)
 
 
 def ucf101(root: Path, split: int = 1) -> Index:
     lists = _need(root / "ucfTrainTestlist", "the ucf101 split folder")
     class_ind = _need(lists / "classInd.txt", "the ucf101 class index")
-    classes = [line.split()[1] for line in class_ind.read_text().splitlines() if line.strip()]
+    classes = []
+    for number, line in enumerate(_text(class_ind).splitlines(), 1):
+        if line.strip():
+            if len(line.split()) != 2:
+                raise _malformed(f"{class_ind}:{number}", "`number ClassName`", line)
+            classes.append(line.split()[1])
     label_of = {c: k for k, c in enumerate(classes)}
     videos = {}
     for name, prefix in (("train", "trainlist"), ("val", "testlist")):
         listing = _need(lists / f"{prefix}{split:02d}.txt", f"the ucf101 {name} list of split {split}")
         videos[name] = []
-        for line in listing.read_text().splitlines():
+        for number, line in enumerate(_text(listing).splitlines(), 1):
             if line.strip():
                 relative = line.split()[0]
+                file = _inside(root / "UCF-101", relative, f"{listing}:{number}")
                 cls = relative.split("/")[0]
                 if cls not in label_of:
-                    raise ConfigError(f"{listing}: class {cls!r} is not in {class_ind}")
-                videos[name].append((root / "UCF-101" / relative, label_of[cls]))
+                    raise ConfigError(f"{listing}:{number}: class {cls!r} is not in {class_ind}")
+                videos[name].append((file, label_of[cls]))
     return Index(classes, videos)
 
 
@@ -151,10 +201,11 @@ def hmdb51(root: Path, split: int = 1) -> Index:
     videos = {"train": [], "val": []}
     for path in split_files:
         cls = pattern.match(path.name).group(1)
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(_text(path).splitlines(), 1):
             parts = line.split()
             if len(parts) == 2 and parts[1] in ("1", "2"):
-                videos["train" if parts[1] == "1" else "val"].append((root / cls / parts[0], label_of[cls]))
+                file = _inside(root / cls, parts[0], f"{path}:{number}")
+                videos["train" if parts[1] == "1" else "val"].append((file, label_of[cls]))
     return Index(classes, videos)
 
 

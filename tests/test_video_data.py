@@ -1,4 +1,5 @@
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -171,6 +172,52 @@ def test_a_missing_split_or_labels_file_is_named(layout, remove, message, tmp_pa
     target = root / remove
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     with pytest.raises(ConfigError, match=message):
+        read_index(layout, root)
+
+
+@pytest.mark.parametrize("line", ["../../outside.mp4 1", "/etc/passwd 0", "clips/../../x.mp4 0"])
+def test_list_paths_must_stay_inside_root(line, tmp_path):
+    root = list_layout(tmp_path / "l")
+    encode(tmp_path / "outside.mp4")
+    with (root / "train.csv").open("a") as f:
+        f.write(line + "\n")
+    with pytest.raises(ConfigError, match=rf"{root}/train.csv:7: path '{re.escape(line.split()[0])}' must lie inside"):
+        read_index("list", root)
+
+
+def test_a_symbolic_link_inside_root_is_followed(tmp_path):
+    root = list_layout(tmp_path / "l")
+    elsewhere = encode(tmp_path / "store" / "kept.mp4")
+    (root / "clips" / "linked.mp4").symlink_to(elsewhere)
+    with (root / "train.csv").open("a") as f:
+        f.write("clips/linked.mp4 2\n")
+    train = read_index("list", root).videos["train"]
+    assert train[-1] == (root / "clips" / "linked.mp4", 2) and train[-1][0].resolve() == elsewhere
+
+
+@pytest.mark.parametrize("layout, file, content, message", [
+    ("kinetics", "annotations/train.csv", "label,youtube_id,time_start,time_end,split\nx,../../../etc,0,10,train\n",
+     "train.csv:2: path '../../../etc_000000_000010.mp4' must lie inside"),
+    ("kinetics", "annotations/train.csv", "label,youtube_id,time_start,time_end,split\nx,abc,soon,10,train\n",
+     "train.csv:2: expected whole seconds in time_start and time_end"),
+    ("kinetics", "annotations/train.csv", "label,youtube_id,time_start,time_end,split\nx,abc\n",
+     "train.csv:2: expected label,youtube_id"),
+    ("ssv2", "something-something-v2-train.json", '[{"id": "../../x", "template": "Putting something on something"}]',
+     "train.json: video 0: path '../../x.webm' must lie inside"),
+    ("ssv2", "something-something-v2-train.json", '{"id": 1}', "train.json: expected a list of videos"),
+    ("ssv2", "something-something-v2-train.json", '[{"id": 1}]', 'train.json: video 0: expected an object with "id"'),
+    ("ssv2", "something-something-v2-labels.json", '["a", "b"]', "labels.json: expected an object mapping"),
+    ("ucf101", "ucfTrainTestlist/classInd.txt", "1 Archery\nBowling\n", "classInd.txt:2: expected `number ClassName`"),
+    ("ucf101", "ucfTrainTestlist/trainlist01.txt", "/etc/passwd 1\n", "trainlist01.txt:1: path '/etc/passwd' must lie"),
+    ("ucf101", "ucfTrainTestlist/trainlist01.txt", b"\xff\xfe\x00binary", "trainlist01.txt: not a UTF-8 text file"),
+    ("hmdb51", "testTrainMulti_7030_splits/archery_test_split1.txt", "../../../x.avi 1\n",
+     "archery_test_split1.txt:1: path '../../../x.avi' must lie inside"),
+])
+def test_malformed_or_escaping_index_files_are_one_error_naming_file_and_line(layout, file, content, message, tmp_path):
+    root = LAYOUTS[layout](tmp_path / layout)
+    target = root / file
+    target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(message)):
         read_index(layout, root)
 
 

@@ -3,14 +3,19 @@
 import io
 import json
 import os
+import pickle
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
+
+from vtbench.errors import VtbenchError
 
 CONFIG, ENV, STEPS, EVALS, SUMMARY, CHECKPOINT = (
     "config.yaml", "env.json", "steps.parquet", "evals.parquet", "summary.json", "checkpoint.pt"
@@ -50,13 +55,48 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` as tensors and plain Python values only, so that it loads with `weights_only=True`."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(plain(state), buffer)
     write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Load a checkpoint without running anything it holds (`weights_only=True`): one that needs more than
+    tensors and plain values (a crafted pickle), or that cannot be read, is refused with one line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        wanted = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
+        reason = f"it asks for {wanted.group(1)}" if wanted else _first_sentence(e)
+        raise VtbenchError(f"{path}: refused, a checkpoint may hold only tensors and plain values and {reason}; "
+                           "nothing in it was run. Delete it to train the run afresh.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise VtbenchError(f"{path}: unreadable checkpoint ({_first_sentence(e)}). "
+                           "Delete it to train the run afresh.") from None
+    if not isinstance(state, dict):
+        raise VtbenchError(f"{path}: not a vtbench checkpoint (a {type(state).__name__}, not a dict). "
+                           "Delete it to train the run afresh.")
+    return state
+
+
+def _first_sentence(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text.split(". ")[0] if text else type(error).__name__
+
+
+def plain(value: Any) -> Any:
+    """`value` with NumPy scalars made Python numbers and NumPy arrays made tensors, through dicts, lists and
+    tuples: what `torch.load(weights_only=True)` accepts."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.astype(np.int64) if value.dtype == np.uint32 else value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _jsonable(value: Any) -> Any:
