@@ -8,7 +8,7 @@ from tqdm import tqdm
 from vtbench.engine import results
 from vtbench.errors import VtbenchError
 from vtbench.studies.executors import run_local, run_slurm
-from vtbench.studies.folder import prepare_study
+from vtbench.studies.folder import prepare_study, writable_folder
 from vtbench.studies.grid import Grid, cell_status, load_grid, run_worker
 
 
@@ -27,9 +27,9 @@ def _line(label: str, run_dir: Path) -> str:
 
 def run_grid(args) -> int:
     grid = load_grid(args.config)
-    folder = prepare_study(Path(args.out), grid)
     if args.workers < 1:
         raise VtbenchError(f"--workers must be at least 1, got {args.workers}")
+    folder = prepare_study(writable_folder(Path(args.out)), grid)
     bar = tqdm(total=len(grid.cells), initial=_finished(grid, folder), desc=grid.study, unit="cell",
                disable=args.no_progress)
     if args.executor == "inline":

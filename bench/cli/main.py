@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vtbench.engine.config import RunConfig, apply, load_run_config, parse_method, parse_set
 from vtbench.errors import VtbenchError
+from vtbench.studies.folder import writable_folder
 
 
 def _run_parser(sub) -> None:
@@ -135,9 +136,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     study = Path(args.study_dir)
     if not study.is_dir():
-        raise VtbenchError(f"study folder {study} does not exist")
+        raise VtbenchError(f"study folder {study} does not exist" if not study.exists() else
+                           f"{study} is a file; vtbench report takes a study folder (OUT/<study>/)")
+    out = writable_folder(Path(args.out or Path("reports") / study.name))
     try:
-        path = write_report(study, Path(args.out or Path("reports") / study.name))
+        path = write_report(study, out)
     except FileNotFoundError as err:
         raise VtbenchError(str(err)) from None
     print(path)
@@ -163,6 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = DEMO_CONFIG
     if not config.exists():
         raise VtbenchError(f"{config} is missing: the demo needs a source checkout (pip install -e .)")
+    writable_folder(Path(args.report), "--report")
     grid_args = argparse.Namespace(config=str(config), workers=args.workers, out=args.out,
                                    executor="local" if args.workers > 1 else "inline", no_progress=args.no_progress)
     status = run_grid(grid_args)
@@ -182,9 +186,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from vtbench.engine.runner import execute
 
-    config = build_config(args)
+    config = build_config(args).resolve()
     try:
-        run_dir = execute(config, Path(args.out), progress_bar=not args.no_progress)
+        run_dir = execute(config, writable_folder(Path(args.out)), progress_bar=not args.no_progress)
     except VtbenchError:
         raise
     except Exception as err:  # the run recorded it (status failed) and stays resumable

@@ -8,8 +8,8 @@ from tqdm import tqdm
 
 from vtbench.errors import VtbenchError
 from vtbench.studies.executors import run_local, run_slurm
-from vtbench.studies.folder import prepare_study
-from vtbench.studies.tune import Tune, counts, load_tune, open_study, work
+from vtbench.studies.folder import prepare_study, writable_folder
+from vtbench.studies.tune import Tune, counts, load_tune, open_storage, open_study, work
 
 
 def _prepare(args) -> tuple[Tune, Path]:
@@ -20,7 +20,10 @@ def _prepare(args) -> tuple[Tune, Path]:
         tune.trials = args.trials
     if args.workers < 1:
         raise VtbenchError(f"--workers must be at least 1, got {args.workers}")
-    folder = prepare_study(Path(args.out), tune)
+    url = args.storage or tune.storage
+    if url and "://" in url:  # an RDB is checked before anything is written (a journal lives in the folder)
+        open_storage(tune, Path(args.out) / tune.study, url, args.workers)
+    folder = prepare_study(writable_folder(Path(args.out)), tune)
     return tune, folder
 
 

@@ -18,6 +18,7 @@ from vtbench.errors import ConfigError
 UNITS = ("s", "flops", "steps", "samples")
 _TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(s|min|h|flops|steps|samples)\s*$", re.I)
+LARGEST = 1e30  # above any real budget (1e30 FLOPs is a million H100-years); infinity is no budget
 FORMS = "'20s', '5min', '2h' (device time), '3e12flops', '200steps' or '5000samples'"
 
 
@@ -34,6 +35,8 @@ class Budget:
         amount, unit = float(match.group(1)), match.group(2).lower()
         if unit in _TIME_UNITS:
             amount, unit = amount * _TIME_UNITS[unit], "s"
+        if not math.isfinite(amount) or amount > LARGEST:
+            raise ConfigError(f"budget {text!r} is too large: at most {LARGEST:.0e} of any unit")
         if amount <= 0 or (unit in ("steps", "samples") and amount != int(amount)):
             raise ConfigError(f"budget {text!r} must be a positive amount (whole for steps and samples)")
         return cls(amount, unit)

@@ -7,6 +7,7 @@ preset), and `run_id` hashes the resolved configuration so that a run is identif
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -81,8 +82,8 @@ class RunConfig:
         preset = PRESETS[self.model]
         resolved = dataclasses.replace(
             self,
-            frames=self.frames or preset.frames,
-            size=self.size or preset.size,
+            frames=preset.frames if self.frames is None else self.frames,
+            size=preset.size if self.size is None else self.size,
             stride=preset.stride if self.stride is None else self.stride,
             methods=[MethodSpec(m.name, dict(m.params)) for m in self.methods],
             budget=str(Budget.parse(self.budget)),  # one canonical form: 1min and 60s are one run
@@ -104,22 +105,37 @@ class RunConfig:
         return self.frames // tt, self.size // p, self.size // p
 
     def validate(self) -> None:
+        from vtbench.models import model_args
+
         if self.stride < 0:
             raise ConfigError(f"stride must be at least 1, or 0 for one frame per equal segment; got {self.stride}")
-        positive = ("batch_size", "eval_clips", "eval_subset", "eval_batch_size", "log_every")
+        positive = ("batch_size", "eval_clips", "eval_subset", "eval_batch_size", "log_every", "frames", "size")
         for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= LARGEST_COUNT:
+                raise ConfigError(f"{name} must be a whole number from 1 to {LARGEST_COUNT}, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
+        for name in ("lr", "weight_decay", "warmup", "grad_clip", "label_smoothing", "eval_every",
+                     "checkpoint_every", "monitor_interval"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.monitor_interval <= 0:
             raise ConfigError(f"monitor_interval must be > 0 seconds, got {self.monitor_interval}")
         if not 0 < self.eval_every <= 1:
             raise ConfigError(f"eval_every must be a fraction of progress in (0, 1], got {self.eval_every}")
+        for name in ("warmup", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a fraction in [0, 1), got {getattr(self, name)}")
         for name, allowed in (("arch", ("joint", "factorised")), ("lr_decay", ("linear", "cosine")),
                               ("precision", ("auto", "fp32", "bf16")), ("eval_sweep_at", ("final", "every"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("lr must be > 0, weight_decay and grad_clip >= 0")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        model_args(self.model, self.arch, self.model_args)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -137,6 +153,7 @@ class RunConfig:
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
+LARGEST_COUNT = 2**31 - 1  # batch sizes, clip counts, frames, pixels
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -243,13 +260,37 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return values
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (not: the last one wins)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base constructor says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; errors name the file and the line."""
+    """Parse a YAML file; errors name the file and the line. A key given twice in one mapping is refused."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist" if not path.exists() else
+                          f"config file {path} is not a file")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (a YAML file was expected)") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

@@ -1,6 +1,8 @@
 """Model presets and the builder: `build_model("vit_tiny", arch="joint", num_classes=10, frames=8, size=32)`."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -41,7 +43,34 @@ JOINT_ONLY = ("cls_token", "pool")
 FACTORISED_ONLY = ("temporal_depth",)
 
 
-def build_model(preset: str, arch: str, num_classes: int, frames: int, size: int, **overrides) -> nn.Module:
+POOLS = ("mean", "cls")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 2**20
+
+
+def _number_in(low: float, high: float) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int | float) and not isinstance(v, bool) and low <= v < high
+
+
+# what each model argument accepts, and how to say so
+MODEL_ARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "dim": (_positive_int, "a whole number >= 1"),
+    "depth": (_positive_int, "a whole number >= 1"),
+    "heads": (_positive_int, "a whole number >= 1"),
+    "temporal_depth": (_positive_int, "a whole number >= 1"),
+    "tubelet": (lambda v: isinstance(v, list | tuple) and len(v) == 3 and all(map(_positive_int, v)),
+                "three whole numbers >= 1, [frames, height, width]"),
+    "mlp_ratio": (_number_in(1e-3, 1e3), "a number in (0, 1000)"),
+    "drop_path": (_number_in(0.0, 1.0), "a number in [0, 1)"),
+    "cls_token": (lambda v: isinstance(v, bool), "true or false"),
+    "pool": (lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
+}
+
+
+def model_args(preset: str, arch: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The preset's model arguments with `overrides` applied, each checked by name, type and range."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown model preset {preset!r}; known: {', '.join(PRESETS)}")
     if arch not in ARCHITECTURES:
@@ -57,8 +86,19 @@ def build_model(preset: str, arch: str, num_classes: int, frames: int, size: int
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise ConfigError(f"unknown model_args {unknown} for arch {arch!r}; allowed: {', '.join(sorted(allowed))}")
+    for key, value in overrides.items():
+        accepts, expected = MODEL_ARGS[key]
+        if not accepts(value):
+            raise ConfigError(f"model_args.{key} must be {expected}, got {value!r}")
     args.update(overrides)
     args["tubelet"] = tuple(args["tubelet"])
+    if args["dim"] % args["heads"]:
+        raise ConfigError(f"model_args.dim ({args['dim']}) must be a multiple of model_args.heads ({args['heads']})")
+    return args
+
+
+def build_model(preset: str, arch: str, num_classes: int, frames: int, size: int, **overrides) -> nn.Module:
+    args = model_args(preset, arch, overrides)
     try:
         return ARCHITECTURES[arch](num_classes=num_classes, frames=frames, size=size, **args)
     except ValueError as err:

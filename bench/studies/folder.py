@@ -7,6 +7,7 @@ or its heartbeat is older than `STALE_S` elsewhere) is taken over.
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -23,6 +24,23 @@ STALE_S = 120.0  # a claim whose heartbeat is older than this is taken over (oth
 HEARTBEAT_S = 20.0
 
 
+STUDY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def writable_folder(path: Path, flag: str = "--out") -> Path:
+    """`path` if it is, or can become, a folder this process may write in; otherwise one error naming it.
+    Nothing is created here."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable by this user")
+    return path
+
+
 def read_study_yaml(path: str | Path, keys: tuple[str, ...], kind: str) -> tuple[dict, str, str, dict]:
     """A grid's or tune's YAML, checked up to its name and base: (data, where, study, base settings)."""
     data = load_yaml(path)
@@ -33,8 +51,9 @@ def read_study_yaml(path: str | Path, keys: tuple[str, ...], kind: str) -> tuple
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(keys)}")
     study = data.get("study")
-    if not isinstance(study, str) or not study or "/" in study:
-        raise ConfigError(f"{where}: study must be a folder name, got {study!r}")
+    if not isinstance(study, str) or not STUDY_NAME.match(study):
+        raise ConfigError(f"{where}: study must be a plain folder name (letters, digits, '.', '_', '-', not "
+                          f"starting with '.' or '-'), got {study!r}")
     base_values = data.get("base") or {}
     if not isinstance(base_values, dict):
         raise ConfigError(f"{where}: base must be a mapping of run settings, got {base_values!r}")

@@ -50,7 +50,14 @@ def load_grid(path: str | Path) -> Grid:
     for methods, budget, seed in itertools.product(axes["methods"], axes["budgets"], axes["seeds"]):
         overrides = {}
         if isinstance(methods, dict) and "methods" in methods:  # {methods: [...], set: {run settings}}
+            extra = sorted(set(methods) - {"methods", "set"})
+            if extra:
+                raise ConfigError(f"{where}: methods entry {methods!r}: unknown key {extra[0]!r}; "
+                                  "allowed: methods, set")
             overrides = methods.get("set") or {}
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"{where}: methods entry {methods!r}: set must be a mapping of run settings, "
+                                  f"got {overrides!r}")
             methods = methods["methods"]
         entries = methods if isinstance(methods, list) else [methods]
         specs = [method_spec(m, f"{where}: methods") for m in entries]
@@ -58,7 +65,11 @@ def load_grid(path: str | Path) -> Grid:
         cell.methods = specs
         cell = cell.resolve()
         validate_methods(cell, where)
-        labels[cell.run_id()] = f"{cell.label()} @ {cell.budget}, seed {seed}"
+        label = f"{cell.label()} @ {cell.budget}, seed {seed}"
+        if cell.run_id() in labels:
+            raise ConfigError(f"{where}: the cell {label} is listed twice; each cell must differ in its methods, "
+                              "settings, budget or seed")
+        labels[cell.run_id()] = label
         cells.append(cell)
     return Grid(study, cells, retries, slurm, where, labels)
 

@@ -104,6 +104,9 @@ def _param(name: str, index: int, key: str, value: dict, where: str) -> Param:
             raise ConfigError(f"{where}: choice needs a non-empty list, got {bounds!r}")
         if set(value) - {"choice"}:
             raise ConfigError(f"{where}: choice takes no options, got {sorted(set(value) - {'choice'})}")
+        repeated = [c for k, c in enumerate(bounds) if c in bounds[:k]]
+        if repeated:
+            raise ConfigError(f"{where}: choice lists {repeated[0]!r} twice in {bounds!r}; each option once")
         return Param(name, index, key, form, choices=tuple(bounds))
     kind = float if form == "float" else int
     if (not isinstance(bounds, list) or len(bounds) != 2

@@ -14,6 +14,7 @@ import yaml
 
 from vtbench.engine import results
 from vtbench.engine.config import RunConfig, apply
+from vtbench.errors import VtbenchError
 from vtbench.studies import comparison
 
 SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clips_per_s", "mem_allocated",
@@ -28,9 +29,7 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
         summary_path = run_dir / results.SUMMARY
         if not run_dir.is_dir() or not summary_path.exists():
             continue
-        config = apply(RunConfig(), yaml.safe_load((run_dir / results.CONFIG).read_text()),
-                       where=str(run_dir / results.CONFIG))
-        summary = results.read_json(summary_path)
+        config, summary = _read_run(run_dir)
         row = {"run_id": run_dir.name, "budget": config.budget, "seed": config.seed, "model": config.model,
                "dataset": config.dataset, "settings": comparison.settings_key(comparison.settings_of(config)),
                "is_baseline": not config.methods}
@@ -50,6 +49,28 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
                                                                                      "trial_run_id": "run_id"})
         table = table.merge(trials, on="run_id", how="left")
     return table
+
+
+def _read_run(run_dir: Path) -> tuple[RunConfig, dict]:
+    """A run's configuration and summary; a damaged file is one error naming it."""
+    config_path, summary_path = run_dir / results.CONFIG, run_dir / results.SUMMARY
+    try:
+        values = yaml.safe_load(config_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise VtbenchError(f"{config_path}: unreadable ({type(err).__name__}); delete the run folder or restore "
+                           "the file") from None
+    if not isinstance(values, dict):
+        raise VtbenchError(f"{config_path}: a run config is a mapping of keys to values, got "
+                           f"{type(values).__name__}; delete the run folder or restore the file")
+    config = apply(RunConfig(), values, where=str(config_path))
+    try:
+        summary = results.read_json(summary_path)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise VtbenchError(f"{summary_path}: unreadable ({type(err).__name__}: {err}); rerun the same command to "
+                           "finish the run, or delete its folder") from None
+    if not isinstance(summary, dict):
+        raise VtbenchError(f"{summary_path}: not a run summary (a {type(summary).__name__})")
+    return config, summary
 
 
 def study_table(study_dir: str | Path) -> pd.DataFrame:
