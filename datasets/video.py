@@ -10,7 +10,8 @@ Training indices count clips drawn so far: index i is video perm_e[i mod N] of e
 permutation per (seed, epoch). Evaluation takes the first `length` videos of one fixed permutation
 (independent of the run's seed, so that every run is scored on the same videos). Augmentation draws come from
 (seed, split, index) alone, so a resumed run sees the same clips. An unreadable video is skipped with a
-warning naming it, counted in `skipped_videos()`, and replaced by the next video.
+warning naming it and counted in `skipped_videos()`; in training the next video stands in for it, in evaluation
+it is dropped (the batch comes back shorter), so that no video is scored twice.
 """
 
 import functools
@@ -187,6 +188,10 @@ class VideoDataset:
         if self.workers and training:  # decode the next batch of the same shape while the model trains
             following = (tuple(i + len(indices) for i in indices), frames, size, tuple(strides), training)
             self._ahead = (following, self._submit(following))
+        if not clips:  # every clip of an evaluation batch was unreadable
+            views = self.views[0] * self.views[1]
+            return torch.empty((0, views, 3, frames, size, size) if views > 1 else (0, 3, frames, size, size)), \
+                torch.empty(0, dtype=torch.int64)
         video = sampling.to_tensor(np.stack(clips))  # (B, V, 3, T, S, S)
         if video.shape[1] == 1:
             video = video[:, 0]
@@ -229,7 +234,7 @@ class VideoDataset:
         for index, stride, clip in zip(indices, strides, loaded, strict=True):
             video = self._video(index)
             first_error = None
-            for _ in range(len(self.videos)):
+            for _ in range(len(self.videos) if training else 1):
                 path = str(self.videos[video][0])
                 try:
                     if path in self.skipped:
@@ -244,8 +249,10 @@ class VideoDataset:
                         self.skipped[path] = str(err)
                         warnings.warn(f"skipping unreadable video {path}: {err}", stacklevel=3)
                     first_error = first_error or err
-                    video, clip = (video + 1) % len(self.videos), None  # the next video stands in
+                    video, clip = (video + 1) % len(self.videos), None  # in training the next video stands in
             else:
+                if not training:
+                    continue  # dropped from the evaluation set, never replaced
                 raise RuntimeError(f"no readable video in {self.layout}:{self.root} ({first_error})")
             clips.append(clip)
             labels.append(self.videos[video][1])

@@ -121,3 +121,17 @@ def test_a_read_only_out_folder_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["grid", "g.yaml", "--out", "ro"]) == 2
     assert "--out ro: ro is not writable by this user" in _one_line_error(capsys)
+
+
+def test_result_files_follow_the_umask(tmp_path):
+    from vtbench.engine import results
+
+    previous = os.umask(0o027)
+    try:
+        results.write_json(tmp_path / "a.json", {"x": 1})
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+        os.umask(0o022)
+        results.write_text(tmp_path / "b.txt", "x")
+        assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(previous)

@@ -4,6 +4,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny
@@ -320,6 +321,21 @@ def test_a_run_trains_on_a_folder_and_lists_skipped_videos(tmp_path):
     summary = results.read_json(run / results.SUMMARY)
     assert summary["status"] == "completed" and summary["top1"] is not None
     assert list(summary["skipped_videos"]) == [str(root / "val" / "Archery" / "archery_0.mp4")]
+    # the unreadable evaluation video is dropped, never replaced by another that would then be scored twice
+    evals = pd.read_parquet(run / results.EVALS)
+    assert (evals.loc[evals.setting == "default", "clips"] == 2).all(), evals[["setting", "clips"]]
+
+
+def test_an_unreadable_evaluation_video_is_dropped_not_replaced(tmp_path):
+    root = folder_layout(tmp_path / "f", per_split={"train": 1, "val": 2})
+    broken = root / "val" / "Bowling" / "bowling_1.mp4"
+    broken.write_bytes(b"garbage" * 100)
+    val = build_dataset(f"folder:{root}", "val", seed=0)
+    with pytest.warns(UserWarning, match=f"skipping unreadable video {broken}"):
+        video, labels = val.batch(range(len(val)), frames=4, size=16, stride=2, training=False)
+    assert len(val) == 6 and video.shape[0] == len(labels) == 5
+    assert sorted(labels.tolist()) == [0, 0, 1, 2, 2]  # Bowling once: its broken video left out, nothing doubled
+    assert list(val.skipped_videos()) == [str(broken)]
 
 
 def test_decoding_workers_give_the_same_clips(tmp_path):

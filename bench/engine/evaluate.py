@@ -42,6 +42,7 @@ class EvalData:
             return
         path, shape, dtype, labels = self._kept[key]
         video = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=dtype).view(shape)
+        clips = min(clips, shape[0])
         for start in range(0, clips, self.batch_size):
             end = min(start + self.batch_size, clips)
             yield video[start:end], labels[start:end]
@@ -67,7 +68,8 @@ class EvalData:
             labels[start:start + len(batch_labels)] = batch_labels
             start += len(batch_labels)
         del video  # written through to the file; unmapped here
-        self._kept[key] = (path, shape, first.dtype, labels)
+        # unreadable videos were dropped: the file holds `start` clips
+        self._kept[key] = (path, (start, *shape[1:]), first.dtype, labels[:start])
         return True
 
     def _new_folder(self) -> Path:
@@ -115,6 +117,8 @@ def evaluate(
     correct1 = correct5 = loss_sum = count = 0.0
     try:
         for video, labels in batches:
+            if not len(labels):  # its videos were unreadable: dropped, not scored
+                continue
             video, labels = video.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             views = video.shape[1] if video.dim() == 6 else 1  # (B, V, 3, T, S, S): several views of each clip
             with autocast():
@@ -130,6 +134,8 @@ def evaluate(
             count += len(labels)
     finally:
         model.train(was_training)
+    if not count:
+        raise RuntimeError("no evaluation clip could be read: every video of the evaluation set was unreadable")
     tokens = model.token_counts[0] if model.token_counts else None
     return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss_sum / count, "tokens": tokens,
             "clips": int(count)}
