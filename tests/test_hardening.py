@@ -135,3 +135,32 @@ def test_result_files_follow_the_umask(tmp_path):
         assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(previous)
+
+
+def test_two_identical_runs_at_once_one_trains_the_other_names_it(tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    argv = ["run", *TINY, "--budget", "300steps", "--out", str(tmp_path)]
+    first = subprocess.Popen([Path(sys.executable).parent / "vtbench", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("*.claim")) and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        assert list(tmp_path.glob("*.claim")), "the first run never claimed its folder"
+        assert main(argv) == 2
+        assert f"is being trained by process {first.pid} on " in _one_line_error(capsys)
+        assert main([*argv, "--wait"]) == 0  # waits, then finds the run ended: it is not trained twice
+        out, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir)
+    from vtbench.engine import results
+
+    summary = results.read_json(run_dir / "summary.json")
+    assert summary["steps"] == 300 and not summary.get("resumed_at")
+    assert not list(tmp_path.glob("*.claim"))

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from vtbench.engine.config import RunConfig, apply, load_run_config, parse_method, parse_set
@@ -22,6 +23,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="key=value",
                    help="any run setting, e.g. --set lr=3e-4 --set model_args.depth=2")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--wait", action="store_true",
+                   help="if another process is training this run, wait for it instead of exiting")
 
 
 def _estimate_parser(sub) -> None:
@@ -187,16 +190,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vtbench.engine.runner import execute
 
     config = build_config(args).resolve()
+    out = writable_folder(Path(args.out))
+    claim = _claim_run(out, config.run_id(), args.wait)
     try:
-        run_dir = execute(config, writable_folder(Path(args.out)), progress_bar=not args.no_progress)
+        run_dir = execute(config, out, progress_bar=not args.no_progress)
     except VtbenchError:
         raise
     except Exception as err:  # the run recorded it (status failed) and stays resumable
         print(f"vtbench: run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    finally:
+        claim.release()
     status = _print_outcome(run_dir)
     print(run_dir)
     return 0 if status == "completed" else 1
+
+
+def _claim_run(out: Path, run_id: str, wait: bool):
+    """Hold the run folder while this process trains it (the grid's claim, `OUT/<run_id>.claim`): a second
+    identical command exits naming the holder, or with --wait waits for it."""
+    from vtbench.studies.folder import Claim
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{run_id}.claim"
+    told = False
+    while (claim := Claim.take(path)) is None:
+        holder = Claim.describe(path)
+        if not wait:
+            raise VtbenchError(f"{out / run_id} is being trained by {holder}; run the same command with --wait to "
+                               "wait for it, or let it finish")
+        if not told:
+            print(f"vtbench: waiting for {holder}, which is training {out / run_id}", file=sys.stderr)
+            told = True
+        time.sleep(WAIT_POLL_S)
+    return claim
+
+
+WAIT_POLL_S = 2.0
 
 
 def _print_outcome(run_dir: Path) -> str:

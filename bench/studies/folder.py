@@ -137,6 +137,16 @@ class Claim:
             return claim
         return None
 
+    @staticmethod
+    def describe(path: Path) -> str:
+        """Who holds the claim at `path`, in words: process, host and since when."""
+        try:
+            owner = json.loads(path.read_text())
+            since = time.strftime("%H:%M:%S", time.localtime(owner["since"]))
+            return f"process {owner['pid']} on {owner['host']} (since {since})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
     def _start(self) -> None:
         def beat():
             while not self._stop.wait(HEARTBEAT_S):
