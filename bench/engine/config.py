@@ -47,7 +47,7 @@ class RunConfig:
     # budget and optimisation
     budget: str = "60s"
     seed: int = 0
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: float = 0.1
     lr_decay: str = "linear"  # linear | cosine

@@ -20,7 +20,7 @@ import torch
 from timm.optim import param_groups_weight_decay
 from tqdm import tqdm
 
-from vtbench.engine import measure, mfu, protocol, results
+from vtbench.engine import cpu, measure, mfu, protocol, results
 from vtbench.engine.budget import Budget, BudgetClock, Used, lr_factor
 from vtbench.engine.config import RunConfig, save_yaml
 from vtbench.engine.evaluate import EvalData, evaluate
@@ -73,6 +73,8 @@ class Run:
 
         self.config, self.dir, self.show_progress, self.on_eval = config, run_dir, progress_bar, on_eval
         self.budget = Budget.parse(config.budget)
+        self.threads = cpu.set_threads()
+        self.cpu = cpu.CpuShare(self.threads)
         self.methods = build_methods(config.methods)
         self.device = resolve_device(config.device)
         self.base = BatchShape(config.batch_size, config.frames, config.size, config.stride)
@@ -151,6 +153,7 @@ class Run:
             for row in self.eval_rows:  # restored by a resume: the caller sees every point once
                 self._report(row)
             bar.update(int(self.clock.fraction() * 1000))
+            self.cpu.restart()
             self.clock.start()
             while True:
                 progress = self._progress_before_step()
@@ -158,6 +161,7 @@ class Run:
                     break
                 self._evaluate_due(progress)
                 self._step(progress)
+                self.cpu.adapt()
                 bar.update(int(self.clock.fraction() * 1000) - bar.n)
                 if self.steps_since_read >= FLUSH_EVERY:
                     self._read_losses()
@@ -271,10 +275,11 @@ class Run:
             point = self.eval_points[self.next_eval]
             with self.clock.off_clock("eval"):
                 self._flush()
-                window = self.measure.end_training_window()  # the training window that ends here
+                window = {**self.measure.end_training_window(), **self.cpu.mark()}  # the window that ends here
                 self._evaluate(point, window)
             self.next_eval += 1
             self._checkpoint()
+            self.cpu.restart()
             self._report(next(r for r in self.eval_rows if r["point"] == point and r["setting"] == "default"))
 
     def _report(self, row: dict[str, Any]) -> None:
@@ -307,6 +312,7 @@ class Run:
                 "eval_s": time.perf_counter() - began, "window_energy_j": window["energy_j"],
                 "window_power_w": window["power_w"], "window_mem_device": window["mem_device"],
                 "window_mem_allocated": window["mem_allocated"], "window_mem_rss": window["mem_rss"],
+                "window_cpu_util": window["window_cpu_util"], "window_wait_share": window["window_wait_share"],
             })
         evaluation = self.measure.end_eval_window()
         self.eval_rows += [{**row, **evaluation} for row in rows]
@@ -321,7 +327,8 @@ class Run:
                 "methods": self.methods.state_dict(), "used": vars(self.clock.used).copy(),
                 "off_clock_s": dict(self.clock.off_clock_s), "flops": self.flops.state_dict(),
                 "next_eval": self.next_eval, "step_rows": self.log.rows, "eval_rows": self.eval_rows,
-                "measure": self.measure.state_dict(), "rng": _rng_state(), "run_id": self.dir.name,
+                "measure": self.measure.state_dict(), "cpu": self.cpu.state_dict(), "rng": _rng_state(),
+                "run_id": self.dir.name,
                 "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
@@ -334,6 +341,8 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.methods.load_state_dict(state["methods"])
         self.measure.load_state_dict(state["measure"])
+        if "cpu" in state:
+            self.cpu.load_state_dict(state["cpu"])
         self.clock.used = Used(**state["used"])
         self.clock.off_clock_s = state["off_clock_s"]
         self.flops.load_state_dict(state["flops"])
@@ -387,7 +396,7 @@ class Run:
             "clips_per_s": used.samples / used.s if used.s else None,
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
             "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
-            **self.measure.summary(), "precision": self.precision,
+            **self.measure.summary(), **self.cpu.summary(), "precision": self.precision,
             **self.methods.summary(),
         }
         peak, source = mfu.device_peak(self.device, self.precision)

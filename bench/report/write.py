@@ -50,7 +50,7 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
                 if not method.startswith("baseline")]
     lines = [f"# Study {study_dir.name}", "", f"{len(final)} runs. Final top-1 on the default evaluation; each row "
              "is compared with the baseline named in its `baseline` column (the same settings but the method list).",
-             "", markdown, "", "## Verdicts", "",
+             "", markdown, "", *_loaded_runs(runs_table(study_dir)), "## Verdicts", "",
              "Top-1 at each budget against the method's own baseline at the same budget (equal cost), mean over seeds "
              "with its 95% interval; a method moves the frontier only where its interval clears the baseline's.", "",
              *verdicts, "", *_reproduction(final, evals, table, out / "tables"), "",
@@ -60,6 +60,21 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
         lines += ["", "![settings](figures/settings.png)"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def _loaded_runs(runs: pd.DataFrame) -> list[str]:
+    """A warning section naming the runs whose time budget other processes shared (vtbench.engine.cpu)."""
+    if "load_warning" not in runs or not runs["load_warning"].notna().any():
+        return []
+    loaded = runs[runs["load_warning"].notna()]
+    lines = ["## Runs on a busy machine", "",
+             f"**{len(loaded)} of {len(runs)} runs** spent part of their time budget waiting for cores that other "
+             "processes held, so they trained less than a run on a quiet machine would; their figures are not "
+             "comparable with the others'. Run them again on a quiet machine (delete their folders, rerun the grid).",
+             ""]
+    lines += [f"- {r.method}, {r.budget}, seed {r.seed} ({r.run_id}): {r.threads} threads waited "
+              f"{100 * r.wait_share:.0f}% of their time" for r in loaded.itertuples()]
+    return [*lines, ""]
 
 
 def _reproduction(final: pd.DataFrame, evals: pd.DataFrame, table: pd.DataFrame, folder: Path) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from vtbench.engine.cpu import cores_allowed
 from vtbench.errors import VtbenchError
 
 SLURM_OPTIONS = {"partition": "slurm_partition", "gpus_per_task": "slurm_gpus_per_task",
@@ -36,12 +37,17 @@ def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the devices the user left us, by their own names
     devices = visible.split(",") if visible else [str(k) for k in range(gpus)]
     processes = []
+    threads = max(1, cores_allowed() // workers)
+    if not gpus:
+        print(f"{workers} local workers share {cores_allowed()} cores: {threads} thread{'s' * (threads > 1)} each",
+              file=sys.stderr)
     for index in range(workers):
         env = dict(os.environ, VTBENCH_WORKER=str(index))
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = devices[index % min(gpus, len(devices))]
         else:  # CPU workers share the cores instead of each starting a thread per core
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+            env.setdefault("VTBENCH_THREADS", str(threads))
+            env.setdefault("OMP_NUM_THREADS", env["VTBENCH_THREADS"])
         processes.append(subprocess.Popen([sys.executable, "-m", "vtbench.cli", *arguments], env=env,
                                           stdout=subprocess.DEVNULL))
     _follow(bar, finished, lambda: any(p.poll() is None for p in processes), 1.0)

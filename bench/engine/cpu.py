@@ -1,0 +1,159 @@
+"""The CPU share a run gets: how many threads it runs, and how much of their time went to waiting for a core.
+
+A time budget charges a run for wall time. On a busy machine other processes take cores from the run's threads,
+and the run is charged for the wait without anything saying so. Linux counts, per thread, the time it was ready
+to run but waited for a core (the second field of /proc/self/task/<tid>/schedstat); the sum over the process's
+threads against their wall time is the share of the run lost to other processes (and to its own threads, if it
+runs more than it has cores). `CpuShare` reads it per evaluation window and for the whole run, with the CPU time
+the process used against what its threads could have used.
+
+Threads: a run uses as many torch threads as the cores it may run on (`os.sched_getaffinity`), or
+`VTBENCH_THREADS` when a launcher has divided the machine between several runs (the local executors do), or the
+user's `OMP_NUM_THREADS`.
+"""
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LOADED_SHARE = 0.1  # a run whose threads waited this share of their time for a core gets a load warning
+
+
+def cores_allowed() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_for_run() -> int:
+    """VTBENCH_THREADS if a launcher set it, else OMP_NUM_THREADS if the user did, else one thread per core this
+    process may use."""
+    for name in ("VTBENCH_THREADS", "OMP_NUM_THREADS"):
+        given = os.environ.get(name, "")
+        if given.isdigit() and int(given) >= 1:
+            return int(given)
+    return cores_allowed()
+
+
+def set_threads() -> int:
+    """Give torch the run's threads (on a CPU the step's speed depends on it); returns how many."""
+    threads = threads_for_run()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _run_delay_s() -> float | None:
+    """Seconds the process's threads have waited for a core, summed over its live threads; None if unknown."""
+    total = 0
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9 if tasks else None
+
+
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class CpuShare:
+    """CPU use and waiting per window (between `mark`s) and for the whole run, resumable; and the run's threads,
+    adapted to the cores other processes leave it.
+
+    OpenMP threads that outnumber the free cores wait on each other at every barrier, so a 2-thread step beside
+    one busy process runs at a third of its speed where one thread would run at about two thirds. `adapt`, called
+    after each step, measures the waiting share over the last `ADAPT_S` seconds: above `CROWDED` it takes one
+    thread away; every `PROBE_S` seconds at fewer threads it gives one back, and keeps it if the waiting stays low.
+    """
+
+    ADAPT_S = 1.0
+    PROBE_S = 15.0
+    CROWDED = 0.25
+
+    def __init__(self, threads: int):
+        self.threads = self.most = self.fewest = threads
+        self.changes = 0
+        self.totals = dict.fromkeys(("wall_s", "cpu_s", "wait_s", "thread_s"), 0.0)
+        self.window = dict(self.totals)
+        self.recent = dict(self.totals)
+        self.waits_known = _run_delay_s() is not None
+        self._last = self._now()
+        self._changed_at = self._last[0]
+
+    def _now(self) -> tuple[float, float, float]:
+        return time.perf_counter(), _cpu_s(), _run_delay_s() or 0.0
+
+    def _take(self) -> None:
+        now = self._now()
+        wall, cpu, wait = (b - a for a, b in zip(self._last, now, strict=True))
+        self._last = now
+        for sums in (self.totals, self.window, self.recent):
+            for key, value in (("wall_s", wall), ("cpu_s", cpu), ("wait_s", wait), ("thread_s", wall * self.threads)):
+                sums[key] += value
+
+    def restart(self) -> None:
+        """Count from here (what came since the last call, an evaluation, is not training)."""
+        self._last = self._now()
+        self.window = dict.fromkeys(self.window, 0.0)
+        self.recent = dict.fromkeys(self.recent, 0.0)
+
+    def mark(self) -> dict[str, Any]:
+        """The window since the last `restart`/`mark`: its CPU use against its threads and its waiting share."""
+        self._take()
+        window, self.window = self.window, dict.fromkeys(self.window, 0.0)
+        return {"window_cpu_util": _share(window["cpu_s"], window["thread_s"]),
+                "window_wait_share": _share(window["wait_s"], window["thread_s"]) if self.waits_known else None}
+
+    def adapt(self) -> None:
+        """After a step: fewer threads when they wait for cores, one more now and then to see if the crowd left."""
+        if not self.waits_known or time.perf_counter() - self._last[0] + self.recent["wall_s"] < self.ADAPT_S:
+            return
+        self._take()
+        waiting = _share(self.recent["wait_s"], self.recent["thread_s"]) or 0.0
+        self.recent = dict.fromkeys(self.recent, 0.0)
+        now = self._last[0]
+        if waiting > self.CROWDED and self.threads > 1:
+            self._set(self.threads - 1, now)
+        elif self.threads < self.most and now - self._changed_at > self.PROBE_S:
+            self._set(self.threads + 1, now)
+
+    def _set(self, threads: int, now: float) -> None:
+        torch.set_num_threads(threads)
+        self.threads, self.fewest = threads, min(self.fewest, threads)
+        self.changes += 1
+        self._changed_at = now
+
+    def summary(self) -> dict[str, Any]:
+        totals = self.totals
+        share = _share(totals["wait_s"], totals["thread_s"]) if self.waits_known else None
+        figures = {"threads": self.most, "fewest_threads": self.fewest, "thread_changes": self.changes,
+                   "cores_allowed": cores_allowed(), "cpu_util": _share(totals["cpu_s"], totals["thread_s"]),
+                   "wait_share": share, "load_warning": None}
+        if share is not None and share >= LOADED_SHARE or self.fewest < self.most:
+            figures["load_warning"] = (
+                f"other processes held cores this run needed: its threads waited {100 * (share or 0):.0f}% of their "
+                f"time and it ran with as few as {self.fewest} of its {self.most} threads, so its time budget bought "
+                "less training than on a quiet machine and its results are not comparable")
+        return figures
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"totals": dict(self.totals), "fewest": self.fewest, "changes": self.changes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.totals = dict(state["totals"])
+        self.fewest, self.changes = min(self.fewest, state["fewest"]), state["changes"]
+
+
+def _share(part: float, whole: float) -> float | None:
+    return part / whole if whole > 0 else None
