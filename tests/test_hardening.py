@@ -93,6 +93,8 @@ CASES = {
                            "g.yaml:3: invalid YAML: duplicate key 'study'"),
     "duplicate choice": ({"t.yaml": TUNE.replace("{float: [0.3, 0.9]}", "{choice: [0.5, 0.5]}")}, ["tune", "t.yaml"],
                          "choice lists 0.5 twice"),
+    "estimate classes": ({}, ["estimate", "--classes", "0"], "--classes must be at least 1, got 0"),
+    "estimate frames": ({}, ["estimate", "--frames", "-4"], "frames must be a whole number from 1"),
     "grid workers": ({"g.yaml": GRID}, ["grid", "g.yaml", "--workers", "0"], "--workers must be at least 1, got 0"),
     "tune storage": ({"t.yaml": TUNE}, ["tune", "t.yaml", "--storage", "postgresql://nobody@127.0.0.1:9/none"],
                      "storage postgresql://nobody@127.0.0.1:9/none cannot be reached"),

@@ -48,6 +48,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                    where="--set")
     if not 0 <= args.progress <= 1:
         raise VtbenchError(f"--progress {args.progress} is outside [0, 1]")
+    if args.classes < 1:
+        raise VtbenchError(f"--classes must be at least 1, got {args.classes}")
     settings = [[]] + [[parse_method(m) for m in flag.split("+")] for flag in args.method]
     print(table([estimate(config, methods, args.progress, args.classes) for methods in settings]))
     return 0
