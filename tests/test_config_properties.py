@@ -18,7 +18,7 @@ from vtbench.studies.grid import load_grid
 from vtbench.studies.tune import KEYS as TUNE_KEYS
 from vtbench.studies.tune import load_tune
 
-PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTIES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 METHODS = ["token_dropout", "multigrid", "pss", "frozen_spatial", "flux", "baseline", "turbo"]
 
 scalars = st.one_of(
