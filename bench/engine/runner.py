@@ -142,6 +142,8 @@ class Run:
             self._train()
         finally:
             self.measure.close()
+            if torch.get_num_threads() != self.threads:  # a crowded run gave threads up: the process gets them back
+                torch.set_num_threads(self.threads)
             for data in (self.train_data, self.eval_data.dataset, self.eval_data):  # decoding workers, files
                 getattr(data, "close", lambda: None)()
 
