@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from vtbench.cli import main
 from vtbench.report.analysis import pareto_front, speedup, time_to_reach
 
 
@@ -46,9 +47,7 @@ def test_the_report_renders_from_a_small_real_grid(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     report = tmp_path / "report"
-    made = subprocess.run([sys.executable, "-m", "vtbench.cli", "report", str(out / "tiny"), "--out", str(report)],
-                          capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
+    assert main(["report", str(out / "tiny"), "--out", str(report)]) == 0  # in process: shares the estimate cache
     text = (report / "report.md").read_text()
     assert "12 runs" in text and "baseline" in text
     assert text.count("- **") == 2  # a verdict for each method but the baseline
@@ -78,9 +77,7 @@ def _grid(tmp_path, methods: str, name="match") -> Path:
         "       model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n"
         f"methods: {methods}\nbudgets: [6steps]\nseeds: [0, 1]\n")
     out = tmp_path / "results"
-    run = subprocess.run([sys.executable, "-m", "vtbench.cli", "grid", str(grid), "--out", str(out), "--no-progress"],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    assert main(["grid", str(grid), "--out", str(out), "--no-progress"]) == 0
     return out / name
 
 
@@ -88,9 +85,7 @@ def test_each_row_is_compared_with_the_baseline_of_its_own_settings(tmp_path):
     study = _grid(tmp_path, "[[], {methods: [], set: {arch: factorised}},\n"
                             "          {methods: [frozen_spatial], set: {arch: factorised}}, [token_dropout]]")
     report = tmp_path / "report"
-    made = subprocess.run([sys.executable, "-m", "vtbench.cli", "report", str(study), "--out", str(report)],
-                          capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
+    assert main(["report", str(study), "--out", str(report)]) == 0
     table = pd.read_csv(report / "tables" / "summary.csv").set_index("method")
     assert table.loc["frozen_spatial (factorised)", "baseline"] == "baseline (factorised)"
     assert table.loc["token_dropout", "baseline"] == "baseline"
@@ -103,9 +98,7 @@ def test_each_row_is_compared_with_the_baseline_of_its_own_settings(tmp_path):
 def test_a_row_without_its_baseline_says_so_rather_than_borrowing_another(tmp_path):
     study = _grid(tmp_path, "[[], {methods: [frozen_spatial], set: {arch: factorised}}]", name="lonely")
     report = tmp_path / "report"
-    made = subprocess.run([sys.executable, "-m", "vtbench.cli", "report", str(study), "--out", str(report)],
-                          capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
+    assert main(["report", str(study), "--out", str(report)]) == 0
     row = pd.read_csv(report / "tables" / "summary.csv").set_index("method").loc["frozen_spatial (factorised)"]
     assert pd.isna(row["baseline"]) and row["comparison"] == "no baseline run with the same settings and budget"
     assert "none: no baseline run" in (report / "tables" / "summary.md").read_text()

@@ -360,7 +360,8 @@ def test_a_killed_worker_on_a_journal_is_retried_from_its_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_an_interrupted_trial_resumes_with_the_same_parameters(tmp_path):
-    path = _config(tmp_path, budget="400steps", trials=1)
+    # long enough that the trial is still training when the interrupt arrives (400 steps once ended first)
+    path = _config(tmp_path, budget="800steps", trials=1)
     out = tmp_path / "out"
     worker = subprocess.Popen(_cli("tune", str(path), "--out", str(out), "--no-progress"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
