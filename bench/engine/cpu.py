@@ -71,8 +71,9 @@ class CpuShare:
     """CPU use and waiting per window (between `mark`s) and for the whole run, resumable; and the run's threads,
     adapted to the cores other processes leave it.
 
-    OpenMP threads that outnumber the free cores wait on each other at every barrier, so a 2-thread step beside
-    one busy process runs at a third of its speed where one thread would run at about two thirds. `adapt`, called
+    OpenMP threads that outnumber the free cores wait on each other at every barrier: beside one busy process a
+    2-thread run made 0.39 of its lone steps here, where a worker with one thread and its own core made about 0.6
+    (benchmarks/busy_machine.py). `adapt`, called
     after each step, measures the waiting share over the last `ADAPT_S` seconds: above `CROWDED` it takes one
     thread away; every `PROBE_S` seconds at fewer threads it gives one back, and keeps it if the waiting stays low.
     """

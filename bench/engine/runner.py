@@ -343,8 +343,7 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.methods.load_state_dict(state["methods"])
         self.measure.load_state_dict(state["measure"])
-        if "cpu" in state:
-            self.cpu.load_state_dict(state["cpu"])
+        self.cpu.load_state_dict(state["cpu"])
         self.clock.used = Used(**state["used"])
         self.clock.off_clock_s = state["off_clock_s"]
         self.flops.load_state_dict(state["flops"])

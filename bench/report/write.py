@@ -28,7 +28,8 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
     if final.empty:  # a tuning study whose runs were all pruned
         (out / "report.md").write_text("\n".join([f"# Study {study_dir.name}", "", *tuning]) + "\n")
         return out / "report.md"
-    table = summary_table(final, evals, runs_table(study_dir))
+    runs = runs_table(study_dir)
+    table = summary_table(final, evals, runs)
     order = {m: (not m.startswith("baseline"), m) for m in table["method"]}
     table = table.sort_values(["method", "device_hours"], key=lambda c: c.map(order) if c.name == "method" else c,
                               ignore_index=True)
@@ -50,7 +51,7 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
                 if not method.startswith("baseline")]
     lines = [f"# Study {study_dir.name}", "", f"{len(final)} runs. Final top-1 on the default evaluation; each row "
              "is compared with the baseline named in its `baseline` column (the same settings but the method list).",
-             "", markdown, "", *_loaded_runs(runs_table(study_dir)), "## Verdicts", "",
+             "", markdown, "", *_loaded_runs(runs), "## Verdicts", "",
              "Top-1 at each budget against the method's own baseline at the same budget (equal cost), mean over seeds "
              "with its 95% interval; a method moves the frontier only where its interval clears the baseline's.", "",
              *verdicts, "", *_reproduction(final, evals, table, out / "tables"), "",

@@ -37,17 +37,17 @@ def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the devices the user left us, by their own names
     devices = visible.split(",") if visible else [str(k) for k in range(gpus)]
     processes = []
-    threads = max(1, cores_allowed() // workers)
+    given = os.environ.get("VTBENCH_THREADS") or os.environ.get("OMP_NUM_THREADS") or ""
+    threads = int(given) if given.isdigit() and int(given) >= 1 else max(1, cores_allowed() // workers)
     if not gpus:
-        print(f"{workers} local workers share {cores_allowed()} cores: {threads} thread{'s' * (threads > 1)} each",
-              file=sys.stderr)
+        print(f"{workers} local workers on {cores_allowed()} cores: {threads} thread{'s' * (threads > 1)} each"
+              + (" (as the environment sets)" if given.isdigit() else ""), file=sys.stderr)
     for index in range(workers):
         env = dict(os.environ, VTBENCH_WORKER=str(index))
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = devices[index % min(gpus, len(devices))]
         else:  # CPU workers share the cores instead of each starting a thread per core
-            env.setdefault("VTBENCH_THREADS", str(threads))
-            env.setdefault("OMP_NUM_THREADS", env["VTBENCH_THREADS"])
+            env.update(VTBENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
         processes.append(subprocess.Popen([sys.executable, "-m", "vtbench.cli", *arguments], env=env,
                                           stdout=subprocess.DEVNULL))
     _follow(bar, finished, lambda: any(p.poll() is None for p in processes), 1.0)

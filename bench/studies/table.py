@@ -10,10 +10,9 @@ evals.parquet (progress, budget used, setting, top-1, top-5, loss) and, in a tun
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from vtbench.engine import results
-from vtbench.engine.config import RunConfig, apply
+from vtbench.engine.config import RunConfig, load_run_config
 from vtbench.errors import VtbenchError
 from vtbench.studies import comparison
 
@@ -53,16 +52,8 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
 
 def _read_run(run_dir: Path) -> tuple[RunConfig, dict]:
     """A run's configuration and summary; a damaged file is one error naming it."""
-    config_path, summary_path = run_dir / results.CONFIG, run_dir / results.SUMMARY
-    try:
-        values = yaml.safe_load(config_path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise VtbenchError(f"{config_path}: unreadable ({type(err).__name__}); delete the run folder or restore "
-                           "the file") from None
-    if not isinstance(values, dict):
-        raise VtbenchError(f"{config_path}: a run config is a mapping of keys to values, got "
-                           f"{type(values).__name__}; delete the run folder or restore the file")
-    config = apply(RunConfig(), values, where=str(config_path))
+    config = load_run_config(run_dir / results.CONFIG)
+    summary_path = run_dir / results.SUMMARY
     try:
         summary = results.read_json(summary_path)
     except (OSError, UnicodeDecodeError, ValueError) as err:
