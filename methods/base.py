@@ -58,6 +58,9 @@ class Method:
     # selects by the change of each token against the previous frame: motion scores are computed on the full grid
     # before any selection of the list, so that they survive them (vtbench.methods.selection.with_motion)
     uses_motion: ClassVar[bool] = False
+    # some trainable parameters take no part in some steps: under DDP the runner then has them looked for at every
+    # step (`find_unused_parameters`); a method that leaves one out without saying so fails with DDP's own error
+    leaves_parameters_unused: ClassVar[bool] = False
     # hooks whose answer one method of a list decides alone
     OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "eval_shape", "training_loss")
 
@@ -124,6 +127,10 @@ class MethodStack:
                 names = " and ".join(m.name for m in owners)
                 raise ConfigError(f"methods {names} both decide {hook}; at most one method of a list may")
             self.owners[hook] = owners[0] if owners else None
+
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        return any(m.leaves_parameters_unused for m in self.methods)
 
     def prepare(self, run: RunContext) -> None:
         for method in self.methods:

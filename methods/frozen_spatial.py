@@ -180,6 +180,7 @@ class FrozenSpatial(Method):
     claim = Claim("Frozen spatial ViViT-FE (Gowda et al., 2023)", "about half the training cost and memory",
                   "about 50% less cost and memory, up to +1.79 top-1", "ViViT-FE B, 32 x 224^2, stage 1 counted",
                   arch="factorised", frames=32)
+    leaves_parameters_unused = True  # the adapter and stage 2's position table wait, untouched, for stage 2
 
     def __init__(self, stage1: float = 0.3, stage1_frames: int | None = None, adapter: str = "attn_pool",
                  checkpoint: str | None = None):

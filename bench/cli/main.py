@@ -1,6 +1,7 @@
 """The `vtbench` command line. Errors a user can fix print one line and exit 2, without a traceback."""
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ def _run_parser(sub) -> None:
                    help="a training accelerator; repeat for a list, applied in order; none is the baseline")
     p.add_argument("--budget", help="20s, 5min, 2h, 3e12flops, 200steps or 5000samples (default: 60s)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="processes that carry the run together (torch.distributed DDP: one GPU each, or gloo on the "
+                        "CPU); batch_size stays the global batch. Under torchrun or SLURM the launcher's world size")
     p.add_argument("--out", default="results/runs", help="results folder (default: results/runs)")
     p.add_argument("--set", action="append", default=[], metavar="key=value",
                    help="any run setting, e.g. --set lr=3e-4 --set model_args.depth=2")
@@ -189,20 +193,34 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from vtbench.engine.distributed import launched_size
+    from vtbench.engine.launch import launch
     from vtbench.engine.runner import execute
 
-    config = build_config(args).resolve()
+    config = build_config(args)
+    launched = launched_size()  # > 1: torchrun or SLURM started this process as one rank of the run
+    if launched > 1 and args.nproc not in (None, launched):
+        raise VtbenchError(f"--nproc {args.nproc} disagrees with the launcher's world size {launched} (WORLD_SIZE)")
+    nproc = launched if launched > 1 else args.nproc
+    config = (apply(config, {"nproc": nproc}) if nproc is not None else config).resolve()
+    main_rank = launched <= 1 or os.environ.get("RANK", "0") == "0"
     out = writable_folder(Path(args.out))
-    claim = _claim_run(out, config.run_id(), args.wait)
+    claim = _claim_run(out, config.run_id(), args.wait) if main_rank else None
     try:
-        run_dir = execute(config, out, progress_bar=not args.no_progress)
+        if config.nproc > 1 and launched <= 1:
+            run_dir = launch(config, out, progress_bar=not args.no_progress)
+        else:
+            run_dir = execute(config, out, progress_bar=not args.no_progress)
     except VtbenchError:
         raise
     except Exception as err:  # the run recorded it (status failed) and stays resumable
         print(f"vtbench: run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     finally:
-        claim.release()
+        if claim is not None:
+            claim.release()
+    if not main_rank:
+        return 0
     status = _print_outcome(run_dir)
     print(run_dir)
     return 0 if status == "completed" else 1

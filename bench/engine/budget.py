@@ -60,12 +60,15 @@ class Used:
 class BudgetClock:
     """Counts what training spends. Time runs only between `start()` and `stop()`, less `off_clock()` spans.
 
+    Time is device time: a run carried by several processes spends their wall time on each of their devices.
     On CUDA, `read(sync=True)` synchronises the device first, so queued kernels are paid for; the runner
     does that where it compares with the budget at a boundary (evaluation, logging, the end), not per step.
     """
 
-    def __init__(self, budget: Budget, used: Used | None = None, device: torch.device | None = None):
+    def __init__(self, budget: Budget, used: Used | None = None, device: torch.device | None = None,
+                 devices: int = 1):
         self.budget = budget
+        self.devices = devices  # processes carrying the run, each on its own device: time counts on every one
         self.used = used or Used()
         self._cuda = device is not None and device.type == "cuda"
         self._since: float | None = None
@@ -84,7 +87,7 @@ class BudgetClock:
             if sync and self._cuda:
                 torch.cuda.synchronize()
             now = time.perf_counter()
-            self.used.s += now - self._since
+            self.used.s += (now - self._since) * self.devices
             self._since = now
         return self.used
 

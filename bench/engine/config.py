@@ -67,6 +67,7 @@ class RunConfig:
     checkpoint_every: float = 300.0  # wall seconds between checkpoints (one is also written at each evaluation)
     # where it runs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    nproc: int = 1  # processes that carry the run together (torch.distributed DDP); batch_size stays the global batch
     monitor_interval: float = 0.1  # seconds between NVML samples on a GPU
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
 
@@ -113,6 +114,11 @@ class RunConfig:
         for name in positive:
             if not 1 <= getattr(self, name) <= LARGEST_COUNT:
                 raise ConfigError(f"{name} must be a whole number from 1 to {LARGEST_COUNT}, got {getattr(self, name)}")
+        if not 1 <= self.nproc <= MAX_PROCESSES:
+            raise ConfigError(f"nproc must be a whole number from 1 to {MAX_PROCESSES}, got {self.nproc}")
+        if self.batch_size < self.nproc:
+            raise ConfigError(f"batch_size {self.batch_size} cannot be shared by nproc {self.nproc} processes: each "
+                              "takes a share of every batch, so batch_size must be at least nproc")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
         for name in ("lr", "weight_decay", "warmup", "grad_clip", "label_smoothing", "eval_every",
@@ -148,11 +154,18 @@ class RunConfig:
         return methods if self.arch == "joint" else f"{methods} ({self.arch})"
 
     def run_id(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        data = self.to_dict()
+        for name, default in LATER_FIELDS.items():  # at its default, a later setting leaves the id as it was
+            if data[name] == default:
+                del data[name]
+        text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
+# settings added after results existed, with the value that runs made before them had: finished runs stay found
+LATER_FIELDS = {"nproc": 1}
+MAX_PROCESSES = 65536
 LARGEST_COUNT = 2**31 - 1  # batch sizes, clip counts, frames, pixels
 
 

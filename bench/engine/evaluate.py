@@ -19,25 +19,37 @@ class EvalData:
     """The validation clips, rendered or decoded once per (frames, size, stride). Where they fit in `KEEP_BYTES`
     they are written to a temporary file as they are made and memory-mapped again at each evaluation, so neither
     the training windows nor the evaluation hold them in resident memory between uses. Runs in one process that
-    name the same `share` key (the same data set and clips: a grid's cells) share the files."""
+    name the same `share` key (the same data set and clips: a grid's cells) share the files.
+
+    A run carried by several processes gives each its `part`, (rank, ranks): rank r makes and scores batches r,
+    r + ranks, r + 2 ranks, ... of the set. A batch holds the same clips whatever the number of processes (a
+    fixed-seed random selection draws per batch), so the scores add up to those of one process."""
 
     KEEP_BYTES = 2 * 2**30  # on disk
 
-    def __init__(self, dataset, clips: int, batch_size: int, share: Hashable | None = None):
+    def __init__(self, dataset, clips: int, batch_size: int, share: Hashable | None = None,
+                 part: tuple[int, int] = (0, 1)):
         self.dataset, self.clips, self.batch_size, self.share = dataset, clips, batch_size, share
+        self.rank, self.ranks = part
         self._folder: Path | None = None
         self._kept: dict[tuple[int, int, int], tuple[Path, tuple[int, ...], torch.dtype, torch.Tensor]] = {}
         if share is not None:
-            self._kept = _SHARED.setdefault((share, clips), self._kept)
+            self._kept = _SHARED.setdefault((share, clips, part), self._kept)
         self._asked: set[tuple[int, int, int]] = set()
 
+    def _mine(self, clips: int) -> list[range]:
+        """This part's batches among the first `clips` clips of the set."""
+        size = self.batch_size
+        return [range(start, min(start + size, clips)) for start in range(self.rank * size, clips, self.ranks * size)]
+
     def batches(self, frames: int, size: int, stride: int, clips: int | None = None):
-        """The first `clips` (default: all) clips of the set, in batches."""
+        """This part's share of the first `clips` (default: all) clips of the set, in batches."""
         clips = self.clips if clips is None else min(clips, self.clips)
+        whole, clips = clips == self.clips, sum(map(len, self._mine(clips)))
         key = (frames, size, stride)
         again, self._asked = key in self._asked, self._asked | {key}
         # a shape asked for once, for part of the set, is made for that part only: the sweep's shapes
-        if key not in self._kept and not ((again or clips == self.clips) and self._keep(key)):
+        if key not in self._kept and not ((again or whole) and self._keep(key)):
             yield from _first(self._made(frames, size, stride), clips)
             return
         path, shape, dtype, labels = self._kept[key]
@@ -48,20 +60,22 @@ class EvalData:
             yield video[start:end], labels[start:end]
 
     def _made(self, frames: int, size: int, stride: int):
-        for start in range(0, self.clips, self.batch_size):
-            indices = list(range(start, min(start + self.batch_size, self.clips)))
-            yield self.dataset.batch(indices, frames, size, stride, training=False)
+        for indices in self._mine(self.clips):
+            yield self.dataset.batch(list(indices), frames, size, stride, training=False)
 
     def _keep(self, key: tuple[int, int, int]) -> bool:
         """Render the whole set into a memory-mapped file, if it fits; False if it does not."""
         made = self._made(*key)
-        first, first_labels = next(made)
-        shape = (self.clips, *first.shape[1:])
+        first, first_labels = next(made, (None, None))
+        if first is None:  # a part with no clip (fewer clips than ranks)
+            return False
+        count = sum(map(len, self._mine(self.clips)))
+        shape = (count, *first.shape[1:])
         if math.prod(shape) * first.element_size() > self.KEEP_BYTES:
             return False
         path = self._new_folder() / "{}-{}x{}s{}.bin".format(len(_SHARED), *key)
         video = torch.from_file(str(path), shared=True, size=math.prod(shape), dtype=first.dtype).view(shape)
-        labels = torch.empty(self.clips, dtype=first_labels.dtype)
+        labels = torch.empty(count, dtype=first_labels.dtype)
         start = 0
         for batch, batch_labels in itertools.chain([(first, first_labels)], made):
             video[start:start + len(batch_labels)] = batch
@@ -108,9 +122,11 @@ def evaluate(
     select: Callable[[Tokens], Tokens] | None,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """top-1, top-5 (percent), mean cross-entropy over `batches`, the tokens per clip the model saw and the clips
-    scored; a batch of (B, V, 3, T, S, S) holds V views of each clip, whose softmax outputs are averaged."""
+    scored; a batch of (B, V, 3, T, S, S) holds V views of each clip, whose softmax outputs are averaged.
+    `reduce` adds up the counts of the processes that share the evaluation set (each scoring its part)."""
     was_training = model.training
     model.eval()
     model.token_counts = []
@@ -134,6 +150,9 @@ def evaluate(
             count += len(labels)
     finally:
         model.train(was_training)
+    if reduce is not None:
+        totals = torch.tensor([correct1, correct5, loss_sum, count], dtype=torch.float64)
+        correct1, correct5, loss_sum, count = reduce(totals).tolist()
     if not count:
         raise RuntimeError("no evaluation clip could be read: every video of the evaluation set was unreadable")
     tokens = model.token_counts[0] if model.token_counts else None

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from vtbench.engine import cpu, measure, mfu, protocol, results
 from vtbench.engine.budget import Budget, BudgetClock, Used, lr_factor
 from vtbench.engine.config import RunConfig, save_yaml
+from vtbench.engine.distributed import ParallelLoss, World, rank_device
 from vtbench.engine.evaluate import EvalData, evaluate
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.shape import BatchShape
@@ -76,7 +77,11 @@ class Run:
         self.threads = cpu.set_threads()
         self.cpu = cpu.CpuShare(self.threads)
         self.methods = build_methods(config.methods)
-        self.device = resolve_device(config.device)
+        self.device = rank_device(resolve_device(config.device))
+        self.world = World.join(self.device)
+        if self.world.size != config.nproc:
+            raise ConfigError(f"nproc is {config.nproc} but this process is one of {self.world.size}: start a run of "
+                              f"nproc {config.nproc} with `vtbench run --nproc {config.nproc}` or torchrun")
         self.base = BatchShape(config.batch_size, config.frames, config.size, config.stride)
         _seed_everything(config.seed)
         self.train_data = build_dataset(config.dataset, "train", config.seed, **config.data_args)
@@ -84,16 +89,21 @@ class Run:
         # a data set whose evaluation clips depend on nothing but its arguments lets one process's runs share them
         # (decoded videos are not shared: a run reports the videos it could not read)
         share = json.dumps(config.data_args, sort_keys=True) if getattr(val_data, "shareable", False) else None
-        self.eval_data = EvalData(val_data, min(config.eval_clips, len(val_data)), config.eval_batch_size, share)
+        self.eval_data = EvalData(val_data, min(config.eval_clips, len(val_data)), config.eval_batch_size, share,
+                                  part=(self.world.rank, self.world.size))
         model = build_model(config.model, config.arch, self.train_data.num_classes, config.frames, config.size,
                             **config.model_args)
-        self.clock = BudgetClock(self.budget, device=self.device)
+        self.clock = BudgetClock(self.budget, device=self.device, devices=self.world.size)
         self.measure: measure.Measurements | None = None
         self.phase: str | None = None  # a phase a method began before measurement started
         context = RunContext(config, model, self.base, self.train_data.num_classes, self.device, self.train_data,
                              self.clock, begin_phase=self._begin_phase)
         self.methods.prepare(context)
         self.model = context.model.to(self.device)
+        self.loss = ParallelLoss(self.model, self.methods.loss, self.world, self.device,
+                                 find_unused=self.methods.leaves_parameters_unused)
+        if self.world.size > 1:  # every rank built the same model; now each draws its own random numbers
+            _seed_everything(int(np.random.SeedSequence([config.seed, self.world.rank]).generate_state(1)[0]))
         self.eval_shape = self.methods.eval_shape(self.base)
         self.settings = self._sweep_settings()
         no_decay = {n for n, p in self.model.named_parameters() if "pos" in n or n.endswith("_cls")
@@ -146,11 +156,13 @@ class Run:
                 torch.set_num_threads(self.threads)
             for data in (self.train_data, self.eval_data.dataset, self.eval_data):  # decoding workers, files
                 getattr(data, "close", lambda: None)()
+            self.world.leave()
 
     def _train(self) -> None:
         self._write_start()
         status, error = "completed", None
-        bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not self.show_progress, leave=False)
+        bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not (self.show_progress and self.world.main),
+                   leave=False)
         try:
             for row in self.eval_rows:  # restored by a resume: the caller sees every point once
                 self._report(row)
@@ -158,17 +170,16 @@ class Run:
             self.cpu.restart()
             self.clock.start()
             while True:
-                progress = self._progress_before_step()
+                progress, checkpoint_due = self._agreed_state()
                 if progress >= 1:
                     break
-                self._evaluate_due(progress)
+                if not self._evaluate_due(progress) and checkpoint_due:  # an evaluation writes a checkpoint
+                    self._checkpoint()
                 self._step(progress)
                 self.cpu.adapt()
                 bar.update(int(self.clock.fraction() * 1000) - bar.n)
                 if self.steps_since_read >= FLUSH_EVERY:
                     self._read_losses()
-                if time.monotonic() - self.last_checkpoint > self.config.checkpoint_every:
-                    self._checkpoint()
             self.clock.stop()
             self._flush()
             self._evaluate_due(1.0)
@@ -181,18 +192,26 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)  # free what the failed step held before measuring
         except Exception as err:
             status, error = "failed", "".join(traceback.format_exception_only(err)).strip()
+            if self.world.size > 1:
+                error = f"rank {self.world.rank}: {error}"
             self._finish(status, error, traceback.format_exc())
             raise
         finally:
             bar.close()
         self._finish(status, error)
 
-    def _progress_before_step(self) -> float:
-        """Progress now; on CUDA synchronised only where it matters: near the end of a time budget."""
+    def _agreed_state(self) -> tuple[float, bool]:
+        """Progress now and whether a checkpoint is due, rank 0's on every rank (one small message a step), so that
+        every rank takes the same decisions. On CUDA synchronised only where it matters: near the end of a time
+        budget."""
         progress = self.clock.progress()
         if self.budget.unit == "s" and progress > 0.98:
             progress = self.clock.progress(sync=True)
-        return progress
+        due = time.monotonic() - self.last_checkpoint > self.config.checkpoint_every
+        if self.world.size > 1:
+            self.clock.used.s, agreed_due = self.world.agree([self.clock.used.s, float(due)])
+            progress, due = self.clock.fraction(), agreed_due > 0
+        return progress, due
 
     def _step(self, progress: float) -> None:
         config, used = self.config, self.clock.used
@@ -202,24 +221,29 @@ class Run:
         lr = config.lr * lr_factor(progress, config.warmup, config.lr_decay) * self.methods.lr_scale(progress, shape)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        began = self.clock.read().s
-        video, labels = self._train_batch(shape)
+        began = time.perf_counter()
+        video, labels = self._train_batch(shape)  # this rank's share of the batch
+        share = len(labels) / shape.clips
         shape_key = (len(labels), *video.shape[2:])
         self.model.token_counts = []
         with self.flops.context(shape_key):
             with self.autocast():
-                loss = self.methods.loss(self.model, (video, labels), progress, config.label_smoothing)
+                loss = self.loss(video, labels, progress, config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks; a share that is not 1/nproc of the batch is weighted to match
+            (loss if share * self.world.size == 1 else loss * (share * self.world.size)).backward()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._parameters, config.grad_clip)
         self.optimizer.step()
         tokens = tuple(self.model.token_counts)
-        self.clock.add_step(len(labels), self.flops.settle(shape_key, tokens))
-        step_s = self.clock.read().s - began
+        self.clock.add_step(shape.clips, self.flops.settle(shape_key, tokens) / share)
+        self.clock.read()
+        step_s = time.perf_counter() - began
         full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2
         kept = tokens[0] if tokens else full
         self.steps_since_read += 1
+        if self.world.size > 1:
+            loss = loss * share  # the ranks' shares add up to the batch's loss when read (`_read_losses`)
         if self.log.add({"loss": loss.detach(), "lr": lr, "clips": len(labels), "frames": video.shape[2],
                          "size": video.shape[3], "tokens": kept, "keep": kept / full, "step_s": step_s}):
             self._close_log_interval(progress)
@@ -250,6 +274,8 @@ class Run:
         if isinstance(stride, tuple):  # each clip draws its own stride, reproducibly from its index
             rng = np.random.default_rng([self.config.seed, first])
             stride = rng.integers(stride[0], stride[1] + 1, size=shape.clips).tolist()
+        part = self.world.part(shape.clips)
+        indices, stride = indices[part], stride[part] if isinstance(stride, list) else stride
         video, labels = self.train_data.batch(indices, shape.frames, shape.size, stride, training=True)
         return video.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
@@ -264,7 +290,7 @@ class Run:
         and stop on a non-finite one."""
         self.clock.read(sync=True)
         self.steps_since_read = 0
-        bad = self.log.read_losses()
+        bad = self.log.read_losses(self.world.sum)
         if bad is not None:
             first = bad["step"] - bad["steps"] + 1
             where = f"step {bad['step']}" if bad["steps"] == 1 else f"steps {first}-{bad['step']}"
@@ -272,7 +298,9 @@ class Run:
 
     # ---- evaluation and checkpoints, off the clock -----------------------------------------------------
 
-    def _evaluate_due(self, progress: float) -> None:
+    def _evaluate_due(self, progress: float) -> bool:
+        """Evaluate at every point reached; whether any was."""
+        evaluated = False
         while self.next_eval < len(self.eval_points) and progress + 1e-9 >= self.eval_points[self.next_eval]:
             point = self.eval_points[self.next_eval]
             with self.clock.off_clock("eval"):
@@ -283,6 +311,8 @@ class Run:
             self._checkpoint()
             self.cpu.restart()
             self._report(next(r for r in self.eval_rows if r["point"] == point and r["setting"] == "default"))
+            evaluated = True
+        return evaluated
 
     def _report(self, row: dict[str, Any]) -> None:
         if self.on_eval is not None and row["setting"] == "default":
@@ -305,12 +335,13 @@ class Run:
             self.last_shape = BatchShape(self.config.eval_batch_size, frames, size, self.eval_shape.stride)
             clips = self.config.eval_clips if point == 1.0 and name == "default" else self.config.eval_subset
             batches = self.eval_data.batches(frames, size, self.eval_shape.stride, clips)
-            scores = evaluate(self.model, batches, select, self.device, self.autocast)
+            scores = evaluate(self.model, batches, select, self.device, self.autocast, reduce=self.world.sum)
             full = frames // self._tubelet[0] * (size // self._tubelet[1]) ** 2
+            keep = None if scores["tokens"] is None else scores["tokens"] / full  # None: this rank scored no clip
             rows.append({
                 "point": point, "progress": progress, "step": used.steps, "used_s": used.s,
                 "used_flops": used.flops, "used_samples": used.samples, "setting": name, **scores,
-                "frames": frames, "size": size, "stride": self.eval_shape.stride, "keep": scores["tokens"] / full,
+                "frames": frames, "size": size, "stride": self.eval_shape.stride, "keep": keep,
                 "eval_s": time.perf_counter() - began, "window_energy_j": window["energy_j"],
                 "window_power_w": window["power_w"], "window_mem_device": window["mem_device"],
                 "window_mem_allocated": window["mem_allocated"], "window_mem_rss": window["mem_rss"],
@@ -324,6 +355,10 @@ class Run:
         with self.clock.off_clock("checkpoint"):
             self._flush()  # before the write, so the row's memory is its training's
         with self.clock.off_clock("checkpoint"), self.measure.excluded():
+            ranks_rng = self.world.gather(_rng_state()) if self.world.size > 1 else None
+            if not self.world.main:
+                self.last_checkpoint = time.monotonic()
+                return
             state = {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "methods": self.methods.state_dict(), "used": vars(self.clock.used).copy(),
@@ -332,6 +367,7 @@ class Run:
                 "measure": self.measure.state_dict(), "cpu": self.cpu.state_dict(), "rng": _rng_state(),
                 "run_id": self.dir.name,
                 "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
+                "world_size": self.world.size, "ranks_rng": ranks_rng,
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
             self._write_tables()
@@ -349,7 +385,7 @@ class Run:
         self.flops.load_state_dict(state["flops"])
         self.next_eval, self.eval_rows = state["next_eval"], state["eval_rows"]
         self.log.rows, self.log.read = state["step_rows"], len(state["step_rows"])
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["ranks_rng"][self.world.rank] if self.world.size > 1 else state["rng"])
         self.resumed_at = [*state.get("resumed_at", []), self.clock.used.steps]
         self.skipped_before = state.get("skipped_videos", {})
 
@@ -360,6 +396,12 @@ class Run:
     # ---- files ------------------------------------------------------------------------------------------
 
     def _write_start(self) -> None:
+        """Rank 0 writes the run's first files; every rank resumes from the checkpoint, if there is one."""
+        checkpoint = self.dir / results.CHECKPOINT
+        if not self.world.main:
+            if checkpoint.exists():
+                self._restore(checkpoint)
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         results.write_text(self.dir / results.CONFIG, save_yaml(self.config.to_dict()))
         env = results.environment(self.device)
@@ -371,16 +413,21 @@ class Run:
             self._restore(checkpoint)
 
     def _write_tables(self) -> None:
+        if not self.world.main:
+            return
         if self.log.rows:
             results.write_parquet(self.dir / results.STEPS, self.log.rows)
         if self.eval_rows:
             results.write_parquet(self.dir / results.EVALS, self.eval_rows)
 
     def _finish(self, status: str, error: str | None, trace: str | None = None) -> None:
-        try:
-            self._flush()
-        except Diverged:
-            pass
+        if self.world.size == 1 or status not in ("failed", "oom"):  # a rank that fails alone waits on no other
+            try:
+                self._flush()
+            except Diverged:
+                pass
+        if not self.world.main:
+            return
         if status != "failed":
             self._write_tables()
         used = self.clock.used
@@ -391,7 +438,8 @@ class Run:
             "methods": [str(m) for m in self.config.methods] or ["baseline"],
             "top1": final["top1"] if final else None, "top5": final["top5"] if final else None,
             "final_eval": {r["setting"]: r["top1"] for r in self.eval_rows if r["point"] == 1.0},
-            "train_s": used.s, "eval_s": self.clock.off_clock_s.get("eval", 0.0),
+            "train_s": used.s, "world_size": self.world.size, "train_wall_s": used.s / self.world.size,
+            "eval_s": self.clock.off_clock_s.get("eval", 0.0),
             "checkpoint_s": self.clock.off_clock_s.get("checkpoint", 0.0),
             "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
             "clips_per_s": used.samples / used.s if used.s else None,

@@ -40,12 +40,14 @@ class StepLog:
         self.rows.append(row)
         self.pending = []
 
-    def read_losses(self) -> dict[str, Any] | None:
-        """Bring the losses of new rows to the host (one synchronisation); the first non-finite row, if any."""
+    def read_losses(self, reduce=None) -> dict[str, Any] | None:
+        """Bring the losses of new rows to the host (one synchronisation); the first non-finite row, if any.
+        `reduce` adds up the ranks' shares of each loss when several processes carry the run."""
         unread, self.read = self.rows[self.read:], len(self.rows)
         if not unread:
             return None
-        values = torch.stack([r["loss"] for r in unread]).cpu().tolist()
+        values = torch.stack([r["loss"] for r in unread]).cpu()
+        values = (reduce(values) if reduce else values).tolist()
         for row, value in zip(unread, values, strict=True):
             row["loss"] = value
         return next((r for r in unread if not math.isfinite(r["loss"])), None)
