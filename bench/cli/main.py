@@ -15,7 +15,7 @@ def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="train one configuration under a budget")
     p.add_argument("--config", metavar="FILE.yaml", help="a run config; flags below override it")
     p.add_argument("--dataset", help="data set (default: synthetic)")
-    p.add_argument("--model", help="model preset: vit_tiny (default), vit_small, vit_base")
+    p.add_argument("--model", help="model preset: vit_tiny (default), vit_small, vit_base, vit_large, vit_huge")
     p.add_argument("--method", action="append", metavar="NAME[:key=value,...]", default=None,
                    help="a training accelerator; repeat for a list, applied in order; none is the baseline")
     p.add_argument("--budget", help="20s, 5min, 2h, 3e12flops, 200steps or 5000samples (default: 60s)")

@@ -93,6 +93,10 @@ class World:
         dist.all_reduce(values, group=self.control)
         return values
 
+    def total(self, value: float) -> float:
+        """The sum of a number over the ranks."""
+        return value if self.size == 1 else self.sum(torch.tensor([value])).item()
+
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value` (a picklable object), in rank order."""
         if self.size == 1:

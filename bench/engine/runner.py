@@ -236,7 +236,8 @@ class Run:
             torch.nn.utils.clip_grad_norm_(self._parameters, config.grad_clip)
         self.optimizer.step()
         tokens = tuple(self.model.token_counts)
-        self.clock.add_step(shape.clips, self.flops.settle(shape_key, tokens) / share)
+        flops = self.flops.settle(shape_key, tokens)  # of this rank's share; the ranks' add up to the batch's
+        self.clock.add_step(shape.clips, self.world.total(flops))
         self.clock.read()
         step_s = time.perf_counter() - began
         full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2

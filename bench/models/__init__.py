@@ -36,6 +36,11 @@ PRESETS: dict[str, Preset] = {
                         temporal_depth=4),
     "vit_base": Preset(dim=768, depth=12, heads=12, tubelet=(2, 16, 16), frames=16, size=224, stride=4,
                        temporal_depth=4),
+    # the sizes at which VideoMAE, RLT and the papers report, which need several GPUs (597 and 1192 GMACs a clip)
+    "vit_large": Preset(dim=1024, depth=24, heads=16, tubelet=(2, 16, 16), frames=16, size=224, stride=4,
+                        temporal_depth=4),
+    "vit_huge": Preset(dim=1280, depth=32, heads=16, tubelet=(2, 16, 16), frames=16, size=224, stride=4,
+                       temporal_depth=4),
 }
 
 ARCHITECTURES = {"joint": VideoViT, "factorised": ViViTFactorised}
