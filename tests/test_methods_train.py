@@ -1,14 +1,14 @@
 """Each method trains on the synthetic data under a short budget and ends clearly above chance.
 
-A steps budget makes the outcome the same on any machine. These runs use a smaller model than the default
-(SMALL: 64 wide, 2 blocks, 64 tokens, five times faster a step) and the hardest form of the task, order-only
-classes without the appearance and drift cues, so that they prove the methods learn motion. Ten targets per
-video (instead of six) put the motion signal into more tokens, so the models leave the chance plateau within
-the budget. Four classes (two pairs, which only their motion tells apart) leave it within 1000 steps (seed 0:
-95 to 100% at 1000 steps, so the members too, by their order; at 500 steps PSS was still at chance). The frozen spatial encoder needs longer: stage 1 (30% of
-the budget) must leave the plateau before the spatial encoder freezes, and a spatial encoder frozen on the
-plateau keeps the run there (29.7% at 1000 steps), so it trains 2000 steps with the drift cue on (an order cue
-still: only the frames' order tells its direction).
+A steps budget makes the outcome the same on any machine. These runs use a smaller model than the default (SMALL:
+64 wide, 2 blocks, 64 tokens, five times faster a step) and the hardest form of the task, order-only classes
+without the appearance and drift cues, so that they prove the methods learn motion. Ten targets per video (instead
+of six) put the motion signal into more tokens, so the models leave the chance plateau within the budget. Four
+classes (two pairs, which only their motion tells apart) leave it within 1000 steps (seed 0: 95 to 100% at 1000
+steps, so the members too, by their order; at 500 steps PSS was still at chance). The frozen spatial encoder needs
+longer: stage 1 (30% of the budget) must leave the plateau before the spatial encoder freezes, and a spatial
+encoder frozen on the plateau keeps the run there (29.7% at 1000 steps), so it trains 2000 steps with the drift cue
+on (an order cue still: only the frames' order tells its direction).
 """
 
 import json

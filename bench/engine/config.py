@@ -67,6 +67,8 @@ class RunConfig:
     checkpoint_every: float = 300.0  # wall seconds between checkpoints (one is also written at each evaluation)
     # where it runs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile the training step (compilation on the clock, reported as compile_s)
+    compile_backend: str = "inductor"  # torch.compile's backend (torch._dynamo.list_backends(exclude_tags=()))
     nproc: int = 1  # processes that carry the run together (torch.distributed DDP); batch_size stays the global batch
     monitor_interval: float = 0.1  # seconds between NVML samples on a GPU
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
@@ -119,6 +121,13 @@ class RunConfig:
         if self.batch_size < self.nproc:
             raise ConfigError(f"batch_size {self.batch_size} cannot be shared by nproc {self.nproc} processes: each "
                               "takes a share of every batch, so batch_size must be at least nproc")
+        if self.compile:
+            import torch._dynamo
+
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if self.compile_backend not in backends:
+                raise ConfigError(f"compile_backend {self.compile_backend!r} is not a torch.compile backend; known: "
+                                  f"{', '.join(backends)}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
         for name in ("lr", "weight_decay", "warmup", "grad_clip", "label_smoothing", "eval_every",
@@ -164,7 +173,7 @@ class RunConfig:
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
 # settings added after results existed, with the value that runs made before them had: finished runs stay found
-LATER_FIELDS = {"nproc": 1}
+LATER_FIELDS = {"nproc": 1, "compile": False, "compile_backend": "inductor"}
 MAX_PROCESSES = 65536
 LARGEST_COUNT = 2**31 - 1  # batch sizes, clip counts, frames, pixels
 

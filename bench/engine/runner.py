@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from vtbench.engine import cpu, measure, mfu, protocol, results
 from vtbench.engine.budget import Budget, BudgetClock, Used, lr_factor
+from vtbench.engine.compiled import CompileStats, compile_blocks
 from vtbench.engine.config import RunConfig, save_yaml
 from vtbench.engine.distributed import ParallelLoss, World, rank_device
 from vtbench.engine.evaluate import EvalData, evaluate
@@ -100,6 +101,9 @@ class Run:
                              self.clock, begin_phase=self._begin_phase)
         self.methods.prepare(context)
         self.model = context.model.to(self.device)
+        self.compiled = CompileStats() if config.compile else None
+        if config.compile:
+            compile_blocks(self.model, config.compile_backend)
         self.loss = ParallelLoss(self.model, self.methods.loss, self.world, self.device,
                                  find_unused=self.methods.leaves_parameters_unused)
         if self.world.size > 1:  # every rank built the same model; now each draws its own random numbers
@@ -238,6 +242,8 @@ class Run:
         tokens = tuple(self.model.token_counts)
         flops = self.flops.settle(shape_key, tokens)  # of this rank's share; the ranks' add up to the batch's
         self.clock.add_step(shape.clips, self.world.total(flops))
+        if self.compiled:
+            self.compiled.step_done()
         self.clock.read()
         step_s = time.perf_counter() - began
         full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2
@@ -304,7 +310,7 @@ class Run:
         evaluated = False
         while self.next_eval < len(self.eval_points) and progress + 1e-9 >= self.eval_points[self.next_eval]:
             point = self.eval_points[self.next_eval]
-            with self.clock.off_clock("eval"):
+            with self.clock.off_clock("eval"), self.compiled.evaluating() if self.compiled else nullcontext():
                 self._flush()
                 window = {**self.measure.end_training_window(), **self.cpu.mark()}  # the window that ends here
                 self._evaluate(point, window)
@@ -369,6 +375,7 @@ class Run:
                 "run_id": self.dir.name,
                 "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
                 "world_size": self.world.size, "ranks_rng": ranks_rng,
+                "compiled": self.compiled.state_dict() if self.compiled else None,
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
             self._write_tables()
@@ -389,6 +396,8 @@ class Run:
         _set_rng_state(state["ranks_rng"][self.world.rank] if self.world.size > 1 else state["rng"])
         self.resumed_at = [*state.get("resumed_at", []), self.clock.used.steps]
         self.skipped_before = state.get("skipped_videos", {})
+        if self.compiled and state.get("compiled"):
+            self.compiled.load_state_dict(state["compiled"])
 
     def _skipped_videos(self) -> dict[str, str]:
         """Unreadable videos skipped so far (path: reason), training and evaluation."""
@@ -447,7 +456,7 @@ class Run:
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
             "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
             **self.measure.summary(), **self.cpu.summary(), "precision": self.precision,
-            **self.methods.summary(),
+            **self.methods.summary(), **(self.compiled.summary() if self.compiled else {}),
         }
         peak, source = mfu.device_peak(self.device, self.precision)
         achieved = used.flops / used.s if used.s else None
