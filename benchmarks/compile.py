@@ -4,7 +4,8 @@ side in one process, on the default model and on ViT-B's width and depth.
 Two copies of the same model train on the same batches; the steps alternate (eager, compiled, eager, ...) so that
 both see the same moments of this machine, whose speed drifts. Compilation is timed apart: the compiled copy's
 first two steps (the forward compiles at the first, inductor's backward at the first backward) less two steady
-steps. The last line gives each workload's median step of both, their ratio, and the compile time.
+steps. The last line gives each workload's median step of both, the median and quartiles of the step-by-step
+ratio compiled / eager, and the compile time.
 
     python benchmarks/compile.py [--steps 30] [--backend inductor] [--precision fp32|bf16]
 """
@@ -51,12 +52,15 @@ def measure(name, preset, args, frames, size, batch, steps, backend, autocast):
         times["eager"].append(step(eager, optimizers[0], video, labels, autocast))
         times["compiled"].append(step(compiled, optimizers[1], video, labels, autocast))
     e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    ratios = sorted(b / a for a, b in zip(times["eager"], times["compiled"], strict=True))  # step by step
+    low, high = ratios[len(ratios) // 4], ratios[3 * len(ratios) // 4]
     compile_s = sum(first) - 2 * c
     print(f"{name}: {blocks} blocks, batch {batch} x {frames} x {size}^2; eager {1000 * e:.1f} ms/step "
           f"(range {1000 * min(times['eager']):.1f}-{1000 * max(times['eager']):.1f}), compiled {1000 * c:.1f} "
           f"(range {1000 * min(times['compiled']):.1f}-{1000 * max(times['compiled']):.1f}), "
-          f"compile {compile_s:.1f} s", flush=True)
-    return name, e, c, compile_s
+          f"compile {compile_s:.1f} s; compiled / eager step by step: median {statistics.median(ratios):.2f}, "
+          f"quartiles {low:.2f}-{high:.2f}", flush=True)
+    return name, e, c, compile_s, statistics.median(ratios), low, high
 
 
 def main() -> None:
@@ -75,8 +79,8 @@ def main() -> None:
     print(f"{device_type}, {torch.get_num_threads()} threads, {args.precision}, backend {args.backend}, "
           f"{args.steps} steps each, alternating")
     rows = [measure(*w, args.steps, args.backend, autocast) for w in workloads]
-    print("; ".join(f"{name}: eager {1000 * e:.1f} ms, compiled {1000 * c:.1f} ms, compiled / eager {c / e:.2f}, "
-                    f"compile {s:.1f} s" for name, e, c, s in rows))
+    print("; ".join(f"{name}: eager {1000 * e:.1f} ms, compiled {1000 * c:.1f} ms, compiled / eager {r:.2f} "
+                    f"(quartiles {lo:.2f}-{hi:.2f}), compile {s:.1f} s" for name, e, c, s, r, lo, hi in rows))
 
 
 if __name__ == "__main__":
