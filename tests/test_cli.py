@@ -15,7 +15,7 @@ TINY = ["--set", "model_args={dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}",
     "argv, message",
     [
         (["--method", "turbo"], "unknown method 'turbo'; known: baseline"),
-        (["--model", "vit_huge"], "unknown model preset 'vit_huge'; known: vit_tiny, vit_small, vit_base"),
+        (["--model", "vit_giant"], "unknown model preset 'vit_giant'; known: vit_tiny, vit_small, vit_base, vit_large"),
         (["--budget", "ten minutes"], "budget 'ten minutes' is not understood; allowed forms: '20s'"),
         (["--set", "learning_rate=0.1"], "--set: unknown key 'learning_rate'; allowed: dataset"),
         (["--set", "batch_size=big"], "--set: batch_size expects int, got 'big'"),

@@ -75,8 +75,8 @@ def test_yaml_config_loads(tmp_path):
 def test_invalid_values_are_refused():
     with pytest.raises(ConfigError, match="eval_every"):
         RunConfig(eval_every=0).resolve()
-    with pytest.raises(ConfigError, match="unknown model preset 'vit_huge'; known: vit_tiny"):
-        RunConfig(model="vit_huge").resolve()
+    with pytest.raises(ConfigError, match="unknown model preset 'vit_giant'; known: vit_tiny"):
+        RunConfig(model="vit_giant").resolve()
     with pytest.raises(ConfigError, match="arch must be one of joint, factorised"):
         RunConfig(arch="x").resolve()
     with pytest.raises(ConfigError, match="stride must be at least 1, or 0 for one frame per equal segment"):

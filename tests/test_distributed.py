@@ -17,7 +17,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, P
 
 from vtbench.datasets import build_dataset
 from vtbench.engine import results
-from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.engine.config import LATER_FIELDS, MethodSpec, RunConfig
 from vtbench.engine.distributed import World
 from vtbench.engine.evaluate import EvalData, evaluate
 from vtbench.engine.launch import _root_cause, launch, record_failure
@@ -110,9 +110,10 @@ def test_nproc_is_validated_and_leaves_a_one_process_run_id_as_it_was():
     with pytest.raises(ConfigError, match="nproc must be a whole number from 1"):
         RunConfig(nproc=0).resolve()
     config = RunConfig().resolve()
-    before = {k: v for k, v in config.to_dict().items() if k != "nproc"}  # how ids were made before nproc existed
+    before = {k: v for k, v in config.to_dict().items() if k not in LATER_FIELDS}  # ids before these settings
     assert config.run_id() == hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert RunConfig(nproc=2).resolve().run_id() != config.run_id()
+    assert RunConfig(compile=True).resolve().run_id() != config.run_id()
 
 
 def test_a_run_of_nproc_2_needs_two_processes(tmp_path):
@@ -197,3 +198,60 @@ def _workers(parent: int) -> list[int]:
             pids.append(int(entry.name))
     assert len(pids) == 2, pids
     return pids
+
+
+GRID_BASE = ("base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_every: 0.5,\n"
+             "       eval_sweep: [], model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")
+
+
+@pytest.mark.slow
+def test_a_grid_cell_of_two_processes_runs_and_is_found_done_again(tmp_path, capsys):
+    from vtbench.cli.main import main
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("study: ddp\nnproc_per_run: 2\n" + GRID_BASE + "methods: [[]]\nbudgets: [8steps]\n")
+    argv = ["grid", str(path), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0
+    (summary_path,) = (tmp_path / "out" / "ddp").glob("*/summary.json")
+    summary = results.read_json(summary_path)
+    assert summary["status"] == "completed" and summary["world_size"] == 2 and summary["steps"] == 8
+    assert main(argv) == 0 and "1 completed" in capsys.readouterr().err  # nothing is run twice
+
+
+def test_the_command_line_nproc_overrides_the_grids_and_slurm_refuses_such_cells(tmp_path, capsys):
+    from vtbench.cli.main import main
+    from vtbench.studies.grid import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("study: ddp\nnproc_per_run: 2\n" + GRID_BASE + "methods: [[]]\nbudgets: [8steps]\n")
+    assert load_grid(path).nproc == 2 and load_grid(path, nproc=4).nproc == 4
+    assert main(["grid", str(path), "--out", str(tmp_path / "out"), "--executor", "slurm"]) == 2
+    assert "nproc_per_run > 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_local_workers_each_get_their_group_of_gpus(monkeypatch):
+    from tqdm import tqdm
+
+    from vtbench.errors import VtbenchError
+    from vtbench.studies import executors
+
+    envs = []
+
+    class Started:
+        returncode = 0
+
+        def __init__(self, argv, env, stdout):
+            envs.append(env)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(executors.torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(executors.subprocess, "Popen", Started)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2,1,0")
+    bar = tqdm(disable=True)
+    assert executors.run_local(["grid"], 3, bar, lambda: 0, devices_per_worker=2) == [0, 0, 0]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["3,2", "1,0", "3,2"]
+    with pytest.raises(VtbenchError, match="a cell runs on 8 GPUs, and 4 are visible here"):
+        executors.run_local(["grid"], 1, bar, lambda: 0, devices_per_worker=8)

@@ -26,9 +26,13 @@ def _line(label: str, run_dir: Path) -> str:
 
 
 def run_grid(args) -> int:
-    grid = load_grid(args.config)
+    nproc = getattr(args, "nproc", None)
+    grid = load_grid(args.config, nproc)
     if args.workers < 1:
         raise VtbenchError(f"--workers must be at least 1, got {args.workers}")
+    if grid.nproc > 1 and args.executor == "slurm":
+        raise VtbenchError("cells of several processes (nproc_per_run > 1) run under --executor inline or local; "
+                           "the SLURM executor does not yet ask for several tasks per cell")
     folder = prepare_study(writable_folder(Path(args.out)), grid)
     bar = tqdm(total=len(grid.cells), initial=_finished(grid, folder), desc=grid.study, unit="cell",
                disable=args.no_progress)
@@ -65,5 +69,6 @@ def _run_slurm(args, grid: Grid, folder: Path, bar: tqdm) -> None:
 
 
 def _run_local(args, grid: Grid, folder: Path, bar: tqdm) -> None:
-    run_local(["grid", args.config, "--executor", "inline", "--out", args.out, "--no-progress"], args.workers, bar,
-              lambda: _finished(grid, folder))
+    nproc = ["--nproc", str(args.nproc)] if getattr(args, "nproc", None) else []
+    run_local(["grid", args.config, "--executor", "inline", "--out", args.out, "--no-progress", *nproc], args.workers,
+              bar, lambda: _finished(grid, folder), devices_per_worker=grid.nproc)

@@ -64,6 +64,7 @@ def _grid_parser(sub) -> None:
     p.add_argument("config", metavar="CONFIG.yaml")
     p.add_argument("--workers", type=int, default=1, help="worker processes for --executor local (default 1)")
     p.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline")
+    p.add_argument("--nproc", type=int, metavar="N", help="processes per cell (the YAML's nproc_per_run)")
     p.add_argument("--out", default="results", help="results folder; the study goes to OUT/<study>/")
     p.add_argument("--no-progress", action="store_true")
 
@@ -194,8 +195,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from vtbench.engine.distributed import launched_size
-    from vtbench.engine.launch import launch
-    from vtbench.engine.runner import execute
+    from vtbench.engine.launch import execute_or_launch
 
     config = build_config(args)
     launched = launched_size()  # > 1: torchrun or SLURM started this process as one rank of the run
@@ -207,10 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = writable_folder(Path(args.out))
     claim = _claim_run(out, config.run_id(), args.wait) if main_rank else None
     try:
-        if config.nproc > 1 and launched <= 1:
-            run_dir = launch(config, out, progress_bar=not args.no_progress)
-        else:
-            run_dir = execute(config, out, progress_bar=not args.no_progress)
+        run_dir = execute_or_launch(config, out, progress_bar=not args.no_progress)
     except VtbenchError:
         raise
     except Exception as err:  # the run recorded it (status failed) and stays resumable

@@ -22,6 +22,17 @@ class RankFailed(Exception):
     """A rank of a run ended with an error; the run's summary says which and why."""
 
 
+def execute_or_launch(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Path:
+    """Train `config` (resolved) here, or in `config.nproc` local processes when it asks for several and no
+    launcher started this process as one of them."""
+    from vtbench.engine.distributed import launched_size
+    from vtbench.engine.runner import execute
+
+    if config.nproc > 1 and launched_size() <= 1:
+        return launch(config, out, progress_bar)
+    return execute(config, out, progress_bar=progress_bar)
+
+
 def launch(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Path:
     """Train `config` (resolved, `nproc` > 1) in `config.nproc` local processes; returns the run directory."""
     run_dir = Path(out) / config.run_id()

@@ -30,12 +30,18 @@ def _follow(bar: tqdm, finished: Callable[[], int], running: Callable[[], bool],
     bar.update(finished() - seen)
 
 
-def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[[], int]) -> list[int]:
+def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[[], int],
+              devices_per_worker: int = 1) -> list[int]:
     """`workers` processes of `python -m vtbench.cli ARGUMENTS`, the worker's index in VTBENCH_WORKER: on GPUs
-    one per device (CUDA_VISIBLE_DEVICES), on a CPU each with its share of the cores. Returns their exit codes."""
+    each with its group of `devices_per_worker` devices (CUDA_VISIBLE_DEVICES; a cell of several processes runs one
+    on each), on a CPU each with its share of the cores. Returns their exit codes."""
     gpus = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the devices the user left us, by their own names
     devices = visible.split(",") if visible else [str(k) for k in range(gpus)]
+    groups = [devices[k:k + devices_per_worker] for k in range(0, len(devices) - devices_per_worker + 1,
+                                                                devices_per_worker)]
+    if gpus and not groups:
+        raise VtbenchError(f"a cell runs on {devices_per_worker} GPUs, and {len(devices)} are visible here")
     processes = []
     given = os.environ.get("VTBENCH_THREADS") or os.environ.get("OMP_NUM_THREADS") or ""
     threads = int(given) if given.isdigit() and int(given) >= 1 else max(1, cores_allowed() // workers)
@@ -45,7 +51,7 @@ def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[
     for index in range(workers):
         env = dict(os.environ, VTBENCH_WORKER=str(index))
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = devices[index % min(gpus, len(devices))]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[index % len(groups)])
         else:  # CPU workers share the cores instead of each starting a thread per core
             env.update(VTBENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
         processes.append(subprocess.Popen([sys.executable, "-m", "vtbench.cli", *arguments], env=env,

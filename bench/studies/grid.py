@@ -19,7 +19,7 @@ from vtbench.engine.config import RunConfig, apply, method_spec
 from vtbench.errors import ConfigError
 from vtbench.studies.folder import Claim, read_study_yaml, slurm_options, validate_methods
 
-KEYS = ("study", "base", "methods", "budgets", "seeds", "retries", "slurm")
+KEYS = ("study", "base", "methods", "budgets", "seeds", "retries", "slurm", "nproc_per_run")
 
 
 @dataclass
@@ -32,10 +32,19 @@ class Grid:
     labels: dict[str, str] = field(default_factory=dict)  # run_id -> "methods @ budget, seed"
     kind: ClassVar[str] = "grid"
 
+    @property
+    def nproc(self) -> int:
+        """The most processes a cell runs on (a local worker's group of GPUs)."""
+        return max(cell.nproc for cell in self.cells)
 
-def load_grid(path: str | Path) -> Grid:
+
+def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
+    """The grid of a YAML file; `nproc` (the command line's) overrides its `nproc_per_run`."""
     data, where, study, base_values = read_study_yaml(path, KEYS, "grid")
     base = apply(RunConfig(), base_values, where=f"{where}: base")
+    nproc = data.get("nproc_per_run") if nproc is None else nproc
+    if nproc is not None:
+        base = apply(base, {"nproc": nproc}, where=f"{where}: nproc_per_run")
     axes = {}
     for axis in ("methods", "budgets", "seeds"):
         values = data.get(axis, [base.methods] if axis == "methods" else [getattr(base, axis[:-1])])
@@ -88,7 +97,8 @@ def cell_status(folder: Path, run_id: str) -> tuple[str | None, int]:
 
 def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None) -> int:
     """Run every cell this worker can claim; returns how many it ran. Safe to run in many processes at once."""
-    from vtbench.engine.runner import FINAL_STATUSES, execute
+    from vtbench.engine.launch import execute_or_launch
+    from vtbench.engine.runner import FINAL_STATUSES
 
     ran = 0
     for cell in grid.cells:
@@ -104,7 +114,7 @@ def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None
             if status in FINAL_STATUSES or (status == "failed" and failed > grid.retries):
                 continue
             try:
-                execute(cell, folder, progress_bar=progress_bar)
+                execute_or_launch(cell, folder, progress_bar=progress_bar)
             except Exception as err:  # noqa: BLE001 - recorded by the run (status failed); the grid goes on
                 results.write_json(folder / run_id / "attempts.json",
                                    {"failed": failed + 1, "error": f"{type(err).__name__}: {err}"})
