@@ -76,31 +76,39 @@ def _failure(tmp_path, rank: int, exitcode: int, message: str | None, timestamp:
     return ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=exitcode, error_file=str(error_file))
 
 
-def test_the_root_cause_is_the_rank_that_failed_on_its_own(tmp_path):
-    waiting = "RuntimeError: [../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:61569"
+WAITING = "RuntimeError: [../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:61569"
+
+
+def test_the_root_cause_is_a_killed_rank_else_the_first_rank_that_failed_on_its_own(tmp_path):
     own = _failure(tmp_path, 1, 1, "TypeError: unsupported operand")
-    err = ChildFailedError("vtbench", {0: _failure(tmp_path, 0, 1, waiting), 1: own})
-    assert _root_cause(err)[0] == 1
+    launcher_saw = {0: _failure(tmp_path, 0, 1, WAITING), 1: own}
+    accounts = [{"rank": 0, "status": "failed", "error": WAITING, "time": 10.0},
+                {"rank": 1, "status": "oom", "error": "CUDA out of memory", "time": 10.5, "oom_shape": {"clips": 8}}]
+    assert _root_cause(ChildFailedError("vtbench", launcher_saw), accounts)["rank"] == 1
+    assert _root_cause(ChildFailedError("vtbench", launcher_saw), [])["rank"] == 1  # from the launcher's view
     killed = ProcessFailure(local_rank=2, pid=1002, exitcode=-signal.SIGKILL, error_file=str(tmp_path / "none"))
-    err = ChildFailedError("vtbench", {0: _failure(tmp_path, 0, 1, waiting), 1: own, 2: killed})
-    assert _root_cause(err)[0] == 2
+    cause = _root_cause(ChildFailedError("vtbench", {**launcher_saw, 2: killed}), accounts)
+    assert (cause["rank"], cause["error"]) == (2, "ended by signal SIGKILL")
 
 
 def test_a_failed_rank_is_recorded_in_the_summary_rank_0_wrote_or_alone(tmp_path):
     run_dir = tmp_path / "abc"
     began = time.time()
-    record_failure(run_dir, "rank 1 of 2: ended by signal SIGKILL", began, 2, None)
+    killed = {"rank": 1, "status": "failed", "error": "ended by signal SIGKILL"}
+    assert record_failure(run_dir, "rank 1 of 2: ended by signal SIGKILL", began, 2, killed) == "failed"
     alone = results.read_json(run_dir / "summary.json")
     assert alone == {"run_id": "abc", "world_size": 2, "status": "failed",
                      "error": "rank 1 of 2: ended by signal SIGKILL"}
     results.write_json(run_dir / "summary.json", {"status": "failed", "error": "rank 0 of 2: Connection closed",
                                                   "steps": 12, "traceback": "rank 0's wait"})
-    record_failure(run_dir, "rank 1 of 2: TypeError: x", began, 2, "Traceback of rank 1")
+    oom = {"rank": 1, "status": "oom", "error": "out of memory", "traceback": "Traceback of rank 1",
+           "oom_shape": {"clips": 8}, "oom_during": "training"}
+    assert record_failure(run_dir, "rank 1 of 2: out of memory", began, 2, oom) == "oom"
     kept = results.read_json(run_dir / "summary.json")
-    assert kept == {"status": "failed", "error": "rank 1 of 2: TypeError: x", "steps": 12,
-                    "traceback": "Traceback of rank 1"}
+    assert kept == {"status": "oom", "error": "rank 1 of 2: out of memory", "steps": 12,
+                    "traceback": "Traceback of rank 1", "oom_shape": {"clips": 8}, "oom_during": "training"}
     results.write_json(run_dir / "summary.json", {"status": "completed", "steps": 20})
-    record_failure(run_dir, "rank 1 of 2: on its way out", began, 2, None)
+    assert record_failure(run_dir, "rank 1 of 2: on its way out", began, 2, killed) == "completed"
     assert results.read_json(run_dir / "summary.json")["status"] == "completed"
 
 
@@ -255,3 +263,22 @@ def test_local_workers_each_get_their_group_of_gpus(monkeypatch):
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["3,2", "1,0", "3,2"]
     with pytest.raises(VtbenchError, match="a cell runs on 8 GPUs, and 4 are visible here"):
         executors.run_local(["grid"], 1, bar, lambda: 0, devices_per_worker=8)
+
+
+def test_tuning_with_trials_of_several_processes_is_refused_before_anything_runs(tmp_path):
+    from vtbench.studies.tune import load_tune
+
+    path = tmp_path / "tune.yaml"
+    path.write_text("study: t\nbase: {nproc: 2}\nbudget: 10steps\n"
+                    "methods: [{token_dropout: {keep: {float: [0.2, 1.0]}}}]\ntrials: 2\n")
+    with pytest.raises(ConfigError, match="base: nproc 2: a trial runs in one process"):
+        load_tune(path)
+
+
+def test_a_fixed_gpu_for_several_processes_is_refused(monkeypatch):
+    from vtbench.engine.distributed import rank_device
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="device cuda:1 names one GPU"):
+        rank_device(torch.device("cuda", 1))
+    assert rank_device(torch.device("cpu")) == torch.device("cpu")

@@ -26,6 +26,10 @@ def _line(label: str, run_dir: Path) -> str:
 
 
 def run_grid(args) -> int:
+    from vtbench.engine.distributed import launched_size
+
+    if launched_size() > 1:
+        raise VtbenchError("vtbench grid runs its cells' processes itself (nproc_per_run); start it without torchrun")
     nproc = getattr(args, "nproc", None)
     grid = load_grid(args.config, nproc)
     if args.workers < 1:

@@ -251,6 +251,9 @@ def _print_outcome(run_dir: Path) -> str:
     from vtbench.engine.results import SUMMARY, read_json
 
     s = read_json(run_dir / SUMMARY)
+    if "steps" not in s:  # a run of several processes whose rank 0 was stopped before it could write its figures
+        print(f"{s['status']}: {s.get('error')}", file=sys.stderr)
+        return s["status"]
     top1 = "n/a" if s.get("top1") is None else f"{s['top1']:.1f}%"
     print(f"{s['status']}: top-1 {top1} after {s['steps']} steps, {s['train_s']:.1f}s on the clock "
           f"(+{s['eval_s']:.1f}s evaluation), {s['samples']} clips", file=sys.stderr)

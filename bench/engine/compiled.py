@@ -10,8 +10,9 @@ own timings of the forward compilation and of the backward's, which inductor com
 `compiled_frames` and `recompiles` (frames compiled after the first step that compiled any), and evaluation's
 own compilation apart (`eval_compile_s`, `eval_compiled_frames`: off the clock). The first step of
 a new count runs eagerly under the FLOP counter (torch.compile does not trace under a dispatch mode), so a count
-compiles at its second step. A block that would compile more than RECOMPILE_LIMIT times fails the run with
-torch's error rather than falling back to eager code silently.
+compiles at its second step. The blocks share one compiled code (their call), whose cache holds an entry per
+token count and grad mode (training, evaluation): past RECOMPILE_LIMIT entries the run fails with torch's error
+rather than falling back to eager code silently.
 """
 
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import Block
 
-RECOMPILE_LIMIT = 64  # per block: far above the token counts any method here asks for
+RECOMPILE_LIMIT = 64  # entries of the blocks' compiled code: far above the token counts any method here asks for
 _TIMINGS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
 
 
@@ -30,6 +31,7 @@ def compile_blocks(model: torch.nn.Module, backend: str, limit: int = RECOMPILE_
     import torch._dynamo.config as dynamo
 
     dynamo.recompile_limit = limit
+    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * limit)
     dynamo.fail_on_recompile_limit_hit = True
     blocks = [m for m in model.modules() if isinstance(m, Block)]
     for block in blocks:

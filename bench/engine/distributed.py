@@ -35,9 +35,12 @@ def launched_size() -> int:
 
 def rank_device(device: torch.device) -> torch.device:
     """A launched process's own GPU: `cuda` becomes `cuda:LOCAL_RANK` (one GPU per process)."""
-    if device.type == "cuda" and device.index is None and launched_size() > 1:
+    if device.type == "cuda" and launched_size() > 1:
+        if device.index is not None:
+            raise ConfigError(f"device {device} names one GPU, and this run has several processes: give device "
+                              "'cuda' or 'auto' (each process takes the GPU of its local rank)")
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     return device
 

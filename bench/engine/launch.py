@@ -46,10 +46,11 @@ def launch(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Pat
     try:
         elastic_launch(spec, _rank)(config, str(out), progress_bar)
     except ChildFailedError as err:
-        rank, failure = _root_cause(err)
-        error = f"rank {rank} of {config.nproc}: {_reason(failure)}"
-        record_failure(run_dir, error, began, config.nproc, _traceback(failure))
-        raise RankFailed(error) from None
+        failure = _root_cause(err, _rank_accounts(run_dir, began))
+        error = f"rank {failure['rank']} of {config.nproc}: {failure['error']}"
+        if record_failure(run_dir, error, began, config.nproc, failure) == "failed":
+            raise RankFailed(error) from None
+        # an end of its own (oom, or rank 0 had ended the run before a rank failed on its way out): told as any run's
     finally:
         if saved is None:
             os.environ.pop("VTBENCH_THREADS", None)
@@ -65,19 +66,39 @@ def _rank(config: RunConfig, out: str, progress_bar: bool) -> None:
     execute(config, out, progress_bar=progress_bar)
 
 
-def _root_cause(err: ChildFailedError):
-    """The rank that failed first: one killed by a signal, else one with an error of its own, before those that
-    failed waiting on it (a closed connection, a timeout); the earliest, then the lowest rank."""
-    def order(item):
-        rank, failure = item
-        waiting = any(sign in _message(failure) for sign in WAITING)
-        return failure.exitcode >= 0, waiting, failure.timestamp, rank
+def _rank_accounts(run_dir: Path, since: float) -> list[dict]:
+    """The failed ranks' own accounts of this attempt (the runner writes one as a rank fails)."""
+    from vtbench.engine.runner import FAILURE_PREFIX
 
-    return min(err.failures.items(), key=order)
+    accounts = []
+    for path in run_dir.glob(f"{FAILURE_PREFIX}*.json"):
+        account = results.read_json(path)
+        path.unlink(missing_ok=True)
+        if account.get("time", 0) >= since:
+            accounts.append(account)
+    return accounts
+
+
+def _root_cause(err: ChildFailedError, accounts: list[dict]) -> dict:
+    """The rank that failed first: one killed by a signal (it could write nothing), else the earliest account of an
+    error of its own, before those of ranks that failed waiting on it (a closed connection, a timeout); else what
+    the launcher saw."""
+    killed = sorted(rank for rank, f in err.failures.items() if f.exitcode < 0)
+    if killed:
+        failure = err.failures[killed[0]]
+        return {"rank": killed[0], "status": "failed", "error": f"ended by signal {failure.signal_name()}"}
+    if accounts:
+        return min(accounts, key=lambda a: (_waiting(a["error"]), a["time"], a["rank"]))
+    rank, failure = min(err.failures.items(), key=lambda item: (_waiting(_message(item[1])), item[0]))
+    return {"rank": rank, "status": "failed", "error": _reason(failure), "traceback": _traceback(failure)}
 
 
 WAITING = ("Connection closed by peer", "Connection reset by peer", "DistBackendError", "DistNetworkError",
            "Timed out", "timed out")
+
+
+def _waiting(message: str) -> bool:
+    return any(sign in message for sign in WAITING)
 
 
 def _message(failure) -> str:
@@ -86,8 +107,6 @@ def _message(failure) -> str:
 
 
 def _reason(failure) -> str:
-    if failure.exitcode < 0:
-        return f"ended by signal {failure.signal_name()}"
     message = _message(failure)
     return message.splitlines()[0][:500] if message else f"exit code {failure.exitcode}"
 
@@ -97,17 +116,19 @@ def _traceback(failure) -> str | None:
     return message.get("extraInfo", {}).get("py_callstack") if isinstance(message, dict) else None
 
 
-def record_failure(run_dir: Path, error: str, since: float, world_size: int, trace: str | None) -> None:
-    """End the run as `failed` with `error` and the failed rank's traceback: rank 0's summary of this attempt
-    keeps its figures; without one (rank 0 was stopped first) a summary of the failure alone."""
+def record_failure(run_dir: Path, error: str, since: float, world_size: int, failure: dict) -> str:
+    """End the run with the failed rank's status (`failed`, or `oom` with its shape), `error` and traceback: rank
+    0's summary of this attempt keeps its figures; without one (rank 0 was stopped first) a summary of the failure
+    alone. A run that rank 0 ended before the failure (a rank failed on its way out) keeps its end. Returns the
+    status the run ends with."""
     path = run_dir / results.SUMMARY
     summary = results.read_json(path) if path.exists() and path.stat().st_mtime >= since else None
-    if summary is not None and summary.get("status") != "failed":
-        return  # rank 0 ended the run before the failure (a rank failed on its way out)
+    if summary is not None and summary.get("status") not in ("failed", "oom"):
+        return summary["status"]
     summary = summary or {"run_id": run_dir.name, "world_size": world_size}
-    summary.update(status="failed", error=error)
+    summary.update(status=failure.get("status", "failed"), error=error)
     summary.pop("traceback", None)  # rank 0's, of its wait on the rank that failed
-    if trace:
-        summary["traceback"] = trace
+    summary.update({k: failure[k] for k in ("traceback", "oom_shape", "oom_during") if failure.get(k)})
     run_dir.mkdir(parents=True, exist_ok=True)
     results.write_json(path, summary)
+    return summary["status"]

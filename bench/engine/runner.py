@@ -32,6 +32,7 @@ from vtbench.engine.steplog import StepLog
 from vtbench.errors import ConfigError
 
 FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
+FAILURE_PREFIX = "failure-rank"  # + rank + .json: a rank's own account of how it failed
 FLUSH_EVERY = 50  # steps between reading losses back from the device (one synchronisation each)
 
 
@@ -194,15 +195,27 @@ class Run:
         except torch.OutOfMemoryError as err:
             status, error = "oom", str(err).splitlines()[0]
             self.optimizer.zero_grad(set_to_none=True)  # free what the failed step held before measuring
+            if self.world.size > 1:  # the other ranks wait on this one: the launcher ends the run
+                self._rank_failed(status, error, traceback.format_exc())
+                raise
         except Exception as err:
             status, error = "failed", "".join(traceback.format_exception_only(err)).strip()
             if self.world.size > 1:
-                error = f"rank {self.world.rank}: {error}"
+                self._rank_failed(status, error, traceback.format_exc())
+                error = f"rank {self.world.rank} of {self.world.size}: {error}"
             self._finish(status, error, traceback.format_exc())
             raise
         finally:
             bar.close()
         self._finish(status, error)
+
+    def _rank_failed(self, status: str, error: str, trace: str) -> None:
+        """This rank's own account of its failure, for the launcher to find the rank that failed first."""
+        failure = {"rank": self.world.rank, "status": status, "error": error, "time": time.time(), "traceback": trace}
+        if status == "oom" and self.last_shape is not None:
+            failure.update(oom_shape=dict(self.last_shape._asdict()), oom_during=self.activity)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        results.write_json(self.dir / f"{FAILURE_PREFIX}{self.world.rank}.json", failure)
 
     def _agreed_state(self) -> tuple[float, bool]:
         """Progress now and whether a checkpoint is due, rank 0's on every rank (one small message a step), so that
@@ -313,7 +326,7 @@ class Run:
             with self.clock.off_clock("eval"), self.compiled.evaluating() if self.compiled else nullcontext():
                 self._flush()
                 window = {**self.measure.end_training_window(), **self.cpu.mark()}  # the window that ends here
-                self._evaluate(point, window)
+                self._evaluate(point, progress, window)
             self.next_eval += 1
             self._checkpoint()
             self.cpu.restart()
@@ -325,11 +338,11 @@ class Run:
         if self.on_eval is not None and row["setting"] == "default":
             self.on_eval(row["point"], row["top1"])
 
-    def _evaluate(self, point: float, window: dict[str, Any]) -> None:
+    def _evaluate(self, point: float, progress: float, window: dict[str, Any]) -> None:
         """The default setting, then (at the final point, or every point on request) the sweep, each after the
         methods' own evaluation selections."""
         used = self.clock.read()
-        progress = self.clock.fraction()
+        progress = progress if self.world.size > 1 else self.clock.fraction()  # several ranks: the agreed one
         chain = self.methods.selector(progress, training=False)
         settings = [("default", chain, None, None)]
         if self.config.eval_sweep_at == "every" or point == 1.0:
@@ -456,6 +469,8 @@ class Run:
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
             "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
             **self.measure.summary(), **self.cpu.summary(), "precision": self.precision,
+            # memory, energy and CPU figures are rank 0's own; time, FLOPs and samples are the run's
+            **({"measured_on": f"rank 0 of {self.world.size}"} if self.world.size > 1 else {}),
             **self.methods.summary(), **(self.compiled.summary() if self.compiled else {}),
         }
         peak, source = mfu.device_peak(self.device, self.precision)

@@ -86,6 +86,9 @@ def load_tune(path: str | Path) -> Tune:
     if "budget" in data:
         base_values = {**base_values, "budget": data["budget"]}
     base = apply(RunConfig(), base_values, where=f"{where}: base")
+    if base.nproc > 1:
+        raise ConfigError(f"{where}: base: nproc {base.nproc}: a trial runs in one process (its pruner follows the "
+                          "run's evaluations from the same process); tune with nproc 1 or run the grid")
     space = parse_space(data.get("methods"), where)
     objectives = data.get("objective", "top1")
     objectives = objectives if isinstance(objectives, list) else [objectives]
