@@ -181,11 +181,13 @@ class SyntheticVideos:
         size: int,
         stride: int | Sequence[int],
         training: bool,
+        advance: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Render clips of the given videos: video float32 (B, 3, frames, size, size), normalised to roughly
         zero mean and unit variance, and labels int64 (B,). `stride` is one int or one per clip; stride 0 asks
         for segment (TSN-style) sampling: one frame per equal segment of the whole video, at a random place in
-        its segment in training and at its centre otherwise."""
+        its segment in training and at its centre otherwise. `advance` (where the next batch starts, relative to
+        this one) matters only to data sets that read ahead; rendering reads nothing ahead."""
         indices = self._checked(indices)
         if not indices:
             raise ValueError("indices is empty")

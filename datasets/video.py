@@ -176,9 +176,12 @@ class VideoDataset:
     def labels(self, indices) -> torch.Tensor:
         return torch.tensor([self.videos[self._video(int(i))][1] for i in indices], dtype=torch.int64)
 
-    def batch(self, indices, frames: int, size: int, stride, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, indices, frames: int, size: int, stride, training: bool,
+              advance: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Clips (B, 3, T, S, S) normalised float32 and labels (B,); in evaluation with several views
-        (B, V, 3, T, S, S). stride: one int, one per clip, or 0 for segment sampling."""
+        (B, V, 3, T, S, S). stride: one int, one per clip, or 0 for segment sampling. `advance`: how far the next
+        training batch starts from this one (default: right after it; a process that takes its part of every
+        batch of a run on several processes gives the whole batch), for the decoding workers to read ahead."""
         indices = [int(i) for i in indices]
         if not indices:
             raise ValueError("indices is empty")
@@ -186,7 +189,8 @@ class VideoDataset:
         key = (tuple(indices), frames, size, tuple(strides), training)
         clips, labels = self._take(key)
         if self.workers and training:  # decode the next batch of the same shape while the model trains
-            following = (tuple(i + len(indices) for i in indices), frames, size, tuple(strides), training)
+            step = advance or len(indices)
+            following = (tuple(i + step for i in indices), frames, size, tuple(strides), training)
             self._ahead = (following, self._submit(following))
         if not clips:  # every clip of an evaluation batch was unreadable
             views = self.views[0] * self.views[1]

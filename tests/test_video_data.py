@@ -348,6 +348,19 @@ def test_decoding_workers_give_the_same_clips(tmp_path):
         assert torch.equal(a, b) and torch.equal(la, lb)
 
 
+
+def test_the_workers_read_ahead_where_the_next_batch_starts(tmp_path):
+    """One process's batches follow one another; a rank of a run on several processes takes its part of every
+    batch, so its next part starts a whole batch later (`advance`)."""
+    root = folder_layout(tmp_path / "f")
+    data = build_dataset(f"folder:{root}", "train", seed=0, workers=1)
+    data.batch([0, 1], 4, 16, 2, training=True)
+    assert data._ahead[0][0] == (2, 3)
+    data.batch([4, 5], 4, 16, 2, training=True, advance=4)  # rank 1's half of a batch of 4 clips
+    assert data._ahead[0][0] == (8, 9)
+    data.close()
+
+
 # ---- the cache ----------------------------------------------------------------------------------------------
 
 

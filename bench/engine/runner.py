@@ -296,7 +296,8 @@ class Run:
             stride = rng.integers(stride[0], stride[1] + 1, size=shape.clips).tolist()
         part = self.world.part(shape.clips)
         indices, stride = indices[part], stride[part] if isinstance(stride, list) else stride
-        video, labels = self.train_data.batch(indices, shape.frames, shape.size, stride, training=True)
+        video, labels = self.train_data.batch(indices, shape.frames, shape.size, stride, training=True,
+                                              advance=shape.clips)
         return video.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
     def _flush(self) -> None:
