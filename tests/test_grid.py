@@ -150,6 +150,22 @@ def test_the_slurm_executor_runs_an_array_of_claiming_workers(tmp_path, monkeypa
     assert result.returncode == 0, result.stderr
     assert "submitted 2 workers" in result.stderr
     assert sorted(_log(tmp_path / "out" / "s")) == sorted(c.run_id() for c in load_grid(path).cells)
+    again = subprocess.run(_grid_command(path, tmp_path / "out", "--executor", "slurm", "--workers", "2"),
+                           capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "submitted" not in again.stderr and "every cell has ended: no worker started" in again.stderr
+
+
+def test_threads_follow_the_cpus_slurm_gave_the_task(monkeypatch):
+    from vtbench.engine.cpu import cores_allowed, threads_for_run
+
+    for name in ("VTBENCH_THREADS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        monkeypatch.delenv(name, raising=False)
+    assert threads_for_run() == cores_allowed()
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert threads_for_run() == 1
+    monkeypatch.setenv("VTBENCH_THREADS", "3")  # a launcher's division of the allocation comes first
+    assert threads_for_run() == 3
 
 
 def test_unknown_slurm_options_are_named(tmp_path):

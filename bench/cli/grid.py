@@ -9,7 +9,7 @@ from vtbench.engine import results
 from vtbench.errors import VtbenchError
 from vtbench.studies.executors import run_local, run_slurm
 from vtbench.studies.folder import prepare_study, writable_folder
-from vtbench.studies.grid import Grid, cell_status, load_grid, run_worker
+from vtbench.studies.grid import Grid, cell_status, cells_left, load_grid, run_worker
 
 
 def _finished(grid: Grid, folder: Path) -> int:
@@ -40,7 +40,9 @@ def run_grid(args) -> int:
     folder = prepare_study(writable_folder(Path(args.out)), grid)
     bar = tqdm(total=len(grid.cells), initial=_finished(grid, folder), desc=grid.study, unit="cell",
                disable=args.no_progress)
-    if args.executor == "inline":
+    if args.executor != "inline" and not cells_left(grid, folder):
+        print("every cell has ended: no worker started", file=sys.stderr)
+    elif args.executor == "inline":
         def done(run_id, label, run_dir):
             bar.update(1)
             bar.write(_line(label, run_dir))

@@ -62,7 +62,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def _grid_parser(sub) -> None:
     p = sub.add_parser("grid", help="run a whole ablation grid; run it again to resume after any crash")
     p.add_argument("config", metavar="CONFIG.yaml")
-    p.add_argument("--workers", type=int, default=1, help="worker processes for --executor local (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (--executor local) or SLURM array tasks (--executor slurm); default 1")
     p.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline")
     p.add_argument("--nproc", type=int, metavar="N", help="processes per cell (the YAML's nproc_per_run)")
     p.add_argument("--out", default="results", help="results folder; the study goes to OUT/<study>/")

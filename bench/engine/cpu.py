@@ -9,7 +9,7 @@ the process used against what its threads could have used.
 
 Threads: a run uses as many torch threads as the cores it may run on (`os.sched_getaffinity`), or
 `VTBENCH_THREADS` when a launcher has divided the machine between several runs (the local executors do), or the
-user's `OMP_NUM_THREADS`.
+user's `OMP_NUM_THREADS`, or SLURM's `SLURM_CPUS_PER_TASK`.
 """
 
 import os
@@ -30,9 +30,10 @@ def cores_allowed() -> int:
 
 
 def threads_for_run() -> int:
-    """VTBENCH_THREADS if a launcher set it, else OMP_NUM_THREADS if the user did, else one thread per core this
-    process may use."""
-    for name in ("VTBENCH_THREADS", "OMP_NUM_THREADS"):
+    """VTBENCH_THREADS if a launcher set it, else OMP_NUM_THREADS if the user did, else the CPUs SLURM gave the
+    task (SLURM_CPUS_PER_TASK: without a task affinity plugin the process may run on every core of the node),
+    else one thread per core this process may use."""
+    for name in ("VTBENCH_THREADS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         given = os.environ.get(name, "")
         if given.isdigit() and int(given) >= 1:
             return int(given)

@@ -95,6 +95,18 @@ def cell_status(folder: Path, run_id: str) -> tuple[str | None, int]:
     return status, attempts
 
 
+def cells_left(grid: Grid, folder: Path) -> list[RunConfig]:
+    """The cells a worker would still run: not ended, and not failed more often than the grid retries."""
+    from vtbench.engine.runner import FINAL_STATUSES
+
+    left = []
+    for cell in grid.cells:
+        status, failed = cell_status(folder, cell.run_id())
+        if not (status in FINAL_STATUSES or (status == "failed" and failed > grid.retries)):
+            left.append(cell)
+    return left
+
+
 def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None) -> int:
     """Run every cell this worker can claim; returns how many it ran. Safe to run in many processes at once."""
     from vtbench.engine.launch import execute_or_launch
