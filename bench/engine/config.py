@@ -67,7 +67,7 @@ class RunConfig:
     checkpoint_every: float = 300.0  # wall seconds between checkpoints (one is also written at each evaluation)
     # where it runs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    compile: bool = False  # torch.compile the training step (compilation on the clock, reported as compile_s)
+    compile: bool = False  # torch.compile each transformer block (compilation on the clock, reported as compile_s)
     compile_backend: str = "inductor"  # torch.compile's backend (torch._dynamo.list_backends(exclude_tags=()))
     nproc: int = 1  # processes that carry the run together (torch.distributed DDP); batch_size stays the global batch
     monitor_interval: float = 0.1  # seconds between NVML samples on a GPU

@@ -49,8 +49,6 @@ def rank_device(device: torch.device) -> torch.device:
 class World:
     rank: int = 0
     size: int = 1
-    local_rank: int = 0
-    local_size: int = 1
     control: Any = None  # the gloo group of what ranks agree on
     joined: bool = False  # this World initialised the process group (and destroys it in `leave`)
 
@@ -60,16 +58,13 @@ class World:
         size = launched_size()
         if size <= 1:
             return cls()
-        env = os.environ
-        rank, local_rank = int(env["RANK"]), int(env.get("LOCAL_RANK", 0))
-        local_size = int(env.get("LOCAL_WORLD_SIZE", size))
         joined = not dist.is_initialized()
         if joined:
             backend = "nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend, timeout=TIMEOUT,
                                     device_id=device if device.type == "cuda" else None)
         control = dist.new_group(backend="gloo", timeout=TIMEOUT)
-        return cls(rank, size, local_rank, local_size, control, joined)
+        return cls(int(os.environ["RANK"]), size, control, joined)
 
     @property
     def main(self) -> bool:

@@ -437,8 +437,6 @@ class Run:
             self._restore(checkpoint)
 
     def _write_tables(self) -> None:
-        if not self.world.main:
-            return
         if self.log.rows:
             results.write_parquet(self.dir / results.STEPS, self.log.rows)
         if self.eval_rows:

@@ -95,35 +95,35 @@ def cell_status(folder: Path, run_id: str) -> tuple[str | None, int]:
     return status, attempts
 
 
-def cells_left(grid: Grid, folder: Path) -> list[RunConfig]:
-    """The cells a worker would still run: not ended, and not failed more often than the grid retries."""
+def _left(grid: Grid, folder: Path, run_id: str) -> tuple[bool, int]:
+    """Whether a worker would still run the cell (not ended, not failed more often than the grid retries), and
+    how often it failed."""
     from vtbench.engine.runner import FINAL_STATUSES
 
-    left = []
-    for cell in grid.cells:
-        status, failed = cell_status(folder, cell.run_id())
-        if not (status in FINAL_STATUSES or (status == "failed" and failed > grid.retries)):
-            left.append(cell)
-    return left
+    status, failed = cell_status(folder, run_id)
+    return not (status in FINAL_STATUSES or (status == "failed" and failed > grid.retries)), failed
+
+
+def cells_left(grid: Grid, folder: Path) -> list[RunConfig]:
+    """The cells a worker would still run."""
+    return [cell for cell in grid.cells if _left(grid, folder, cell.run_id())[0]]
 
 
 def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None) -> int:
     """Run every cell this worker can claim; returns how many it ran. Safe to run in many processes at once."""
     from vtbench.engine.launch import execute_or_launch
-    from vtbench.engine.runner import FINAL_STATUSES
 
     ran = 0
     for cell in grid.cells:
         run_id = cell.run_id()
-        status, failed = cell_status(folder, run_id)
-        if status in FINAL_STATUSES or (status == "failed" and failed > grid.retries):
+        if not _left(grid, folder, run_id)[0]:
             continue
         claim = Claim.take(folder / f"{run_id}.claim")
         if claim is None:
             continue
         try:
-            status, failed = cell_status(folder, run_id)  # another worker may have finished it meanwhile
-            if status in FINAL_STATUSES or (status == "failed" and failed > grid.retries):
+            left, failed = _left(grid, folder, run_id)  # another worker may have finished it meanwhile
+            if not left:
                 continue
             try:
                 execute_or_launch(cell, folder, progress_bar=progress_bar)
