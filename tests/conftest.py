@@ -46,3 +46,20 @@ def postgres_url(postgres_server, request):
     from postgres import create_database
 
     return create_database(postgres_server, "t_" + request.node.name.lower()[:40].replace("[", "_").replace("]", ""))
+
+
+@pytest.fixture(scope="session")
+def slurm_env():
+    """The environment (SLURM_CONF) of a throw-away single-node SLURM without accounting, started here."""
+    from slurm import Cluster, Unavailable
+
+    pytest.importorskip("submitit")
+    try:
+        cluster = Cluster()
+        env = cluster.start()
+    except Unavailable as err:
+        pytest.skip(f"SLURM cannot be started here: {err}")
+    try:
+        yield env
+    finally:
+        cluster.stop()

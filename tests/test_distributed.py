@@ -227,15 +227,17 @@ def test_a_grid_cell_of_two_processes_runs_and_is_found_done_again(tmp_path, cap
     assert main(argv) == 0 and "1 completed" in capsys.readouterr().err  # nothing is run twice
 
 
-def test_the_command_line_nproc_overrides_the_grids_and_slurm_refuses_such_cells(tmp_path, capsys):
+def test_the_command_line_nproc_overrides_the_grids_and_slurm_refuses_mixed_cells(tmp_path, capsys):
     from vtbench.cli.main import main
     from vtbench.studies.grid import load_grid
 
     path = tmp_path / "grid.yaml"
-    path.write_text("study: ddp\nnproc_per_run: 2\n" + GRID_BASE + "methods: [[]]\nbudgets: [8steps]\n")
-    assert load_grid(path).nproc == 2 and load_grid(path, nproc=4).nproc == 4
+    path.write_text("study: ddp\nnproc_per_run: 2\n" + GRID_BASE + "methods: [[], {methods: [], set: {nproc: 1, "
+                    "lr: 0.001}}]\nbudgets: [8steps]\n")
+    assert [c.nproc for c in load_grid(path).cells] == [2, 1]  # a cell's own setting over the grid's
+    assert [c.nproc for c in load_grid(path, nproc=4).cells] == [4, 4]  # the command line's over both
     assert main(["grid", str(path), "--out", str(tmp_path / "out"), "--executor", "slurm"]) == 2
-    assert "nproc_per_run > 1" in capsys.readouterr().err
+    assert "every cell runs on the same number of processes" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

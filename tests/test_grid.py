@@ -140,22 +140,6 @@ def test_a_method_entry_may_carry_its_own_run_settings(tmp_path):
     assert list(grid.labels.values())[1] == "frozen_spatial (factorised) @ 60s, seed 0"
 
 
-def test_the_slurm_executor_runs_an_array_of_claiming_workers(tmp_path, monkeypatch):
-    pytest.importorskip("submitit")
-    path = _write(tmp_path, "study: s\n" + BASE + "methods: [[], [pss]]\nbudgets: [10steps, 20steps]\n"
-                  "slurm: {partition: gpu, time_min: 30, gpus_per_task: 1}\n")
-    env = dict(os.environ, VTBENCH_SUBMITIT_CLUSTER="local")
-    result = subprocess.run(_grid_command(path, tmp_path / "out", "--executor", "slurm", "--workers", "2"),
-                            capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr
-    assert "submitted 2 workers" in result.stderr
-    assert sorted(_log(tmp_path / "out" / "s")) == sorted(c.run_id() for c in load_grid(path).cells)
-    again = subprocess.run(_grid_command(path, tmp_path / "out", "--executor", "slurm", "--workers", "2"),
-                           capture_output=True, text=True, env=env)
-    assert again.returncode == 0, again.stderr
-    assert "submitted" not in again.stderr and "every cell has ended: no worker started" in again.stderr
-
-
 def test_threads_follow_the_cpus_slurm_gave_the_task(monkeypatch):
     from vtbench.engine.cpu import cores_allowed, threads_for_run
 

@@ -1,5 +1,6 @@
 """`vtbench grid`: executors around `vtbench.studies.grid.run_worker`, with a progress bar over cells."""
 
+import signal
 import sys
 from pathlib import Path
 
@@ -34,9 +35,11 @@ def run_grid(args) -> int:
     grid = load_grid(args.config, nproc)
     if args.workers < 1:
         raise VtbenchError(f"--workers must be at least 1, got {args.workers}")
-    if grid.nproc > 1 and args.executor == "slurm":
-        raise VtbenchError("cells of several processes (nproc_per_run > 1) run under --executor inline or local; "
-                           "the SLURM executor does not yet ask for several tasks per cell")
+    if args.executor == "slurm" and len({cell.nproc for cell in grid.cells}) > 1:
+        counts = sorted({cell.nproc for cell in grid.cells})
+        raise VtbenchError(f"{grid.source}: under --executor slurm every cell runs on the same number of processes "
+                           f"(one SLURM job of that many tasks per worker); these cells ask for {counts}: run them "
+                           "as separate grids")
     folder = prepare_study(writable_folder(Path(args.out)), grid)
     bar = tqdm(total=len(grid.cells), initial=_finished(grid, folder), desc=grid.study, unit="cell",
                disable=args.no_progress)
@@ -62,16 +65,33 @@ def run_grid(args) -> int:
     return 0 if counts.get("completed", 0) == len(grid.cells) else 1
 
 
-def slurm_worker(config: str, out: str) -> int:
-    """One array task: the same claim loop as a local worker, on whatever node SLURM gave it."""
-    grid = load_grid(config)
-    return run_worker(grid, prepare_study(Path(out), grid), progress_bar=False)
+def slurm_worker(config: str, out: str, nproc: int | None = None) -> int:
+    """One array job: the same claim loop as a local worker, on whatever nodes SLURM gave it; a job of several
+    tasks runs each cell on all of them (one process per task)."""
+    from vtbench.engine.distributed import World
+    from vtbench.engine.runner import Stopped, request_stop
+
+    # scancel, preemption and the time limit's warning (submitit asks for SIGUSR2) stop the cell at its next step
+    # with a checkpoint, instead of the SIGKILL that follows losing what it trained since the last one
+    for signum in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(signum, request_stop)
+    grid = load_grid(config, nproc)
+    world = World.join_slurm_job() if grid.nproc > 1 else None
+    try:
+        return run_worker(grid, prepare_study(Path(out), grid), progress_bar=False, world=world)
+    except Stopped as stop:
+        print(f"vtbench: worker stopped by a signal: {stop}", file=sys.stderr)
+        return 0
+    finally:
+        if world is not None:
+            world.leave()
 
 
 def _run_slurm(args, grid: Grid, folder: Path, bar: tqdm) -> None:
     config, out = str(Path(args.config).resolve()), str(Path(args.out).resolve())
-    run_slurm(slurm_worker, [(config, out)] * args.workers, folder, grid.slurm, args.workers, bar,
-              lambda: _finished(grid, folder))
+    nproc = getattr(args, "nproc", None)
+    run_slurm(slurm_worker, [(config, out, nproc)] * args.workers, folder, grid.slurm, args.workers, bar,
+              lambda: _finished(grid, folder), tasks=grid.nproc)
 
 
 def _run_local(args, grid: Grid, folder: Path, bar: tqdm) -> None:

@@ -39,7 +39,10 @@ def rank_device(device: torch.device) -> torch.device:
         if device.index is not None:
             raise ConfigError(f"device {device} names one GPU, and this run has several processes: give device "
                               "'cuda' or 'auto' (each process takes the GPU of its local rank)")
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        # the launcher left this process every GPU of the node (take the local rank's), or only its own (SLURM's
+        # --gpus-per-task binding): then it is the first visible
+        device = torch.device("cuda", local_rank if torch.cuda.device_count() > local_rank else 0)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     return device
@@ -103,9 +106,27 @@ class World:
         dist.all_gather_object(gathered, value, group=self.control)
         return gathered
 
+    @classmethod
+    def join_slurm_job(cls) -> "World":
+        """The tasks of the SLURM job this process is one of, as one group for as long as the job lives (a grid
+        worker whose cells each run on all its tasks): submitit's environment gives the ranks and the first node's
+        address. The default group carries CPU tensors by gloo and CUDA tensors by NCCL, so that each run's
+        DDP and control messages can use it."""
+        from submitit.helpers import TorchDistributedEnvironment
+
+        environment = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        if environment.world_size <= 1:
+            return cls()
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
+        return cls(environment.rank, environment.world_size, dist.new_group(backend="gloo", timeout=TIMEOUT), True)
+
     def leave(self) -> None:
-        if self.joined and dist.is_initialized():
+        if not dist.is_initialized():
+            return
+        if self.joined:
             dist.destroy_process_group()
+        elif self.control is not None:  # a run inside a longer-lived group: its own messages' group goes
+            dist.destroy_process_group(self.control)
 
 
 class _StepLoss(nn.Module):

@@ -88,9 +88,27 @@ def _root_cause(err: ChildFailedError, accounts: list[dict]) -> dict:
         failure = err.failures[killed[0]]
         return {"rank": killed[0], "status": "failed", "error": f"ended by signal {failure.signal_name()}"}
     if accounts:
-        return min(accounts, key=lambda a: (_waiting(a["error"]), a["time"], a["rank"]))
+        return _first(accounts)
     rank, failure = min(err.failures.items(), key=lambda item: (_waiting(_message(item[1])), item[0]))
     return {"rank": rank, "status": "failed", "error": _reason(failure), "traceback": _traceback(failure)}
+
+
+def _first(accounts: list[dict]) -> dict:
+    return min(accounts, key=lambda a: (_waiting(a["error"]), a["time"], a["rank"]))
+
+
+def settle_failure(run_dir: Path, since: float, world_size: int) -> str | None:
+    """End a run whose ranks another launcher started (SLURM) with the rank that failed first, from the ranks' own
+    accounts, once the run has failed on rank 0 too; returns the error it ends with (None: no account found)."""
+    accounts = _rank_accounts(run_dir, since)
+    if not accounts:
+        return None
+    failure = _first(accounts)
+    error = f"rank {failure['rank']} of {world_size}: {failure['error']}"
+    if _waiting(failure["error"]):  # every account is of a wait: the rank that failed first could write none
+        error = f"a rank ended without an account (killed?); {error}"
+    record_failure(run_dir, error, since, world_size, failure)
+    return error
 
 
 WAITING = ("Connection closed by peer", "Connection reset by peer", "DistBackendError", "DistNetworkError",

@@ -9,6 +9,7 @@ returns at once when it has already ended.
 import json
 import math
 import random
+import threading
 import time
 import traceback
 from contextlib import nullcontext
@@ -42,6 +43,19 @@ class Diverged(Exception):
 
 class Pruned(Exception):
     """Raised by an `on_eval` callback to stop a run early (a tuner's pruner); the run ends as `pruned`."""
+
+
+class Stopped(BaseException):
+    """A run asked to stop (`request_stop`, a scheduler's SIGTERM) saved its place and left: not ended, so
+    rerunning resumes it. A BaseException, so that no handler of failures records it as one."""
+
+
+_stop_requested = threading.Event()
+
+
+def request_stop(signum: int | None = None, frame=None) -> None:
+    """Ask the run in this process to checkpoint and stop at its next step (usable as a signal handler)."""
+    _stop_requested.set()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -175,9 +189,12 @@ class Run:
             self.cpu.restart()
             self.clock.start()
             while True:
-                progress, checkpoint_due = self._agreed_state()
+                progress, checkpoint_due, stop = self._agreed_state()
                 if progress >= 1:
                     break
+                if stop:
+                    self._checkpoint()
+                    raise Stopped(f"stopped at step {self.clock.used.steps} as asked; rerun to resume")
                 if not self._evaluate_due(progress) and checkpoint_due:  # an evaluation writes a checkpoint
                     self._checkpoint()
                 self._step(progress)
@@ -217,18 +234,19 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         results.write_json(self.dir / f"{FAILURE_PREFIX}{self.world.rank}.json", failure)
 
-    def _agreed_state(self) -> tuple[float, bool]:
-        """Progress now and whether a checkpoint is due, rank 0's on every rank (one small message a step), so that
-        every rank takes the same decisions. On CUDA synchronised only where it matters: near the end of a time
-        budget."""
+    def _agreed_state(self) -> tuple[float, bool, bool]:
+        """Progress now, whether a checkpoint is due and whether the run was asked to stop, rank 0's on every rank
+        (one small message a step), so that every rank takes the same decisions. On CUDA synchronised only where it
+        matters: near the end of a time budget."""
         progress = self.clock.progress()
         if self.budget.unit == "s" and progress > 0.98:
             progress = self.clock.progress(sync=True)
         due = time.monotonic() - self.last_checkpoint > self.config.checkpoint_every
+        stop = _stop_requested.is_set()
         if self.world.size > 1:
-            self.clock.used.s, agreed_due = self.world.agree([self.clock.used.s, float(due)])
-            progress, due = self.clock.fraction(), agreed_due > 0
-        return progress, due
+            self.clock.used.s, agreed_due, agreed_stop = self.world.agree([self.clock.used.s, float(due), float(stop)])
+            progress, due, stop = self.clock.fraction(), agreed_due > 0, agreed_stop > 0
+        return progress, due, stop
 
     def _step(self, progress: float) -> None:
         config, used = self.config, self.clock.used

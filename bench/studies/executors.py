@@ -61,23 +61,69 @@ def run_local(arguments: list[str], workers: int, bar: tqdm, finished: Callable[
 
 
 def run_slurm(function: Callable, arguments: list[list], folder: Path, options: dict, parallel: int, bar: tqdm,
-              finished: Callable[[], int]) -> None:
-    """An array of SLURM tasks, `function(*arguments[i])` each, through submitit; waits for them."""
+              finished: Callable[[], int], tasks: int = 1) -> None:
+    """An array of SLURM jobs, `function(*arguments[i])` each, through submitit; waits for them. A job of `tasks`
+    tasks (a run of several processes) runs the function in each task, `nodes` of them sharing the tasks out.
+
+    A job counts as ended once `squeue` no longer lists it, so waiting needs no accounting (`sacct`, which
+    submitit's own wait needs: without it, a cancelled job would be waited for forever)."""
     try:
         import submitit
     except ImportError:
         raise VtbenchError("--executor slurm needs submitit: pip install 'vtbench[slurm]'") from None
+    nodes = options.get("nodes", 1)
+    if tasks % nodes:
+        raise VtbenchError(f"slurm: nodes {nodes} does not divide the {tasks} processes of a cell (nproc_per_run)")
     cluster = os.environ.get("VTBENCH_SUBMITIT_CLUSTER")  # "local" runs the array as local processes (tests)
     executor = submitit.AutoExecutor(folder=folder / "slurm", cluster=cluster)
-    parameters = {"timeout_min": options.get("time_min", 24 * 60), "slurm_array_parallelism": parallel}
+    parameters = {"timeout_min": options.get("time_min", 24 * 60), "slurm_array_parallelism": parallel,
+                  "nodes": nodes, "tasks_per_node": tasks // nodes}
     parameters.update({SLURM_OPTIONS[k]: v for k, v in options.items() if k in SLURM_OPTIONS})
     if executor.cluster != "slurm":  # submitit's local executor takes only the portable options
-        parameters = {"timeout_min": parameters["timeout_min"]}
+        parameters = {k: parameters[k] for k in ("timeout_min", "nodes", "tasks_per_node")}
     executor.update_parameters(**parameters)
     jobs = executor.map_array(function, *zip(*arguments, strict=True))
     print(f"submitted {len(jobs)} workers: {', '.join(j.job_id for j in jobs)} (logs in {folder / 'slurm'})",
           file=sys.stderr)
-    _follow(bar, finished, lambda: not all(j.done() for j in jobs), 2.0)
-    for job in jobs:
-        if job.state not in ("COMPLETED", "FINISHED") and job.exception() is not None:
-            print(f"worker {job.job_id} failed: {job.exception()}", file=sys.stderr)
+    if executor.cluster == "slurm":
+        queue = Queue({j.job_id.split("_")[0] for j in jobs})
+        _follow(bar, finished, queue.holds_any, 2.0)
+    else:
+        _follow(bar, finished, lambda: not all(j.done() for j in jobs), 2.0)
+    for line in (line for job in jobs for line in _outcome(job)):
+        print(line, file=sys.stderr)
+
+
+class Queue:
+    """Whether SLURM still holds any job of some arrays (pending, running or completing), from `squeue`."""
+
+    def __init__(self, arrays: set[str]):
+        self.arrays = arrays
+
+    def holds_any(self) -> bool:
+        command = ["squeue", "--noheader", "--array", "--format=%i", "--jobs=" + ",".join(sorted(self.arrays))]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            print(f"squeue: {err}; asking again", file=sys.stderr)
+            return True
+        if result.returncode:
+            if "Invalid job id" in result.stderr:  # every job ended long enough ago that SLURM forgot it
+                return False
+            print(f"squeue failed: {result.stderr.strip()[:200]}; asking again", file=sys.stderr)
+            return True  # the controller may be busy or restarting: its jobs may still run
+        return any(line.split("_")[0] in self.arrays for line in result.stdout.split())
+
+
+def _outcome(job) -> list[str]:
+    """What became of a job that has left the queue, one line per task that failed."""
+    tasks = [job.task(k) for k in range(job.num_tasks)] if job.num_tasks > 1 else [job]
+    lines = []
+    for task in tasks:
+        name = job.job_id + (f" task {task.task_id}" if job.num_tasks > 1 else "")
+        if not task.paths.result_pickle.exists():  # killed, cancelled or out of time before it could return
+            lines.append(f"worker {name} ended without a result (cancelled, out of time or killed); its log: "
+                         f"{task.paths.stderr}")
+        elif task.exception() is not None:
+            lines.append(f"worker {name} failed; its log: {task.paths.stderr}")
+    return lines

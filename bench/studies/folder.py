@@ -18,7 +18,7 @@ from vtbench.engine import results
 from vtbench.engine.config import RunConfig, load_yaml
 from vtbench.errors import ConfigError
 
-SLURM_KEYS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb", "account", "qos")
+SLURM_KEYS = ("partition", "time_min", "nodes", "gpus_per_task", "cpus_per_task", "mem_gb", "account", "qos")
 FORMAT = 1  # of a study folder; bump when runs of an older vtbench can no longer be read
 STALE_S = 120.0  # a claim whose heartbeat is older than this is taken over (other hosts)
 HEARTBEAT_S = 20.0

@@ -42,9 +42,9 @@ def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
     """The grid of a YAML file; `nproc` (the command line's) overrides its `nproc_per_run`."""
     data, where, study, base_values = read_study_yaml(path, KEYS, "grid")
     base = apply(RunConfig(), base_values, where=f"{where}: base")
-    nproc = data.get("nproc_per_run") if nproc is None else nproc
-    if nproc is not None:
-        base = apply(base, {"nproc": nproc}, where=f"{where}: nproc_per_run")
+    if data.get("nproc_per_run") is not None:
+        base = apply(base, {"nproc": data["nproc_per_run"]}, where=f"{where}: nproc_per_run")
+    forced = {} if nproc is None else {"nproc": nproc}  # the command line's, over a cell's own `set`
     axes = {}
     for axis in ("methods", "budgets", "seeds"):
         values = data.get(axis, [base.methods] if axis == "methods" else [getattr(base, axis[:-1])])
@@ -70,7 +70,7 @@ def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
             methods = methods["methods"]
         entries = methods if isinstance(methods, list) else [methods]
         specs = [method_spec(m, f"{where}: methods") for m in entries]
-        cell = apply(base, {**overrides, "budget": budget, "seed": seed}, where=where)
+        cell = apply(base, {**overrides, "budget": budget, "seed": seed, **forced}, where=where)
         cell.methods = specs
         cell = cell.resolve()
         validate_methods(cell, where)
@@ -109,32 +109,57 @@ def cells_left(grid: Grid, folder: Path) -> list[RunConfig]:
     return [cell for cell in grid.cells if _left(grid, folder, cell.run_id())[0]]
 
 
-def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None) -> int:
-    """Run every cell this worker can claim; returns how many it ran. Safe to run in many processes at once."""
-    from vtbench.engine.launch import execute_or_launch
+def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None, world=None) -> int:
+    """Run every cell this worker can claim; returns how many it ran. Safe to run in many processes at once.
 
-    ran = 0
-    for cell in grid.cells:
-        run_id = cell.run_id()
+    A worker of several processes (`world`, the tasks of one SLURM job) runs each cell on all of them: rank 0
+    claims it and tells the others which. A cell that fails there ends the worker, since its processes may no
+    longer agree; rerunning the grid resumes the cell."""
+    from vtbench.engine.launch import execute_or_launch, settle_failure
+
+    main = world is None or world.main
+    ran, start = 0, 0
+    while True:
+        taken = _claim_next(grid, folder, start) if main else None
+        index = taken[0] if taken else len(grid.cells)
+        if world is not None:
+            index = int(world.agree([float(index)])[0])
+        if index >= len(grid.cells):
+            return ran
+        cell, run_id, start = grid.cells[index], grid.cells[index].run_id(), index + 1
+        began = time.time()
+        try:
+            execute_or_launch(cell, folder, progress_bar=progress_bar)
+        except Exception as err:  # noqa: BLE001 - recorded by the run (status failed); the grid goes on
+            several = world is not None and world.size > 1
+            if main:
+                error = (settle_failure(folder / run_id, began, world.size) if several else None) \
+                    or f"{type(err).__name__}: {err}"
+                results.write_json(folder / run_id / "attempts.json", {"failed": taken[2] + 1, "error": error})
+            if several:
+                raise
+        finally:
+            if taken:
+                taken[1].release()
+        ran += 1
+        if main:
+            with open(folder / "workers.log", "a") as log:  # one short line: an atomic append
+                log.write(f"{run_id} {socket.gethostname()} {os.getpid()} {time.time():.3f}\n")
+        if on_done:
+            on_done(run_id, grid.labels.get(run_id, run_id), folder / run_id)
+
+
+def _claim_next(grid: Grid, folder: Path, start: int) -> tuple[int, Claim, int] | None:
+    """The first cell from `start` on that is left and that this worker could claim: (index, claim, failures)."""
+    for index in range(start, len(grid.cells)):
+        run_id = grid.cells[index].run_id()
         if not _left(grid, folder, run_id)[0]:
             continue
         claim = Claim.take(folder / f"{run_id}.claim")
         if claim is None:
             continue
-        try:
-            left, failed = _left(grid, folder, run_id)  # another worker may have finished it meanwhile
-            if not left:
-                continue
-            try:
-                execute_or_launch(cell, folder, progress_bar=progress_bar)
-            except Exception as err:  # noqa: BLE001 - recorded by the run (status failed); the grid goes on
-                results.write_json(folder / run_id / "attempts.json",
-                                   {"failed": failed + 1, "error": f"{type(err).__name__}: {err}"})
-            ran += 1
-            with open(folder / "workers.log", "a") as log:  # one short line: an atomic append
-                log.write(f"{run_id} {socket.gethostname()} {os.getpid()} {time.time():.3f}\n")
-            if on_done:
-                on_done(run_id, grid.labels.get(run_id, run_id), folder / run_id)
-        finally:
-            claim.release()
-    return ran
+        left, failed = _left(grid, folder, run_id)  # another worker may have finished it meanwhile
+        if left:
+            return index, claim, failed
+        claim.release()
+    return None
