@@ -7,6 +7,7 @@ distribution's packages (slurmctld, slurmd, slurm-client, slurmdbd, munge, maria
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -163,6 +164,7 @@ class Cluster:
         return self.env
 
     def stop(self) -> None:
+        sessions = {p.pid for p in self.processes}  # each daemon leads its session; job steps stay in slurmd's
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.terminate()
@@ -171,7 +173,16 @@ class Cluster:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
-        subprocess.run(["pkill", "-f", f"slurmstepd.*{self.root}"], capture_output=True)
+        for stat in Path("/proc").glob("[0-9]*/stat"):  # what the daemons left behind (slurmstepd, job tasks)
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) in sessions:  # the session id
+                try:
+                    os.kill(int(stat.parent.name), signal.SIGKILL)
+                except OSError:
+                    pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> dict:

@@ -285,3 +285,27 @@ def test_a_fixed_gpu_for_several_processes_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match="device cuda:1 names one GPU"):
         rank_device(torch.device("cuda", 1))
     assert rank_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_ranks_another_launcher_started_end_with_the_rank_that_failed_first(tmp_path):
+    from vtbench.engine.launch import settle_failure
+
+    began = time.time()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    results.write_json(run_dir / "summary.json", {"status": "failed", "steps": 7, "world_size": 2,
+                                                  "error": "rank 0 of 2: RuntimeError: Connection closed by peer"})
+    results.write_json(run_dir / "failure-rank0.json", {"rank": 0, "status": "failed", "time": began + 2,
+                                                        "error": "RuntimeError: Connection closed by peer"})
+    results.write_json(run_dir / "failure-rank1.json", {"rank": 1, "status": "failed", "time": began + 1,
+                                                        "error": "ValueError: bad clip", "traceback": "T"})
+    assert settle_failure(run_dir, began, 2) == "rank 1 of 2: ValueError: bad clip"
+    summary = results.read_json(run_dir / "summary.json")
+    assert summary["error"] == "rank 1 of 2: ValueError: bad clip" and summary["steps"] == 7  # rank 0's figures kept
+    assert summary["traceback"] == "T" and not list(run_dir.glob("failure-rank*"))  # accounts used once
+    # a rank killed outright writes nothing: the waits of the others are all there is, and the error says so
+    results.write_json(run_dir / "failure-rank0.json", {"rank": 0, "status": "failed", "time": began + 3,
+                                                        "error": "RuntimeError: Connection closed by peer"})
+    error = settle_failure(run_dir, began, 2)
+    assert error.startswith("a rank ended without an account (killed?); rank 0 of 2: RuntimeError: Connection")
+    assert settle_failure(run_dir, began, 2) is None  # no account left

@@ -58,6 +58,10 @@ def request_stop(signum: int | None = None, frame=None) -> None:
     _stop_requested.set()
 
 
+def stop_requested() -> bool:
+    return _stop_requested.is_set()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -95,24 +95,42 @@ def run_slurm(function: Callable, arguments: list[list], folder: Path, options: 
 
 
 class Queue:
-    """Whether SLURM still holds any job of some arrays (pending, running or completing), from `squeue`."""
+    """Whether SLURM still holds any job of some arrays (pending, running, completing...), from `squeue`."""
+
+    STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED,RESIZING"  # whatever SQUEUE_STATES says
+    PATIENCE_S = 600.0  # how long squeue may keep failing (a controller restarting) before the launcher gives up
 
     def __init__(self, arrays: set[str]):
         self.arrays = arrays
+        self.failing_since: float | None = None
 
     def holds_any(self) -> bool:
-        command = ["squeue", "--noheader", "--array", "--format=%i", "--jobs=" + ",".join(sorted(self.arrays))]
+        command = ["squeue", "--noheader", "--array", "--format=%i", f"--states={self.STATES}",
+                   "--jobs=" + ",".join(sorted(self.arrays))]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            print(f"squeue: {err}; asking again", file=sys.stderr)
-            return True
+        except FileNotFoundError:
+            raise VtbenchError("squeue is not on this machine's PATH: the SLURM launcher needs it to follow its "
+                               "workers") from None
+        except subprocess.TimeoutExpired:
+            return self._failed("squeue did not answer within 60 s")
+        if result.returncode and "Invalid job id" in result.stderr:  # every job ended long enough ago
+            return False
         if result.returncode:
-            if "Invalid job id" in result.stderr:  # every job ended long enough ago that SLURM forgot it
-                return False
-            print(f"squeue failed: {result.stderr.strip()[:200]}; asking again", file=sys.stderr)
-            return True  # the controller may be busy or restarting: its jobs may still run
+            return self._failed(f"squeue failed: {result.stderr.strip()[:200]}")
+        self.failing_since = None
         return any(line.split("_")[0] in self.arrays for line in result.stdout.split())
+
+    def _failed(self, reason: str) -> bool:
+        """The jobs may still run (the controller may be busy or restarting): ask again, for a while."""
+        now = time.monotonic()
+        self.failing_since = self.failing_since or now
+        if now - self.failing_since > self.PATIENCE_S:
+            raise VtbenchError(f"{reason}, for {self.PATIENCE_S / 60:.0f} minutes: the launcher stops following "
+                               f"jobs {', '.join(sorted(self.arrays))}; they may still run (see squeue), and "
+                               "rerunning the command picks up their cells")
+        print(f"{reason}; asking again", file=sys.stderr)
+        return True
 
 
 def _outcome(job) -> list[str]:

@@ -65,6 +65,12 @@ def slurm_options(data: dict, where: str) -> dict[str, Any]:
     if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
         extra = sorted(set(slurm) - set(SLURM_KEYS)) if isinstance(slurm, dict) else slurm
         raise ConfigError(f"{where}: slurm: unknown option {extra}; allowed: {', '.join(SLURM_KEYS)}")
+    for key in ("nodes", "time_min", "gpus_per_task", "cpus_per_task", "mem_gb"):
+        value = slurm.get(key)
+        kinds = (int, float) if key == "mem_gb" else int
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) or value <= 0):
+            what = "a positive number" if key == "mem_gb" else "a whole number of at least 1"
+            raise ConfigError(f"{where}: slurm: {key} must be {what}, got {value!r}")
     return slurm
 
 

@@ -116,14 +116,21 @@ def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None
     claims it and tells the others which. A cell that fails there ends the worker, since its processes may no
     longer agree; rerunning the grid resumes the cell."""
     from vtbench.engine.launch import execute_or_launch, settle_failure
+    from vtbench.engine.runner import stop_requested
 
     main = world is None or world.main
     ran, start = 0, 0
     while True:
-        taken = _claim_next(grid, folder, start) if main else None
+        # a worker asked to stop (a scheduler's SIGTERM) claims nothing more
+        taken = _claim_next(grid, folder, start) if main and not stop_requested() else None
         index = taken[0] if taken else len(grid.cells)
         if world is not None:
-            index = int(world.agree([float(index)])[0])
+            try:
+                index = int(world.agree([float(index)])[0])
+            except BaseException:
+                if taken:
+                    taken[1].release()
+                raise
         if index >= len(grid.cells):
             return ran
         cell, run_id, start = grid.cells[index], grid.cells[index].run_id(), index + 1
