@@ -268,13 +268,18 @@ def test_local_workers_each_get_their_group_of_gpus(monkeypatch):
         executors.run_local(["grid"], 1, bar, lambda: 0, devices_per_worker=8)
 
 
-def test_tuning_with_trials_of_several_processes_is_refused_before_anything_runs(tmp_path):
+def test_a_tuning_study_takes_nproc_from_its_base_its_nproc_per_run_and_the_command_line(tmp_path):
     from vtbench.studies.tune import load_tune
 
     path = tmp_path / "tune.yaml"
-    path.write_text("study: t\nbase: {nproc: 2}\nbudget: 10steps\n"
-                    "methods: [{token_dropout: {keep: {float: [0.2, 1.0]}}}]\ntrials: 2\n")
-    with pytest.raises(ConfigError, match="base: nproc 2: a trial runs in one process"):
+    body = ("study: t\nbase: {nproc: 2, batch_size: 8}\nbudget: 10steps\n"
+            "methods: [{token_dropout: {keep: {float: [0.2, 1.0]}}}]\n")
+    path.write_text(body)
+    assert load_tune(path).base.nproc == 2
+    path.write_text(body + "nproc_per_run: 4\n")
+    assert load_tune(path).base.nproc == 4 and load_tune(path, nproc=1).base.nproc == 1
+    path.write_text(body + "nproc_per_run: 16\n")
+    with pytest.raises(ConfigError, match="batch_size 8 cannot be shared by nproc 16"):
         load_tune(path)
 
 
@@ -309,3 +314,26 @@ def test_ranks_another_launcher_started_end_with_the_rank_that_failed_first(tmp_
     error = settle_failure(run_dir, began, 2)
     assert error.startswith("a rank ended without an account (killed?); rank 0 of 2: RuntimeError: Connection")
     assert settle_failure(run_dir, began, 2) is None  # no account left
+
+
+class PruneAtHalf:
+    """A tuner's `on_eval` that prunes at progress 0.5, noting in a file which process was told of each point."""
+
+    def __init__(self, log: Path):
+        self.log = log
+
+    def __call__(self, point: float, top1: float) -> None:
+        from vtbench.engine.runner import Pruned
+
+        with open(self.log, "a") as f:
+            f.write(f"{os.environ.get('RANK')} {point}\n")
+        if point == 0.5:
+            raise Pruned("pruned at 0.5")
+
+
+def test_a_run_of_two_processes_is_pruned_by_rank_0_and_every_rank_ends_it(tmp_path):
+    config = RunConfig(**{**TINY, "budget": "16steps", "eval_every": 0.25}, nproc=2).resolve()
+    run_dir = launch(config, tmp_path, progress_bar=False, on_eval=PruneAtHalf(tmp_path / "told"))
+    summary = results.read_json(run_dir / "summary.json")
+    assert summary["status"] == "pruned" and summary["error"] == "pruned at 0.5" and summary["steps"] == 8
+    assert (tmp_path / "told").read_text().split("\n")[:-1] == ["0 0.25", "0 0.5"]  # rank 0 alone was told

@@ -413,16 +413,30 @@ def test_postgres_heartbeat_fails_a_killed_workers_trial_and_retries_it(tmp_path
 
 
 @pytest.mark.postgres
-@pytest.mark.slow
-def test_the_slurm_executor_runs_tuning_workers_on_postgres(tmp_path, postgres_url):
-    pytest.importorskip("submitit")
-    path = _config(tmp_path, "slurm: {partition: gpu, time_min: 30}\n", trials=3)
-    env = dict(os.environ, VTBENCH_SUBMITIT_CLUSTER="local")
-    result = subprocess.run(_cli("tune", str(path), "--executor", "slurm", "--workers", "2", "--out",
-                                 str(tmp_path / "out"), "--no-progress", "--storage", postgres_url),
-                            capture_output=True, text=True, env=env, timeout=300)
+@pytest.mark.slurm
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a job of two tasks needs two CPUs")
+def test_the_slurm_executor_runs_trials_of_two_processes_as_jobs_of_two_tasks(tmp_path, postgres_url, slurm_env):
+    path = _config(tmp_path, "nproc_per_run: 2\nslurm: {cpus_per_task: 1, time_min: 10}\n", trials=2)
+    result = subprocess.run(_cli("tune", str(path), "--executor", "slurm", "--out", str(tmp_path / "out"),
+                                 "--no-progress", "--storage", postgres_url),
+                            capture_output=True, text=True, env=slurm_env, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "submitted 2 workers" in result.stderr
+    assert "submitted 1 workers" in result.stderr
     ended = _ended(_pg_study(postgres_url)())
-    assert len(ended) == 3 and all(t.state == TrialState.COMPLETE for t in ended)
+    assert len(ended) == 2 and all(t.state == TrialState.COMPLETE for t in ended)
+    for trial in ended:  # rank 0 reported each evaluation; both tasks trained the run
+        assert sorted(trial.intermediate_values) == [250, 500, 750, 1000]
+        summary = results.read_json(tmp_path / "out" / "keep" / trial.user_attrs["run_id"] / "summary.json")
+        assert summary["world_size"] == 2
     assert (tmp_path / "out" / "keep" / "best.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_trial_of_two_processes_reports_from_rank_0s_process(tmp_path):
+    path = _config(tmp_path, trials=1)
+    assert main(["tune", str(path), "--out", str(tmp_path / "out"), "--no-progress", "--nproc", "2"]) == 0
+    (trial,) = _study(tmp_path / "out" / "keep").get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [250, 500, 750, 1000]  # told by a launched process, not this one
+    summary = results.read_json(tmp_path / "out" / "keep" / trial.user_attrs["run_id"] / "summary.json")
+    assert summary["world_size"] == 2 and trial.value == summary["top1"]

@@ -86,6 +86,7 @@ def _tune_parser(sub) -> None:
     p.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
                    help="default: inline for one worker, local processes for more")
     p.add_argument("--trials", type=int, help="ended trials to reach (default: the config's `trials`)")
+    p.add_argument("--nproc", type=int, metavar="N", help="processes per trial's run (the YAML's nproc_per_run)")
     p.add_argument("--out", default="results", help="results folder; the study goes to OUT/<study>/")
     p.add_argument("--no-progress", action="store_true")
 

@@ -13,7 +13,11 @@ from vtbench.studies.tune import Tune, counts, load_tune, open_storage, open_stu
 
 
 def _prepare(args) -> tuple[Tune, Path]:
-    tune = load_tune(args.config)
+    from vtbench.engine.distributed import launched_size
+
+    if launched_size() > 1:
+        raise VtbenchError("vtbench tune runs its trials' processes itself (nproc_per_run); start it without torchrun")
+    tune = load_tune(args.config, getattr(args, "nproc", None))
     if args.trials is not None:
         if args.trials < 1:
             raise VtbenchError(f"--trials must be at least 1, got {args.trials}")
@@ -50,26 +54,42 @@ def run_tune(args) -> int:
         common = ["--out", args.out, "--trials", str(tune.trials), "--workers", str(args.workers)]
         if args.storage:
             common += ["--storage", args.storage]
+        if getattr(args, "nproc", None):
+            common += ["--nproc", str(args.nproc)]
         if args.executor == "local":
             run_local(["tune", args.config, "--executor", "inline", "--no-progress", *common], args.workers, bar,
-                      ended)
+                      ended, devices_per_worker=tune.base.nproc)
         else:
             if not (args.storage or tune.storage or "").startswith(("postgresql", "postgres", "mysql")):
                 raise VtbenchError("--executor slurm needs --storage postgresql://...: SLURM workers run on other "
                                    "nodes, and a journal file cannot tell that a worker there died")
             arguments = [(str(Path(args.config).resolve()), str(Path(args.out).resolve()), tune.trials, args.storage,
-                          args.workers, index) for index in range(args.workers)]
-            run_slurm(slurm_worker, arguments, folder, tune.slurm, args.workers, bar, ended)
+                          args.workers, index, getattr(args, "nproc", None)) for index in range(args.workers)]
+            run_slurm(slurm_worker, arguments, folder, tune.slurm, args.workers, bar, ended, tasks=tune.base.nproc)
     bar.close()
     if "VTBENCH_WORKER" in os.environ:  # a worker its launcher started: the launcher reports
         return 0
     return _print_outcome(tune, folder, study)
 
 
-def slurm_worker(config: str, out: str, trials: int, storage: str | None, workers: int, index: int) -> int:
-    tune = load_tune(config)
+def slurm_worker(config: str, out: str, trials: int, storage: str | None, workers: int, index: int,
+                 nproc: int | None = None) -> int:
+    """One array job: trials until the study has enough, on whatever nodes SLURM gave it; a job of several tasks
+    trains each trial's run on all of them (rank 0 draws the trials, the other tasks follow)."""
+    from vtbench.engine.distributed import World
+    from vtbench.studies.tune import follow
+
+    tune = load_tune(config, nproc)
     tune.trials = trials
-    return work(tune, prepare_study(Path(out), tune), storage, workers, index, progress_bar=False)
+    world = World.join_slurm_job() if tune.base.nproc > 1 else None
+    try:
+        folder = prepare_study(Path(out), tune)
+        if world is not None and not world.main:
+            return follow(world, folder)
+        return work(tune, folder, storage, workers, index, progress_bar=False, world=world)
+    finally:
+        if world is not None:
+            world.leave()
 
 
 def _print_outcome(tune: Tune, folder: Path, study) -> int:

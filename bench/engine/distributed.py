@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vtbench.errors import ConfigError
 
 TIMEOUT = datetime.timedelta(minutes=10)  # a rank that waits longer on the others ends the run as failed
+JOB_TIMEOUT = datetime.timedelta(days=7)  # a SLURM job's tasks waiting for rank 0's next run (ended by the job)
 
 
 def launched_size() -> int:
@@ -86,6 +87,14 @@ class World:
         dist.broadcast(tensor, src=0, group=self.control)
         return tensor.tolist()
 
+    def share(self, value: Any) -> Any:
+        """Rank 0's `value` (a picklable object), on every rank."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """The elementwise sum of a CPU tensor over the ranks."""
         if self.size == 1:
@@ -118,7 +127,9 @@ class World:
         if environment.world_size <= 1:
             return cls()
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
-        return cls(environment.rank, environment.world_size, dist.new_group(backend="gloo", timeout=TIMEOUT), True)
+        # between runs the other tasks wait on rank 0 for as long as it looks for work (a study's last trials)
+        control = dist.new_group(backend="gloo", timeout=JOB_TIMEOUT)
+        return cls(environment.rank, environment.world_size, control, True)
 
     def leave(self) -> None:
         if not dist.is_initialized():

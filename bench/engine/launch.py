@@ -22,18 +22,19 @@ class RankFailed(Exception):
     """A rank of a run ended with an error; the run's summary says which and why."""
 
 
-def execute_or_launch(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Path:
+def execute_or_launch(config: RunConfig, out: str | Path, progress_bar: bool = True, on_eval=None) -> Path:
     """Train `config` (resolved) here, or in `config.nproc` local processes when it asks for several and no
-    launcher started this process as one of them."""
+    launcher started this process as one of them. `on_eval` as `runner.execute` takes it; launched, it must be
+    picklable (rank 0 calls it in its own process)."""
     from vtbench.engine.distributed import launched_size
     from vtbench.engine.runner import execute
 
     if config.nproc > 1 and launched_size() <= 1:
-        return launch(config, out, progress_bar)
-    return execute(config, out, progress_bar=progress_bar)
+        return launch(config, out, progress_bar, on_eval)
+    return execute(config, out, progress_bar=progress_bar, on_eval=on_eval)
 
 
-def launch(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Path:
+def launch(config: RunConfig, out: str | Path, progress_bar: bool = True, on_eval=None) -> Path:
     """Train `config` (resolved, `nproc` > 1) in `config.nproc` local processes; returns the run directory."""
     run_dir = Path(out) / config.run_id()
     began = time.time()
@@ -44,7 +45,7 @@ def launch(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Pat
     saved = os.environ.get("VTBENCH_THREADS")
     os.environ["VTBENCH_THREADS"] = str(max(1, cpu.threads_for_run() // config.nproc))  # the ranks share the cores
     try:
-        elastic_launch(spec, _rank)(config, str(out), progress_bar)
+        elastic_launch(spec, _rank)(config, str(out), progress_bar, on_eval)
     except ChildFailedError as err:
         failure = _root_cause(err, _rank_accounts(run_dir, began))
         error = f"rank {failure['rank']} of {config.nproc}: {failure['error']}"
@@ -60,10 +61,10 @@ def launch(config: RunConfig, out: str | Path, progress_bar: bool = True) -> Pat
 
 
 @record
-def _rank(config: RunConfig, out: str, progress_bar: bool) -> None:
+def _rank(config: RunConfig, out: str, progress_bar: bool, on_eval=None) -> None:
     from vtbench.engine.runner import execute
 
-    execute(config, out, progress_bar=progress_bar)
+    execute(config, out, progress_bar=progress_bar, on_eval=on_eval)
 
 
 def _rank_accounts(run_dir: Path, since: float) -> list[dict]:

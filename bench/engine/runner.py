@@ -358,8 +358,20 @@ class Run:
         return evaluated
 
     def _report(self, row: dict[str, Any]) -> None:
-        if self.on_eval is not None and row["setting"] == "default":
-            self.on_eval(row["point"], row["top1"])
+        """Tell `on_eval` of an evaluation of the default setting. Of several ranks only rank 0 tells (a tuner's
+        trial), and whether it pruned the run reaches the others, so that all of them end it together."""
+        if row["setting"] != "default":
+            return
+        pruned = None
+        if self.on_eval is not None and self.world.main:
+            try:
+                self.on_eval(row["point"], row["top1"])
+            except Pruned as err:
+                pruned = err
+        if self.world.size > 1 and self.world.agree([float(pruned is not None)])[0] and pruned is None:
+            pruned = Pruned("pruned by rank 0's trial")
+        if pruned is not None:
+            raise pruned
 
     def _evaluate(self, point: float, progress: float, window: dict[str, Any]) -> None:
         """The default setting, then (at the final point, or every point on request) the sweep, each after the

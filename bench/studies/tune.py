@@ -30,11 +30,11 @@ from typing import Any, ClassVar
 
 from vtbench.engine import results
 from vtbench.engine.config import RunConfig, apply, load_yaml, save_yaml
-from vtbench.errors import ConfigError
+from vtbench.errors import ConfigError, VtbenchError
 from vtbench.studies.search import SearchSpace, parse_space
 
 KEYS = ("study", "base", "budget", "methods", "objective", "trials", "sampler", "pruner", "prune_after", "storage",
-        "retries", "heartbeat", "slurm")
+        "retries", "heartbeat", "slurm", "nproc_per_run")
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "qmc", "gp")
 PRUNERS = ("none", "median", "percentile", "hyperband", "successive_halving")
 ENDED = ("diverged", "oom", "failed")  # run outcomes that spend a trial without an objective value
@@ -77,7 +77,8 @@ class Tune:
         return dataclasses.replace(self.base, methods=methods).resolve()
 
 
-def load_tune(path: str | Path) -> Tune:
+def load_tune(path: str | Path, nproc: int | None = None) -> Tune:
+    """The study of a YAML file; `nproc` (the command line's) overrides its `nproc_per_run`."""
     from vtbench.studies.folder import read_study_yaml, slurm_options, validate_methods
 
     data, where, study, base_values = read_study_yaml(path, KEYS, "tune config")
@@ -86,9 +87,9 @@ def load_tune(path: str | Path) -> Tune:
     if "budget" in data:
         base_values = {**base_values, "budget": data["budget"]}
     base = apply(RunConfig(), base_values, where=f"{where}: base")
-    if base.nproc > 1:
-        raise ConfigError(f"{where}: base: nproc {base.nproc}: a trial runs in one process (its pruner follows the "
-                          "run's evaluations from the same process); tune with nproc 1 or run the grid")
+    for value, source in ((data.get("nproc_per_run"), "nproc_per_run"), (nproc, "--nproc")):
+        if value is not None:
+            base = apply(base, {"nproc": value}, where=f"{where}: {source}")
     space = parse_space(data.get("methods"), where)
     objectives = data.get("objective", "top1")
     objectives = objectives if isinstance(objectives, list) else [objectives]
@@ -321,13 +322,17 @@ class Surplus(Exception):
 
 
 def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, worker: int = 0,
-         progress_bar: bool = True, on_trial=None) -> int:
-    """Run trials until the study has `trials` ended ones; returns how many this worker ran. Safe in parallel."""
+         progress_bar: bool = True, on_trial=None, world=None) -> int:
+    """Run trials until the study has `trials` ended ones; returns how many this worker ran. Safe in parallel.
+
+    With `world` (the tasks of one SLURM job; this is its rank 0, the others `follow`), each trial's run is
+    trained by all of them; a run that fails there ends the worker, whose processes may no longer agree."""
     from optuna.storages import fail_stale_trials
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     study = open_study(tune, folder, url, workers, worker)
     ran: list[int] = []  # numbers of the trials this worker ran
+    several = world is not None and world.size > 1
 
     def ended(study, trial) -> None:
         if trial.user_attrs.get("surplus"):
@@ -336,6 +341,9 @@ def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, wor
         write_outputs(tune, study, folder)
         if on_trial:
             on_trial(study, trial)
+        if several and trial.user_attrs.get("status") == "failed":
+            raise VtbenchError(f"trial {trial.number}'s run of {world.size} processes failed "
+                               f"({trial.user_attrs.get('run_id')}); this worker ends, and rerunning goes on")
 
     heartbeat = is_heartbeat_enabled(study._storage)
     while True:
@@ -349,16 +357,64 @@ def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, wor
         if not n["waiting"] and n["done"] + n["running"] >= tune.trials:
             time.sleep(POLL_S)  # the last trials run elsewhere; stay to retry them if their workers die
             continue
-        study.optimize(lambda t: objective(tune, folder, t, progress_bar), n_trials=1, catch=(RunEnded, Surplus),
-                       callbacks=[ended])
+        study.optimize(lambda t: objective(tune, folder, t, progress_bar, url, world), n_trials=1,
+                       catch=(RunEnded, Surplus), callbacks=[ended])
     write_outputs(tune, study, folder)
+    if several:
+        world.share(None)  # the other tasks stop following
     return len(ran)
 
 
-def objective(tune: Tune, folder: Path, trial, progress_bar: bool) -> float | list[float]:
+def follow(world, folder: Path) -> int:
+    """A task of a SLURM job other than rank 0: train each run rank 0 shares, as one of its ranks, until rank 0
+    shares None; returns how many."""
+    from vtbench.engine.runner import execute
+
+    ran = 0
+    while (config := world.share(None)) is not None:
+        execute(config, folder, progress_bar=False)
+        ran += 1
+    return ran
+
+
+@dataclass
+class TrialReporter:
+    """A run's `on_eval` in a study: reports top-1 at each evaluation to the trial and prunes the run when the
+    pruner says so. Picklable: rank 0 of a run of several processes calls it in its own process, where it opens
+    the study's storage again."""
+    tune: Tune
+    folder: Path
+    url: str | None
+    trial_id: int
+    trial: Any = field(default=None, repr=False)  # the live trial, in the process that drew it
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**vars(self), "trial": None}
+
+    def __call__(self, point: float, top1: float) -> None:
+        from vtbench.engine.runner import Pruned
+
+        if self.tune.objectives != ["top1"]:
+            return
+        trial = self.trial or self._open()
+        trial.report(top1, step=round(1000 * point))
+        if point < 1.0 and self.tune.pruner != "none" and trial.should_prune():
+            raise Pruned(f"pruned by {self.tune.pruner} at progress {point:g} (top-1 {top1:.1f}%)")
+
+    def _open(self):
+        import optuna
+
+        study = optuna.load_study(study_name=self.tune.study, pruner=make_pruner(self.tune),
+                                  storage=open_storage(self.tune, self.folder, self.url, 1))
+        self.trial = optuna.Trial(study, self.trial_id)
+        return self.trial
+
+
+def objective(tune: Tune, folder: Path, trial, progress_bar: bool, url: str | None = None,
+              world=None) -> float | list[float]:
     import optuna
 
-    from vtbench.engine.runner import Pruned, execute
+    from vtbench.engine.launch import execute_or_launch
     from vtbench.studies.folder import Claim
 
     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "trial": trial.number})
@@ -371,13 +427,6 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool) -> float | li
     run_dir = folder / run_id
     single = len(tune.objectives) == 1
 
-    def on_eval(point: float, top1: float) -> None:
-        if tune.objectives != ["top1"]:
-            return
-        trial.report(top1, step=round(1000 * point))
-        if point < 1.0 and tune.pruner != "none" and trial.should_prune():
-            raise Pruned(f"pruned by {tune.pruner} at progress {point:g} (top-1 {top1:.1f}%)")
-
     claim = None
     while claim is None:  # another trial may be running this very configuration: wait for its result
         claim = Claim.take(folder / f"{run_id}.claim")
@@ -385,7 +434,10 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool) -> float | li
             time.sleep(POLL_S)
     try:
         _record_trial(run_dir, trial.number)
-        execute(config, folder, progress_bar=progress_bar, on_eval=on_eval)
+        if world is not None and world.size > 1:
+            world.share(config)  # the job's other tasks train it with this one
+        execute_or_launch(config, folder, progress_bar=progress_bar,
+                          on_eval=TrialReporter(tune, folder, url, trial._trial_id, trial))
     except KeyboardInterrupt:  # the same parameters wait at the head of the queue; their run resumes
         trial.set_user_attr("status", "interrupted")
         trial.study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number}, skip_if_exists=False)
