@@ -123,3 +123,18 @@ def test_validation_clips_are_not_resident_during_training(tmp_path):
     before, after = steps[steps["step"] <= 10]["mem_rss"].max(), steps[steps["step"] > 10]["mem_rss"].max()
     assert after - before < 40 * 2**20, f"training after an evaluation holds {(after - before) / 2**20:.0f} MB more"
     assert evals["eval_mem_rss"].min() - after > 60 * 2**20  # the clips are there during evaluation
+
+
+def test_the_figures_of_several_ranks_sum_energy_and_take_the_largest_memory_peak():
+    from vtbench.engine.measure import combine_ranks
+
+    rank0 = {"energy_j": 10.0, "eval_energy_j": 1.0, "power_w": 300.0, "cpu_s": 4.0, "mem_allocated": 5,
+             "eval_mem_allocated": 2, "warmup_mem_rss": 7, "mem_device": None, "util": 0.9, "not_measured": {}}
+    rank1 = {**rank0, "energy_j": 12.0, "power_w": 310.0, "cpu_s": 5.0, "mem_allocated": 6, "eval_mem_allocated": 1,
+             "warmup_mem_rss": 9, "eval_energy_j": None, "util": 0.5}
+    figures = combine_ranks([rank0, rank1])
+    assert (figures["energy_j"], figures["power_w"], figures["cpu_s"]) == (22.0, 610.0, 9.0)
+    assert figures["eval_energy_j"] is None  # a rank that could not measure it leaves the sum unmeasured
+    assert (figures["mem_allocated"], figures["eval_mem_allocated"], figures["warmup_mem_rss"]) == (6, 2, 9)
+    assert figures["mem_device"] is None and figures["util"] == 0.9  # unmeasured stays so; the rest is rank 0's
+    assert figures["measured_on"].startswith("all 2 ranks")

@@ -221,3 +221,22 @@ class Measurements:
         if self.monitor:
             self.monitor.stop()
             self.monitor = None
+
+
+SUMMED = ("energy_j", "eval_energy_j", "power_w", "cpu_s", "alloc_retries")
+
+
+def combine_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's figures from each rank's `summary()`: energy, power and CPU time summed over the ranks (a run of
+    N GPUs draws N GPUs' power), memory peaks the largest rank's (each rank holds its own device); the rest rank
+    0's. A sum that a rank could not measure is not measured."""
+    figures = dict(ranks[0])
+    for key in ranks[0]:
+        values = [rank.get(key) for rank in ranks]
+        if key in SUMMED:
+            figures[key] = None if any(v is None for v in values) else sum(values)
+        elif key.endswith((*PEAKS, "mem_device")) and all(isinstance(v, (int, float)) for v in values):
+            figures[key] = max(values)
+    figures["measured_on"] = (f"all {len(ranks)} ranks: energy, power and CPU time summed, memory peaks the "
+                              "largest rank's; CPU threads and load rank 0's")
+    return figures

@@ -482,6 +482,9 @@ class Run:
                 self._flush()
             except Diverged:
                 pass
+        figures = self.measure.summary()
+        if self.world.size > 1 and status not in ("failed", "oom"):  # every rank ends here together
+            figures = measure.combine_ranks(self.world.gather(figures))
         if not self.world.main:
             return
         if status != "failed":
@@ -501,9 +504,9 @@ class Run:
             "clips_per_s": used.samples / used.s if used.s else None,
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
             "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
-            **self.measure.summary(), **self.cpu.summary(), "precision": self.precision,
-            # memory, energy and CPU figures are rank 0's own; time, FLOPs and samples are the run's
-            **({"measured_on": f"rank 0 of {self.world.size}"} if self.world.size > 1 else {}),
+            **figures, **self.cpu.summary(), "precision": self.precision,
+            **({"measured_on": figures.get("measured_on", f"rank 0 of {self.world.size}")}
+               if self.world.size > 1 else {}),
             **self.methods.summary(), **(self.compiled.summary() if self.compiled else {}),
         }
         peak, source = mfu.device_peak(self.device, self.precision)
