@@ -155,3 +155,61 @@ def test_threads_follow_the_cpus_slurm_gave_the_task(monkeypatch):
 def test_unknown_slurm_options_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r"slurm: unknown option \['gpus'\]; allowed: partition"):
         load_grid(_write(tmp_path, "study: s\nslurm: {gpus: 2}\n"))
+
+
+class FailsAtStep3(Method):
+    name = "fails_at_step_3"
+
+    def batch_shape(self, progress, step, base):
+        if step == 3:
+            raise ValueError("this cell always fails at step 3")
+        return base
+
+
+class Interrupts(Method):
+    name = "interrupts"
+
+    def prepare(self, context):
+        raise KeyboardInterrupt  # as Ctrl-C while the cell starts: the grid stops, the cell never began
+
+
+def test_status_lists_completed_failed_running_and_pending_cells_and_the_report_what_has_not_ended(
+        tmp_path, monkeypatch, capsys):
+    from vtbench.cli.main import main
+    from vtbench.report import write_report
+    from vtbench.studies.folder import Claim
+
+    monkeypatch.setitem(methods.REGISTRY, "fails_at_step_3", FailsAtStep3)
+    monkeypatch.setitem(methods.REGISTRY, "interrupts", Interrupts)
+    path = _write(tmp_path, "study: s\n" + BASE.replace("eval_every: 0.1", "eval_every: 0.5") +
+                  "methods: [[], [fails_at_step_3], [interrupts], [pss]]\nbudgets: [10steps]\nretries: 0\n")
+    out = tmp_path / "out"
+    assert main(["grid", str(path), "--out", str(out), "--no-progress"]) == 130
+    cells = {c.methods[0].name if c.methods else "baseline": c.run_id() for c in load_grid(path).cells}
+    claim = Claim.take(out / "s" / f"{cells['pss']}.claim")  # a worker (this process) training the pss cell
+    try:
+        capsys.readouterr()
+        assert main(["status", str(out / "s")]) == 0
+        text = capsys.readouterr().out
+        assert main(["status", str(out / "s"), "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        report = write_report(out / "s", tmp_path / "report").read_text()
+    finally:
+        claim.release()
+    assert text.splitlines()[0] == "study s (grid), 4 cells: 1 completed, 1 failed, 1 running, 1 pending"
+    lines = {name: next(line for line in text.splitlines() if f"({run_id})" in line) for name, run_id in cells.items()}
+    assert lines["baseline"].split()[0] == "completed" and "top-1" in lines["baseline"]
+    assert lines["fails_at_step_3"].split()[0] == "failed"
+    assert "ValueError: this cell always fails at step 3  (0 retries left)" in lines["fails_at_step_3"]
+    assert lines["pss"].split()[0] == "running" and f"process {os.getpid()} on" in lines["pss"]
+    assert lines["interrupts"].split()[0] == "pending"
+    assert {e["run_id"]: e["state"] for e in status["entries"]} == {  # --json: the same, for scripts
+        cells["baseline"]: "completed", cells["fails_at_step_3"]: "failed", cells["pss"]: "running",
+        cells["interrupts"]: "pending"}
+    baseline = next(e for e in status["entries"] if e["run_id"] == cells["baseline"])
+    summary = json.loads((out / "s" / cells["baseline"] / "summary.json").read_text())
+    assert baseline["top1"] == summary["top1"] and baseline["device_s"] == summary["train_s"]
+    progress = json.loads((out / "s" / cells["baseline"] / "progress.json").read_text())
+    assert progress["progress"] == 1.0 and progress["step"] == 10  # written as the run trains
+    assert status["device_s_left"] > 0 and status["left_unknown"] == 0  # estimated from the ended 10steps cell
+    assert "## Not ended yet" in report and "2 of 4 cells have not ended" in report

@@ -21,6 +21,7 @@ from vtbench.errors import ConfigError
 from vtbench.report import write_report
 from vtbench.studies import tune
 from vtbench.studies.folder import prepare_study
+from vtbench.studies.status import study_status
 from vtbench.studies.table import runs_table, study_table
 
 BASE = ("base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_batch_size: 16,\n"
@@ -150,6 +151,10 @@ def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(tmp_path
         assert sorted(t.intermediate_values) == [250, 500, 750, 1000]
     best = load_run_config(folder / "best.yaml")  # a run YAML `vtbench run --config` accepts
     assert best.run_id() == study.best_trial.user_attrs["run_id"]
+    status = study_status(folder)  # `vtbench status`: each trial with its state and top-1
+    assert [(e["trial"], e["state"], e["top1"]) for e in status["entries"]] == [(t.number, "completed", t.value)
+                                                                                  for t in trials]
+    assert status["counts"] == {"completed": 3} and status["device_s_left"] == 0
     table = runs_table(folder)
     assert sorted(table["trial"]) == [0, 1, 2]
     assert {"trial_state", "trial_top1", "trial_param token_dropout.keep"} <= set(table.columns)
@@ -371,6 +376,11 @@ def test_an_interrupted_trial_resumes_with_the_same_parameters(tmp_path):
     study = _study(out / "keep")
     waiting = study.get_trials()[-1]
     assert waiting.state == TrialState.WAITING and waiting.user_attrs["resumes"] == interrupted.number
+    status = study_status(out / "keep")  # the interrupted trial, and its parameters waiting to run again
+    assert [(e["trial"], e["state"]) for e in status["entries"]] == [(interrupted.number, "failed"),
+                                                                     (waiting.number, "pending")]
+    assert status["entries"][0]["error"] == "interrupted; its parameters run again"
+    assert 0 < status["entries"][0]["progress"] < 1  # where its run stands: it resumes there
     result = subprocess.run(_cli("tune", str(path), "--out", str(out), "--no-progress"), capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ from vtbench.errors import VtbenchError
 from vtbench.studies.executors import run_local, run_slurm
 from vtbench.studies.folder import prepare_study, writable_folder
 from vtbench.studies.grid import Grid, cell_status, cells_left, load_grid, run_worker
+from vtbench.studies.status import write_plan
 
 
 def _finished(grid: Grid, folder: Path) -> int:
@@ -41,6 +42,9 @@ def run_grid(args) -> int:
                            f"(one SLURM job of that many tasks per worker); these cells ask for {counts}: run them "
                            "as separate grids")
     folder = prepare_study(writable_folder(Path(args.out)), grid)
+    write_plan(folder, {"kind": "grid", "retries": grid.retries, "cells": [
+        {"run_id": c.run_id(), "label": grid.labels[c.run_id()], "budget": c.budget, "nproc": c.nproc}
+        for c in grid.cells]})
     bar = tqdm(total=len(grid.cells), initial=_finished(grid, folder), desc=grid.study, unit="cell",
                disable=args.no_progress)
     if args.executor != "inline" and not cells_left(grid, folder):

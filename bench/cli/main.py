@@ -137,6 +137,28 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0 if not report["unreadable"] else 1
 
 
+def _status_parser(sub) -> None:
+    p = sub.add_parser("status", help="what a grid or tuning study has done and what is left, while it runs or "
+                                      "after")
+    p.add_argument("study_dir", metavar="STUDY_DIR", help="OUT/<study>/")
+    p.add_argument("--storage", metavar="URL", help="a tuning study's database, when it was not a journal file")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from vtbench.studies.status import format_status, study_status
+
+    study = Path(args.study_dir)
+    if not study.is_dir():
+        raise VtbenchError(f"study folder {study} does not exist" if not study.exists() else
+                           f"{study} is a file; vtbench status takes a study folder (OUT/<study>/)")
+    status = study_status(study, args.storage)
+    print(json.dumps(status, indent=1) if args.json else format_status(status))
+    return 0
+
+
 def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="Markdown report, figures and tables of a study")
     p.add_argument("study_dir", metavar="STUDY_DIR")
@@ -273,11 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     _tune_parser(sub)
     _data_parser(sub)
     _report_parser(sub)
+    _status_parser(sub)
     _demo_parser(sub)
     args = parser.parse_args(argv)
     try:
         commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "tune": cmd_tune, "data": cmd_data,
-                    "report": cmd_report, "demo": cmd_demo}
+                    "report": cmd_report, "status": cmd_status, "demo": cmd_demo}
         return commands[args.command](args)
     except VtbenchError as err:
         print(f"vtbench: error: {err}", file=sys.stderr)

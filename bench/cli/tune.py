@@ -9,6 +9,7 @@ from tqdm import tqdm
 from vtbench.errors import VtbenchError
 from vtbench.studies.executors import run_local, run_slurm
 from vtbench.studies.folder import prepare_study, writable_folder
+from vtbench.studies.status import write_plan
 from vtbench.studies.tune import Tune, counts, load_tune, open_storage, open_study, work
 
 
@@ -28,6 +29,9 @@ def _prepare(args) -> tuple[Tune, Path]:
     if url and "://" in url:  # an RDB is checked before anything is written (a journal lives in the folder)
         open_storage(tune, Path(args.out) / tune.study, url, args.workers)
     folder = prepare_study(writable_folder(Path(args.out)), tune)
+    if "VTBENCH_WORKER" not in os.environ:  # the launcher's, not each local worker's
+        write_plan(folder, {"kind": "tune", "trials": tune.trials, "budget": tune.base.budget,
+                            "nproc": tune.base.nproc, "storage": "database" if url and "://" in url else "journal"})
     return tune, folder
 
 

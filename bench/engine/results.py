@@ -20,6 +20,7 @@ from vtbench.errors import VtbenchError
 CONFIG, ENV, STEPS, EVALS, SUMMARY, CHECKPOINT = (
     "config.yaml", "env.json", "steps.parquet", "evals.parquet", "summary.json", "checkpoint.pt"
 )
+PROGRESS = "progress.json"  # where a run stands while it trains, for `vtbench status`
 
 
 def write_bytes(path: Path, data: bytes) -> None:

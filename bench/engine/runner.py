@@ -8,7 +8,9 @@ returns at once when it has already ended.
 
 import json
 import math
+import os
 import random
+import socket
 import threading
 import time
 import traceback
@@ -35,6 +37,7 @@ from vtbench.errors import ConfigError
 FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
 FAILURE_PREFIX = "failure-rank"  # + rank + .json: a rank's own account of how it failed
 FLUSH_EVERY = 50  # steps between reading losses back from the device (one synchronisation each)
+PROGRESS_EVERY_S = 5.0  # wall seconds between writes of progress.json, at the close of a logging interval
 
 
 class Diverged(Exception):
@@ -145,6 +148,7 @@ class Run:
         self.steps_since_read = 0
         self.eval_rows: list[dict[str, Any]] = []
         self.last_checkpoint = time.monotonic()
+        self.progress_written = time.monotonic()
         self.last_shape: BatchShape | None = None  # of the last batch asked for, training or evaluation
         self.activity = "training"
         self.resumed_at: list[int] = []  # the step each resume started from
@@ -297,6 +301,17 @@ class Run:
             "used_samples": used.samples, "trainable_params": _trainable(self.model), **self.measure.step_columns(),
             **self.methods.log_columns(progress),
         })
+        if time.monotonic() - self.progress_written > PROGRESS_EVERY_S:
+            self._write_progress()
+
+    def _write_progress(self) -> None:
+        """Where the run stands (`progress.json`), for `vtbench status` while it trains."""
+        self.progress_written = time.monotonic()
+        if self.world.main:
+            used = self.clock.used
+            results.write_json(self.dir / results.PROGRESS, {
+                "progress": self.clock.fraction(), "step": used.steps, "used_s": used.s, "budget": str(self.budget),
+                "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), "world_size": self.world.size})
 
     def _drop_frozen_state(self) -> None:
         """A parameter a method froze keeps no optimizer state (AdamW's moments would hold its memory)."""
@@ -427,6 +442,7 @@ class Run:
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
             self._write_tables()
+            self._write_progress()
         self.last_checkpoint = time.monotonic()
 
     def _restore(self, path: Path) -> None:

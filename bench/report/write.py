@@ -41,16 +41,18 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
         curves_figure(evals, figures / f"curves{suffix}", width, styles)
         has_settings = settings_figure(evals, figures / f"settings{suffix}", width, styles)
     markdown = _write_tables(table, out / "tables")
+    unended = _unended(study_dir)
     if tuning:  # the trials are the study: their section, then the runs' curves (tables/ has the rest)
-        lines = [f"# Study {study_dir.name}", "", *tuning, "", "## Runs", "",
+        lines = [f"# Study {study_dir.name}", "", *unended, *tuning, "", "## Runs", "",
                  f"{len(final)} runs; their final top-1 and costs in tables/summary.md.", "",
                  "![curves](figures/curves.png)"]
         (out / "report.md").write_text("\n".join(lines) + "\n")
         return out / "report.md"
     verdicts = [verdict(final, table, method) for method in table["method"].unique()
                 if not method.startswith("baseline")]
-    lines = [f"# Study {study_dir.name}", "", f"{len(final)} runs. Final top-1 on the default evaluation; each row "
-             "is compared with the baseline named in its `baseline` column (the same settings but the method list).",
+    lines = [f"# Study {study_dir.name}", "", *unended,
+             f"{len(final)} runs. Final top-1 on the default evaluation; each row is compared with the baseline "
+             "named in its `baseline` column (the same settings but the method list).",
              "", markdown, "", *_loaded_runs(runs), "## Verdicts", "",
              "Top-1 at each budget against the method's own baseline at the same budget (equal cost), mean over seeds "
              "with its 95% interval; a method moves the frontier only where its interval clears the baseline's.", "",
@@ -61,6 +63,28 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
         lines += ["", "![settings](figures/settings.png)"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def _unended(study_dir: Path) -> list[str]:
+    """A study still under way (or one whose failed cells will be retried): what has not ended, so that the
+    report is read as covering the ended runs only."""
+    from vtbench.errors import VtbenchError
+    from vtbench.studies.status import ENDED, entry_line, study_status
+
+    if not (study_dir / "study.json").exists():
+        return []
+    try:
+        status = study_status(study_dir)
+    except VtbenchError:  # a tuning study in a database this report cannot reach: its trials table still counts
+        return []
+    left = [e for e in status["entries"] if e["state"] not in ENDED and not e.get("retried")
+            and not (e["state"] == "failed" and not e.get("retries_left"))]
+    if not left:
+        return []
+    noun = "cells" if status["kind"] == "grid" else "trials"
+    return ["## Not ended yet", "", f"{len(left)} of {len(status['entries'])} {noun} have not ended (`vtbench status "
+            f"{study_dir}` follows them); this report covers the runs that have:", "", "```",
+            *[entry_line(e) for e in left], "```", ""]
 
 
 def _loaded_runs(runs: pd.DataFrame) -> list[str]:

@@ -169,6 +169,13 @@ class Claim:
         self.path.unlink(missing_ok=True)
 
 
+def claim_holder(path: Path) -> str | None:
+    """Who holds a live claim at `path`, in words; None when nobody does (no claim, or its worker died)."""
+    if not path.exists() or _abandoned(path):
+        return None
+    return Claim.describe(path)
+
+
 def _abandoned(path: Path) -> bool:
     try:
         owner = json.loads(path.read_text())
