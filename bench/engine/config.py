@@ -72,6 +72,8 @@ class RunConfig:
     nproc: int = 1  # processes that carry the run together (torch.distributed DDP); batch_size stays the global batch
     monitor_interval: float = 0.1  # seconds between NVML samples on a GPU
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    # live experiment tracking of what the run's files hold (vtbench.engine.trackers); not part of the run's id
+    loggers: list[str] = field(default_factory=list)  # tensorboard | mlflow | wandb | csv
 
     def resolve(self) -> "RunConfig":
         """A copy with every default that depends on other fields filled in, validated."""
@@ -150,6 +152,11 @@ class RunConfig:
         for name in ("weight_decay", "grad_clip", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        from .trackers import KNOWN
+
+        unknown = [name for name in self.loggers if name not in KNOWN]
+        if unknown or len(set(self.loggers)) != len(self.loggers):
+            raise ConfigError(f"loggers must be a list of different ones of {', '.join(KNOWN)}; got {self.loggers}")
         model_args(self.model, self.arch, self.model_args)
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +174,8 @@ class RunConfig:
         for name, default in LATER_FIELDS.items():  # at its default, a later setting leaves the id as it was
             if data[name] == default:
                 del data[name]
+        for name in OBSERVERS:  # watching a run does not make it another run
+            del data[name]
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -174,6 +183,7 @@ class RunConfig:
 FIELDS = {f.name: f for f in fields(RunConfig)}
 # settings added after results existed, with the value that runs made before them had: finished runs stay found
 LATER_FIELDS = {"nproc": 1, "compile": False, "compile_backend": "inductor"}
+OBSERVERS = ("loggers",)  # settings of who watches a run, not of the run: outside its id and its comparisons
 MAX_PROCESSES = 65536
 LARGEST_COUNT = 2**31 - 1  # batch sizes, clip counts, frames, pixels
 

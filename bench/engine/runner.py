@@ -32,6 +32,7 @@ from vtbench.engine.evaluate import EvalData, evaluate
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.shape import BatchShape
 from vtbench.engine.steplog import StepLog
+from vtbench.engine.trackers import RunInfo, Trackers
 from vtbench.errors import ConfigError
 
 FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
@@ -152,6 +153,9 @@ class Run:
         self.last_shape: BatchShape | None = None  # of the last batch asked for, training or evaluation
         self.activity = "training"
         self.resumed_at: list[int] = []  # the step each resume started from
+        self.trackers: Trackers | None = None  # live experiment tracking (`loggers`), rank 0's
+        self.tracked = 0  # steps.parquet rows the trackers were sent
+        self.status = "interrupted"  # how the run ended, once it has
         self.skipped_before: dict[str, str] = {}  # unreadable videos met before a resume
 
     def _sweep_settings(self) -> list:
@@ -178,6 +182,8 @@ class Run:
         try:
             self._train()
         finally:
+            if self.trackers is not None:
+                self.trackers.close(self.status)
             self.measure.close()
             if torch.get_num_threads() != self.threads:  # a crowded run gave threads up: the process gets them back
                 torch.set_num_threads(self.threads)
@@ -187,6 +193,10 @@ class Run:
 
     def _train(self) -> None:
         self._write_start()
+        if self.config.loggers and self.world.main:
+            self.trackers = Trackers(self.config.loggers, RunInfo(self.dir, self.config.label(), self.config.to_dict()))
+            self.trackers.params(self.config.to_dict())
+            self.tracked = len(self.log.rows)  # a resumed run's earlier rows were sent by the attempt that made them
         status, error = "completed", None
         bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not (self.show_progress and self.world.main),
                    leave=False)
@@ -349,6 +359,10 @@ class Run:
         self.clock.read(sync=True)
         self.steps_since_read = 0
         bad = self.log.read_losses(self.world.sum)
+        if self.trackers is not None:
+            for row in self.log.rows[self.tracked:self.log.read]:
+                self.trackers.step(row)
+            self.tracked = self.log.read
         if bad is not None:
             first = bad["step"] - bad["steps"] + 1
             where = f"step {bad['step']}" if bad["steps"] == 1 else f"steps {first}-{bad['step']}"
@@ -419,6 +433,9 @@ class Run:
             })
         evaluation = self.measure.end_eval_window()
         self.eval_rows += [{**row, **evaluation} for row in rows]
+        if self.trackers is not None:
+            for row in rows:
+                self.trackers.evaluation(row)
         self.activity = "training"
 
     def _checkpoint(self) -> None:
@@ -535,6 +552,9 @@ class Run:
         if trace:
             summary["traceback"] = trace
         results.write_json(self.dir / results.SUMMARY, summary)
+        self.status = status
+        if self.trackers is not None:
+            self.trackers.summary(summary)
 
 
 def _after(select, chain):

@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from vtbench.engine.config import RunConfig
+from vtbench.engine.config import OBSERVERS, RunConfig
 
-NOT_SETTINGS = ("methods", "seed", "budget")
+NOT_SETTINGS = ("methods", "seed", "budget", *OBSERVERS)
 
 
 def settings_of(config: RunConfig) -> dict[str, Any]:
