@@ -106,6 +106,7 @@ class Measurements:
         self.energy: dict[str, float | None] = {"train": None, "eval": None}
         self.kind = "train"  # of the segment under way: train, eval or excluded
         self.window = _fresh_window()  # the training since the last evaluation, over however many segments
+        self.cpu_began, self.cpu_before = cpu_seconds(), 0.0  # this run's CPU time: from here, plus before a resume
         self._reset()
 
     # ---- segments and windows ------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ class Measurements:
         for phase, peaks in self.phase_peaks.items():
             figures.update({f"{phase}_{key}": peaks.get(key) for key in (*PEAKS, "mem_device")})
         figures.update(energy_j=self.energy["train"], eval_energy_j=self.energy["eval"], power_w=None,
-                       cpu_s=cpu_seconds(), alloc_retries=None)
+                       cpu_s=self._cpu_s(), alloc_retries=None)
         if self.cuda:
             figures["alloc_retries"] = torch.cuda.memory_stats(self.device).get("num_alloc_retries", 0)
         if self.monitor:
@@ -209,13 +210,19 @@ class Measurements:
         figures["not_measured"] = self.not_measured
         return figures
 
+    def _cpu_s(self) -> float:
+        """The CPU time of this run in this process (not of runs the process trained before it), with that of the
+        attempts before a resume."""
+        return self.cpu_before + cpu_seconds() - self.cpu_began
+
     def state_dict(self) -> dict[str, Any]:
         return {"peaks": self.peaks, "phase": self.phase, "phase_peaks": self.phase_peaks, "energy": self.energy,
-                "window": self.window}
+                "window": self.window, "cpu_s": self._cpu_s()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.peaks, self.phase = state["peaks"], state["phase"]
         self.phase_peaks, self.energy, self.window = state["phase_peaks"], state["energy"], state["window"]
+        self.cpu_began, self.cpu_before = cpu_seconds(), state.get("cpu_s", 0.0)
 
     def close(self) -> None:
         if self.monitor:

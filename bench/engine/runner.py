@@ -442,7 +442,8 @@ class Run:
         with self.clock.off_clock("checkpoint"):
             self._flush()  # before the write, so the row's memory is its training's
         with self.clock.off_clock("checkpoint"), self.measure.excluded():
-            ranks_rng = self.world.gather(_rng_state()) if self.world.size > 1 else None
+            # each rank's own random state and measurements, so that each resumes its own
+            ranks = self.world.gather((_rng_state(), self.measure.state_dict())) if self.world.size > 1 else None
             if not self.world.main:
                 self.last_checkpoint = time.monotonic()
                 return
@@ -454,7 +455,8 @@ class Run:
                 "measure": self.measure.state_dict(), "cpu": self.cpu.state_dict(), "rng": _rng_state(),
                 "run_id": self.dir.name,
                 "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
-                "world_size": self.world.size, "ranks_rng": ranks_rng,
+                "world_size": self.world.size, "ranks_rng": ranks and [rng for rng, _ in ranks],
+                "ranks_measure": ranks and [measured for _, measured in ranks],
                 "compiled": self.compiled.state_dict() if self.compiled else None,
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
@@ -467,7 +469,8 @@ class Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.methods.load_state_dict(state["methods"])
-        self.measure.load_state_dict(state["measure"])
+        several = self.world.size > 1 and state.get("ranks_measure")
+        self.measure.load_state_dict(state["ranks_measure"][self.world.rank] if several else state["measure"])
         self.cpu.load_state_dict(state["cpu"])
         self.clock.used = Used(**state["used"])
         self.clock.off_clock_s = state["off_clock_s"]

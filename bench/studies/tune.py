@@ -341,7 +341,7 @@ def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, wor
         write_outputs(tune, study, folder)
         if on_trial:
             on_trial(study, trial)
-        if several and trial.user_attrs.get("status") == "failed":
+        if trial.user_attrs.get("ranks_broken"):
             raise VtbenchError(f"trial {trial.number}'s run of {world.size} processes failed "
                                f"({trial.user_attrs.get('run_id')}); this worker ends, and rerunning goes on")
 
@@ -432,10 +432,16 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool, url: str | No
         claim = Claim.take(folder / f"{run_id}.claim")
         if claim is None:
             time.sleep(POLL_S)
+    several = world is not None and world.size > 1
+    if several:
+        try:
+            world.share(config)  # the job's other tasks train it with this one (a dead one fails the trial here)
+        except BaseException:
+            claim.release()
+            raise
+    began = time.time()
     try:
         _record_trial(run_dir, trial.number)
-        if world is not None and world.size > 1:
-            world.share(config)  # the job's other tasks train it with this one
         execute_or_launch(config, folder, progress_bar=progress_bar,
                           on_eval=TrialReporter(tune, folder, url, trial._trial_id, trial))
     except KeyboardInterrupt:  # the same parameters wait at the head of the queue; their run resumes
@@ -443,8 +449,13 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool, url: str | No
         trial.study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number}, skip_if_exists=False)
         raise
     except Exception as err:  # noqa: BLE001 - the run recorded it (status failed)
+        from vtbench.engine.launch import settle_failure
+
+        error = (settle_failure(run_dir, began, world.size) if several else None) or f"{type(err).__name__}: {err}"
         trial.set_user_attr("status", "failed")
-        raise RunEnded(f"run {run_id} failed: {type(err).__name__}: {err}") from None
+        if several:  # the job's processes may no longer agree: its worker ends after recording this trial
+            trial.set_user_attr("ranks_broken", True)
+        raise RunEnded(f"run {run_id} failed: {error}") from None
     finally:
         claim.release()
     summary = results.read_json(run_dir / results.SUMMARY)
