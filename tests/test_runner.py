@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,7 +26,7 @@ SUMMARY_KEYS = {"status", "top1", "train_s", "eval_s", "steps", "trainable_param
 def test_a_steps_budget_run_writes_every_file(tmp_path):
     run_dir = execute(tiny(budget="20steps"), tmp_path, progress_bar=False)
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoint.pt", "config.yaml", "env.json", "evals.parquet", "steps.parquet", "summary.json"]
+        "checkpoint.pt", "config.yaml", "env.json", "evals.parquet", "progress.json", "steps.parquet", "summary.json"]
     steps = pd.read_parquet(run_dir / "steps.parquet")
     evals = pd.read_parquet(run_dir / "evals.parquet")
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -160,8 +161,11 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
             "--set", "model_args={dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}",
             "--set", "frames=4", "--set", "size=16", "--set", "batch_size=4", "--set", "eval_clips=16",
             "--set", "log_every=1"]
-    reference = subprocess.run([sys.executable, "-m", "vtbench.cli", *args, "--out", str(tmp_path / "ref")],
-                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    from vtbench.cli.main import main
+
+    assert main([*args, "--out", str(tmp_path / "ref")]) == 0  # the reference, in this process
+    (reference,) = (tmp_path / "ref").glob("*/summary.json")
+    reference = str(reference.parent)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "vtbench.cli", *args, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -175,10 +179,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     partial = torch.load(checkpoint, weights_only=False)
     assert partial["used"]["steps"] < 60, "the run must have been killed before it ended"
     assert not (checkpoint.parent / "summary.json").exists()
-    again = subprocess.run([sys.executable, "-m", "vtbench.cli", *args, "--out", str(out)],
-                           capture_output=True, text=True, check=True)
-    resumed = again.stdout.strip().splitlines()[-1]
-    _assert_same_run(__import__("pathlib").Path(reference), __import__("pathlib").Path(resumed))
+    assert main([*args, "--out", str(out)]) == 0  # the same command again: it resumes
+    _assert_same_run(Path(reference), checkpoint.parent)
 
 
 class Explode(Method):

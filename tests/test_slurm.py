@@ -47,7 +47,8 @@ def _squeue(env) -> list[str]:
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two workers running at once need two CPUs")
-def test_cancelled_workers_end_the_launcher_without_accounting_and_their_cells_resume(tmp_path, slurm_env):
+def test_cancelled_workers_end_the_launcher_without_accounting_and_their_cells_resume(tmp_path, slurm_env,
+                                                                                      monkeypatch, capsys):
     path = _grid(tmp_path, "methods: [[], [pss]]\nbudgets: [6s]\nslurm: {cpus_per_task: 1, time_min: 10}\n")
     out, folder = tmp_path / "out", tmp_path / "out" / "s"
     launcher = subprocess.Popen(_command(path, out, "--workers", "2"), env=slurm_env, stdout=subprocess.PIPE,
@@ -71,19 +72,21 @@ def test_cancelled_workers_end_the_launcher_without_accounting_and_their_cells_r
     assert "worker stopped by a signal: stopped at step" in (folder / "slurm" / f"{jobs[0]}_0_log.err").read_text()
     sacct = subprocess.run(["sacct"], env=slurm_env, capture_output=True, text=True)
     assert sacct.returncode != 0 and "accounting storage is disabled" in sacct.stderr  # really none to ask
-    again = subprocess.run(_command(path, out, "--workers", "2"), env=slurm_env, capture_output=True, text=True,
-                           timeout=300)
-    assert again.returncode == 0 and "2 completed" in again.stderr, again.stderr
+    from vtbench.cli.main import main
+
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])  # the same command again, in this process
+    capsys.readouterr()
+    assert main(_command(path, out, "--workers", "2")[3:]) == 0
+    assert "2 completed" in capsys.readouterr().err
     for summary in _summaries(folder, path).values():
         assert summary["status"] == "completed"
         assert len(summary["resumed_at"]) == 1 and 0 < summary["resumed_at"][0] < summary["steps"]  # not restarted
-    third = subprocess.run(_command(path, out, "--workers", "2"), env=slurm_env, capture_output=True, text=True,
-                           timeout=120)
-    assert third.returncode == 0 and "every cell has ended: no worker started" in third.stderr
+    assert main(_command(path, out, "--workers", "2")[3:]) == 0
+    assert "every cell has ended: no worker started" in capsys.readouterr().err
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a job of two tasks needs two CPUs")
-def test_a_cell_of_two_processes_runs_as_one_slurm_job_of_two_tasks_with_accounting(tmp_path):
+def test_a_cell_of_two_processes_runs_as_one_slurm_job_of_two_tasks_with_accounting(tmp_path, monkeypatch, capsys):
     from slurm import Cluster, Unavailable
 
     pytest.importorskip("submitit")
@@ -95,14 +98,17 @@ def test_a_cell_of_two_processes_runs_as_one_slurm_job_of_two_tasks_with_account
     try:
         path = _grid(tmp_path, "methods: [[], [pss]]\nbudgets: [20steps]\nnproc_per_run: 2\n"
                      "slurm: {cpus_per_task: 1, time_min: 10}\n")
-        result = subprocess.run(_command(path, tmp_path / "out"), env=env, capture_output=True, text=True,
-                                timeout=300)
-        assert result.returncode == 0, result.stderr
+        from vtbench.cli.main import main
+
+        monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])  # the launcher runs in this process
+        capsys.readouterr()
+        assert main(_command(path, tmp_path / "out")[3:]) == 0
+        stderr = capsys.readouterr().err
         for summary in _summaries(tmp_path / "out" / "s", path).values():  # both cells, one after the other
             assert summary["status"] == "completed" and summary["world_size"] == 2 and summary["steps"] == 20
         logs = sorted((tmp_path / "out" / "s" / "slurm").glob("*_log.out"))
         assert [log.name.split("_")[-2] for log in logs] == ["0", "1"]  # submitit's log of each task of one job
-        job = result.stderr.split("submitted 1 workers: ")[1].split()[0]
+        job = stderr.split("submitted 1 workers: ")[1].split()[0]
         sacct = subprocess.run(["sacct", "--noheader", "--parsable2", "--format=JobID,State", "-j", job], env=env,
                                capture_output=True, text=True, check=True).stdout
         assert f"{job}|COMPLETED" in sacct

@@ -338,9 +338,7 @@ def _kill_mid_trial_then_finish(tmp_path, path: Path, storage: list[str], study_
     finally:
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
-    result = subprocess.run(_cli("tune", str(path), "--out", str(out), "--no-progress", *storage),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert main(["tune", str(path), "--out", str(out), "--no-progress", *storage]) == 0  # again, in this process
     study = study_loader()
     trials = study.get_trials()
     dead = trials[killed.number]
@@ -381,9 +379,7 @@ def test_an_interrupted_trial_resumes_with_the_same_parameters(tmp_path):
                                                                      (waiting.number, "pending")]
     assert status["entries"][0]["error"] == "interrupted; its parameters run again"
     assert 0 < status["entries"][0]["progress"] < 1  # where its run stands: it resumes there
-    result = subprocess.run(_cli("tune", str(path), "--out", str(out), "--no-progress"), capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert main(["tune", str(path), "--out", str(out), "--no-progress"]) == 0  # again, in this process
     trials = _study(out / "keep").get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[0].user_attrs["status"] == "interrupted" and trials[1].params == interrupted.params
@@ -425,13 +421,13 @@ def test_postgres_heartbeat_fails_a_killed_workers_trial_and_retries_it(tmp_path
 @pytest.mark.postgres
 @pytest.mark.slurm
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a job of two tasks needs two CPUs")
-def test_the_slurm_executor_runs_trials_of_two_processes_as_jobs_of_two_tasks(tmp_path, postgres_url, slurm_env):
+def test_the_slurm_executor_runs_trials_of_two_processes_as_jobs_of_two_tasks(tmp_path, postgres_url, slurm_env,
+                                                                               monkeypatch, capsys):
     path = _config(tmp_path, "nproc_per_run: 2\nslurm: {cpus_per_task: 1, time_min: 10}\n", trials=2)
-    result = subprocess.run(_cli("tune", str(path), "--executor", "slurm", "--out", str(tmp_path / "out"),
-                                 "--no-progress", "--storage", postgres_url),
-                            capture_output=True, text=True, env=slurm_env, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "submitted 1 workers" in result.stderr
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])  # the launcher runs in this process
+    assert main(["tune", str(path), "--executor", "slurm", "--out", str(tmp_path / "out"), "--no-progress",
+                 "--storage", postgres_url]) == 0
+    assert "submitted 1 workers" in capsys.readouterr().err
     ended = _ended(_pg_study(postgres_url)())
     assert len(ended) == 2 and all(t.state == TrialState.COMPLETE for t in ended)
     for trial in ended:  # rank 0 reported each evaluation; both tasks trained the run

@@ -183,13 +183,22 @@ def _abandoned(path: Path) -> bool:
     except (OSError, ValueError):
         return False  # being written right now, or just released
     if owner.get("host") == socket.gethostname():
-        try:
-            os.kill(owner["pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return not process_alive(owner["pid"])
     return age > STALE_S
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs: a killed process that its parent has not reaped yet (a
+    zombie; in a container whose first process reaps nothing it stays one) holds nothing."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 

@@ -299,15 +299,9 @@ def fail_dead_workers(study, retries: int) -> list[int]:
 
 
 def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from vtbench.studies.folder import process_alive
+
+    return pid is None or process_alive(pid)
 
 
 # ---- a worker ---------------------------------------------------------------------------------------------
