@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import socket
@@ -151,6 +152,15 @@ def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(tmp_path
         assert sorted(t.intermediate_values) == [250, 500, 750, 1000]
     best = load_run_config(folder / "best.yaml")  # a run YAML `vtbench run --config` accepts
     assert best.run_id() == study.best_trial.user_attrs["run_id"]
+    dashboard = _dashboard(folder / "optuna.journal")  # optuna-dashboard, opening the journal as it is
+    (summary,) = dashboard("/api/studies")["study_summaries"]
+    assert summary["study_name"] == "keep" and summary["directions"] == ["maximize"]
+    served = dashboard(f"/api/studies/{summary['study_id']}")["trials"]
+    assert [(t["number"], t["values"]) for t in served] == [(t.number, [t.value]) for t in trials]
+    for shown, t in zip(served, trials, strict=True):  # beside each trial: its run's folder, budget and methods
+        attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
+        assert attrs["run_dir"] == str((folder / t.user_attrs["run_id"]).resolve()) and attrs["budget"] == "12steps"
+        assert attrs["methods"].startswith("token_dropout:keep=")
     status = study_status(folder)  # `vtbench status`: each trial with its state and top-1
     assert [(e["trial"], e["state"], e["top1"]) for e in status["entries"]] == [(t.number, "completed", t.value)
                                                                                   for t in trials]
@@ -159,6 +169,24 @@ def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(tmp_path
     assert sorted(table["trial"]) == [0, 1, 2]
     assert {"trial_state", "trial_top1", "trial_param token_dropout.keep"} <= set(table.columns)
     assert "trial_param token_dropout.keep" in study_table(folder).columns
+
+
+def _dashboard(storage: Path):
+    """GET from optuna-dashboard's own application on `storage` (what `optuna-dashboard PATH` serves)."""
+    from wsgiref.util import setup_testing_defaults
+
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    app = optuna_dashboard.wsgi(str(storage))
+
+    def get(path: str):
+        environ = {"PATH_INFO": path}
+        setup_testing_defaults(environ)
+        status = []
+        body = b"".join(app(environ, lambda code, headers, *exc: status.append(code)))
+        assert status == ["200 OK"], (path, status, body[:300])
+        return json.loads(body)
+
+    return get
 
 
 def test_running_again_continues_without_duplicates(tmp_path):

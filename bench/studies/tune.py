@@ -417,8 +417,11 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool, url: str | No
         raise Surplus(f"trial {trial.number}: the study already has {tune.trials} trials")
     config = tune.config(tune.space.suggest(trial))
     run_id = config.run_id()
-    trial.set_user_attr("run_id", run_id)
     run_dir = folder / run_id
+    # what optuna-dashboard shows beside each trial: where its run is, its budget and methods
+    for key, value in (("run_id", run_id), ("run_dir", str(run_dir.resolve())), ("budget", config.budget),
+                       ("methods", config.label())):
+        trial.set_user_attr(key, value)
     single = len(tune.objectives) == 1
 
     claim = None
