@@ -131,5 +131,8 @@ def _decode(path: Path, wanted: set[int], short: int | None, seek: bool) -> tupl
             if size is None:
                 size = output_size(frame.width, frame.height, short)
             if k in wanted or not got:
-                got[k] = resize.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+                # to RGB first, then scaled: libswscale's combined scale-and-convert darkens by about two grey
+                # levels (a uniform level 44 came out 42); converted first, it stays 44, as TorchCodec gives
+                rgb = frame.reformat(format="rgb24")
+                got[k] = resize.reformat(rgb, width=size[0], height=size[1], format="rgb24").to_ndarray()
     return got, landed

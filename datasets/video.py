@@ -4,7 +4,7 @@ decoded with PyAV or read from the decoded cache (datasets/cache.py), sampled as
 data_args: `split` (1, 2 or 3 for ucf101 and hmdb51), `views` ([clips, crops] averaged in evaluation,
 default [1, 1]), `workers` (decoding processes beside training, default 0: decode in the training process),
 `cache` (true: use the cache when one exists, the default; false: always decode), `flip` (default: true,
-false for ssv2, where left and right matter).
+false for ssv2, where left and right matter), `decoder` (pyav, the default, or torchcodec: datasets/decoders.py).
 
 Training indices count clips drawn so far: index i is video perm_e[i mod N] of epoch e = i div N, with a
 permutation per (seed, epoch). Evaluation takes the first `length` videos of one fixed permutation
@@ -28,9 +28,9 @@ import torch
 
 from vtbench.errors import ConfigError
 
-from . import sampling
+from . import decoders, sampling
 from .cache import Cache, find_cache
-from .decode import Unreadable, probe, read_frames
+from .decode import Unreadable
 from .layouts import read_index
 
 EVAL_ORDER_SEED = 0
@@ -49,6 +49,7 @@ class ClipRequest:
     seed: int
     cache_folder: Path | None
     root: Path
+    decoder: str = "pyav"
 
 
 def load_clip(request: ClipRequest) -> np.ndarray:
@@ -57,7 +58,7 @@ def load_clip(request: ClipRequest) -> np.ndarray:
     count = cache.frames(request.path) if cache else None
     if count is None:
         cache = None
-        count = _frame_count(request.path)
+        count = _frame_count(request.path, request.decoder)
     rng = np.random.default_rng(_seed(request.seed, request.index)) if request.training else None
     clip_views, crop_views = (1, 1) if request.training else request.views
     if request.stride == 0:
@@ -70,7 +71,7 @@ def load_clip(request: ClipRequest) -> np.ndarray:
     if cache is not None:
         decoded = sampling.resize_short(cache.read(request.path, needed), short)
     else:
-        decoded = read_frames(request.path, needed, count, short)
+        decoded = decoders.module(request.decoder).read_frames(request.path, needed, count, short)
     position = {k: n for n, k in enumerate(needed)}
     views = []
     for selection in selections:
@@ -99,9 +100,9 @@ _caches: dict[Path, Cache] = {}
 
 
 @functools.lru_cache(maxsize=2**16)
-def _frame_count(path: Path) -> int:
+def _frame_count(path: Path, decoder: str = "pyav") -> int:
     """A video's frame count, probed once per process (an unreadable file raises again each time)."""
-    return probe(path)[0]
+    return decoders.module(decoder).probe(path)[0]
 
 
 def _open_cache(folder: Path, root: Path) -> Cache:
@@ -117,12 +118,13 @@ def _seed(*parts: object) -> int:
 class VideoDataset:
     def __init__(self, layout: str, root: str | Path, part: str, seed: int, length: int | None = None,
                  views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
-                 flip: bool | None = None, **layout_args: Any):
+                 flip: bool | None = None, decoder: str = "pyav", **layout_args: Any):
         """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51."""
         unknown = sorted(set(layout_args) - {"split"})
         if unknown:
             raise ConfigError(f"data_args for {layout}: unknown key {unknown[0]!r}; allowed: split, views, workers, "
-                              "cache, flip")
+                              "cache, flip, decoder")
+        self.decoder = decoders.check(decoder)
         if (not isinstance(views, (list, tuple)) or len(views) != 2
                 or not all(isinstance(v, int) and v >= 1 for v in views)):
             raise ConfigError(f"data_args.views is [clips, crops] of whole numbers >= 1, got {views!r}")
@@ -208,7 +210,7 @@ class VideoDataset:
             self._caches[size] = find_cache(self.root, sampling.short_side(size)) if self.use_cache else None
         cache = self._caches[size]
         return ClipRequest(self.videos[video][0], index, frames, size, stride, training, self.flip, self.views,
-                           self._draw_seed, cache.folder if cache else None, self.root)
+                           self._draw_seed, cache.folder if cache else None, self.root, self.decoder)
 
     def _submit(self, key: tuple) -> list[Future]:
         """One task per worker, each a chunk of the batch's clips (one round trip per worker, not per clip)."""

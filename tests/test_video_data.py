@@ -15,16 +15,16 @@ from videos import (
     frame_of,
     hmdb51_layout,
     kinetics_layout,
+    level,
     list_layout,
     ssv2_layout,
     ucf101_layout,
 )
 
 from vtbench.cli import main
-from vtbench.datasets import build_dataset, sampling
-from vtbench.datasets import video as video_module
+from vtbench.datasets import build_dataset, decoders, sampling
 from vtbench.datasets.cache import build_cache, find_cache
-from vtbench.datasets.decode import Unreadable, probe, read_frames
+from vtbench.datasets.decode import Unreadable, read_frames
 from vtbench.datasets.layouts import read_index
 from vtbench.datasets.video import ClipRequest, load_clip
 from vtbench.engine import results
@@ -45,15 +45,43 @@ def _frames_of(video: torch.Tensor) -> list[int]:
 # ---- decoding -----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=decoders.NAMES)
+def decoder(request):
+    """Each decoder's module (`probe`, `read_frames`); TorchCodec's where it can load."""
+    if request.param == "torchcodec" and (reason := decoders.torchcodec_missing()):
+        pytest.skip(f"TorchCodec cannot load here: {reason}")
+    return decoders.module(request.param)
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".webm", ".avi"])
-def test_decoding_picks_the_requested_frames_in_every_codec(suffix, tmp_path):
+def test_decoding_picks_the_requested_frames_in_every_codec(suffix, tmp_path, decoder):
     path = encode(tmp_path / f"v{suffix}", frames=24)
-    count, fps = probe(path)
+    count, fps = decoder.probe(path)
     assert (count, fps) == (24, 12.0)
     wanted = [0, 5, 5, 23, 7]  # any order, repeats
-    assert [frame_of(f) for f in read_frames(path, wanted, count)] == wanted
-    late = read_frames(path, [20, 21, 22], count, short=16)  # short against the video: seeks first
+    assert [frame_of(f) for f in decoder.read_frames(path, wanted, count)] == wanted
+    late = decoder.read_frames(path, [20, 21, 22], count, short=16)  # short against the video: seeks first
     assert [frame_of(f) for f in late] == [20, 21, 22] and late.shape == (3, 16, 20, 3)
+    tail = decoder.read_frames(path, [22, 23, 24, 25], count + 2)  # a count from the duration can run past the end
+    assert [frame_of(f) for f in tail] == [22, 23, 23, 23]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".avi"])
+def test_both_decoders_give_the_same_frames_resized_or_not(suffix, tmp_path):
+    if reason := decoders.torchcodec_missing():
+        pytest.skip(f"TorchCodec cannot load here: {reason}")
+    path = encode(tmp_path / f"v{suffix}", frames=24, ramp=True)
+    pyav, torchcodec = decoders.module("pyav"), decoders.module("torchcodec")
+    assert pyav.probe(path) == torchcodec.probe(path)
+    for short in (None, 16, 24):
+        a, b = (d.read_frames(path, [0, 7, 7, 19], 24, short).astype(int) for d in (pyav, torchcodec))
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1, (short, np.abs(a - b).max())
+    # a uniform grey keeps its level through the resize in both (PyAV's combined scale-and-convert lost two)
+    grey = encode(tmp_path / f"g{suffix}", frames=8)
+    full = np.unique(pyav.read_frames(grey, [5], 8, None)).tolist()
+    assert len(full) == 1 and abs(full[0] - level(5)) <= 1  # the codec's own error, at most a level
+    for decoder in (pyav, torchcodec):
+        assert np.unique(decoder.read_frames(grey, [5], 8, 16)).tolist() == full
 
 
 @pytest.mark.parametrize("seek_outcome", ["lands past the clip", "fails"])
@@ -79,20 +107,20 @@ def test_a_seek_that_misses_falls_back_to_decoding_from_the_start(seek_outcome, 
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 40, b"just text, not a video\n" * 20])
-def test_broken_files_raise_unreadable(content, tmp_path):
+def test_broken_files_raise_unreadable(content, tmp_path, decoder):
     path = tmp_path / "broken.mp4"
     path.write_bytes(content)
     with pytest.raises(Unreadable):
-        probe(path)
+        decoder.probe(path)
 
 
-def test_a_truncated_video_is_unreadable(tmp_path):
+def test_a_truncated_video_is_unreadable(tmp_path, decoder):
     path = encode(tmp_path / "v.mp4", frames=24)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(Unreadable):
-        count, _ = probe(path)
-        read_frames(path, list(range(count)), count)
+        count, _ = decoder.probe(path)
+        decoder.read_frames(path, list(range(count)), count)
 
 
 # ---- sampling -------------------------------------------------------------------------------------------------
@@ -295,14 +323,15 @@ def test_training_flips_some_clips_unless_left_and_right_matter(tmp_path):
     assert build_dataset(f"folder:{folder_layout(tmp_path / 'f')}", "train", 0).flip
 
 
-def test_unreadable_videos_are_skipped_counted_and_replaced(tmp_path):
+def test_unreadable_videos_are_skipped_counted_and_replaced(tmp_path, decoder):
     root = folder_layout(tmp_path / "f")
     broken = root / "train" / "Bowling" / "bowling_0.mp4"
     broken.write_bytes(b"not a video" * 50)
     empty = root / "train" / "Diving" / "diving_1.mp4"
     empty.write_bytes(b"")
+    name = "torchcodec" if decoder.__name__.endswith("torchcodec_decode") else "pyav"
     with pytest.warns(UserWarning, match="missing or empty"):
-        train = build_dataset(f"folder:{root}", "train", seed=0)
+        train = build_dataset(f"folder:{root}", "train", seed=0, decoder=name)
     with pytest.warns(UserWarning, match=f"skipping unreadable video {broken}"):
         video, labels = train.batch(list(range(len(train.videos))), frames=4, size=16, stride=2, training=True)
     assert video.shape[0] == len(train.videos) == 5
@@ -375,7 +404,8 @@ def test_cache_and_decode_give_the_same_frames(tmp_path, monkeypatch):
     for stride in (2, 0):
         b, _ = decoded.batch([0, 1, 2], 4, 16, stride, training=True)
         with monkeypatch.context() as m:  # the cached data set must not decode
-            m.setattr(video_module, "read_frames", lambda *a, **k: pytest.fail("decoded despite the cache"))
+            for name in decoders.NAMES:
+                m.setattr(decoders.module(name), "read_frames", lambda *a, **k: pytest.fail("decoded despite cache"))
             a, _ = cached.batch([0, 1, 2], 4, 16, stride, training=True)
         assert torch.equal(a, b)
     smaller, _ = cached.batch([0], 4, 12, 2, training=True)  # another size: resized from the cache
