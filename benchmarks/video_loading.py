@@ -2,9 +2,10 @@
 1 and 2 decoding workers, beside the default model's training throughput, all measured in one process on
 videos this script encodes (UCF101-like: 320 x 240, 25 fps, 5 s, H.264).
 
-    python benchmarks/video_loading.py [--videos 24] [--batches 12]
+    python benchmarks/video_loading.py [--videos 24] [--batches 12] [--repeats 3]
 
-The cache should load clips at least 5x faster than the model consumes them.
+The cache should load clips at least 5x faster than the model consumes them. The last line sets the two decoders
+(PyAV and TorchCodec, decoding in the training process) side by side.
 """
 
 import argparse
@@ -67,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats of the decoder comparison")
     args = parser.parse_args()
     config = RunConfig().resolve()
     rng = np.random.default_rng(0)
@@ -93,11 +95,36 @@ def main() -> None:
             rates["cache", workers] = loading_rate(data, config, args.batches * 10)
             data.close()
             print(f"read from the cache, {workers} workers: {rates['cache', workers]:.0f} clips/s")
+        decoders_line = compare_decoders(root, config, args.batches, args.repeats)
     best_decode = max(rates["decode", w] for w in (0, 1, 2))
     best_cache = max(rates["cache", w] for w in (0, 1, 2))
     print(f"cache/decode loading: {best_cache / best_decode:.1f}x (best of each)", file=sys.stderr)
     print(f"decode/training: {best_decode / model:.2f}")
     print(f"cache/training: {best_cache / model:.1f}")
+    print(decoders_line)
+
+
+def compare_decoders(root: Path, config: RunConfig, batches: int, repeats: int) -> str:
+    """Clips/s decoded from files in this process by each decoder, in alternating order, median of `repeats`."""
+    from vtbench.datasets import decoders
+
+    names = [n for n in decoders.NAMES if n != "torchcodec" or not decoders.torchcodec_missing()]
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            data = build_dataset(f"folder:{root}", "train", 0, cache=False, decoder=name)
+            rates[name].append(loading_rate(data, config, batches))
+            data.close()
+            print(f"repeat {repeat}: {name} {rates[name][-1]:.1f} clips/s", file=sys.stderr)
+    median = {n: float(np.median(r)) for n, r in rates.items()}
+    spread = ", ".join(f"{n} {median[n]:.1f} clips/s ({min(r):.1f}-{max(r):.1f})" for n, r in rates.items())
+    if len(names) < 2:
+        return f"decoders, no workers, median of {repeats}: {spread}; torchcodec cannot load here: " \
+               f"{decoders.torchcodec_missing()}"
+    path = decoders.record_measurement(median)  # what data_args.decoder auto takes on this machine
+    print(f"recorded for decoder auto: {max(median, key=median.get)} ({path})", file=sys.stderr)
+    return (f"decoders, no workers, median of {repeats}: {spread}; torchcodec / pyav = "
+            f"{median['torchcodec'] / median['pyav']:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ decoded with PyAV or read from the decoded cache (datasets/cache.py), sampled as
 data_args: `split` (1, 2 or 3 for ucf101 and hmdb51), `views` ([clips, crops] averaged in evaluation,
 default [1, 1]), `workers` (decoding processes beside training, default 0: decode in the training process),
 `cache` (true: use the cache when one exists, the default; false: always decode), `flip` (default: true,
-false for ssv2, where left and right matter), `decoder` (pyav, the default, or torchcodec: datasets/decoders.py).
+false for ssv2, where left and right matter), `decoder` (auto, the default, pyav or torchcodec:
+datasets/decoders.py).
 
 Training indices count clips drawn so far: index i is video perm_e[i mod N] of epoch e = i div N, with a
 permutation per (seed, epoch). Evaluation takes the first `length` videos of one fixed permutation
@@ -118,13 +119,13 @@ def _seed(*parts: object) -> int:
 class VideoDataset:
     def __init__(self, layout: str, root: str | Path, part: str, seed: int, length: int | None = None,
                  views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
-                 flip: bool | None = None, decoder: str = "pyav", **layout_args: Any):
+                 flip: bool | None = None, decoder: str = "auto", **layout_args: Any):
         """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51."""
         unknown = sorted(set(layout_args) - {"split"})
         if unknown:
             raise ConfigError(f"data_args for {layout}: unknown key {unknown[0]!r}; allowed: split, views, workers, "
                               "cache, flip, decoder")
-        self.decoder = decoders.check(decoder)
+        self.decoder = decoders.resolve(decoder)
         if (not isinstance(views, (list, tuple)) or len(views) != 2
                 or not all(isinstance(v, int) and v >= 1 for v in views)):
             raise ConfigError(f"data_args.views is [clips, crops] of whole numbers >= 1, got {views!r}")

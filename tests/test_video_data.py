@@ -460,3 +460,24 @@ def test_evaluation_averages_the_views_probabilities():
     probs = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 1.0]]).softmax(-1).mean(0)
     expected = (-probs[0].log() - torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]).softmax(-1).mean(0)[1].log()) / 2
     assert scores["loss"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_decoder_auto_takes_the_measured_faster_and_falls_back_to_pyav_saying_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(decoders, "torchcodec_missing", lambda: "ImportError: No module named 'torchcodec'")
+    with pytest.warns(UserWarning, match="decoder auto: decoding with PyAV; TorchCodec cannot load here"):
+        assert decoders.resolve("auto") == "pyav"
+    with pytest.raises(ConfigError, match="decoder torchcodec cannot load here .*pip install -e '.\\[torchcodec\\]'"):
+        decoders.resolve("torchcodec")
+    with pytest.raises(ConfigError, match="data_args.decoder must be one of auto, pyav, torchcodec; got 'ffmpeg'"):
+        decoders.resolve("ffmpeg")
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if reason := decoders.torchcodec_missing():
+        pytest.skip(f"TorchCodec cannot load here: {reason}")
+    assert decoders.resolve("auto") == "pyav"  # nothing measured here yet
+    path = decoders.record_measurement({"pyav": 10.0, "torchcodec": 20.0})  # as the benchmark records it
+    assert decoders.resolve("auto") == "torchcodec"
+    measured = json.loads(path.read_text())
+    path.write_text(json.dumps({**measured, "torchcodec": "0.0.1"}))  # measured with other versions: not taken
+    assert decoders.resolve("auto") == "pyav"
