@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from vtbench.engine import results
 
-from .decode import Unreadable, probe, read_frames
+from . import decoders
+from .decode import Unreadable
 from .layouts import SPLITS, read_index
 from .sampling import short_side
 
@@ -74,9 +75,11 @@ def find_cache(root: Path, short: int) -> Cache | None:
 
 
 def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progress: bool = True,
-                workers: int = 0) -> dict:
-    """Decode every video of both splits once (in `workers` processes, 0: in this one); returns counts (newly
-    cached, cached in all, unreadable), the folder and its size in bytes."""
+                workers: int = 0, decoder: str = "auto") -> dict:
+    """Decode every video of both splits once (in `workers` processes, 0: in this one; with `decoder`, as
+    datasets/decoders.py chooses); returns counts (newly cached, cached in all, unreadable), the folder and its size
+    in bytes."""
+    decoder = decoders.resolve(decoder)
     root = Path(root).expanduser()
     index = read_index(layout, root, split)
     short = short_side(size)
@@ -87,7 +90,7 @@ def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progre
         state = results.read_json(folder / "index.json")
     paths = sorted({p for name in SPLITS for p, _ in index.videos[name]})
     todo = [(p, _key(p, root)) for p in paths if _key(p, root) not in state["videos"]]
-    jobs = [(path, key, folder, short) for path, key in todo]
+    jobs = [(path, key, folder, short, decoder) for path, key in todo]
     new = 0
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc=f"caching {layout}:{root} at short side "
                f"{short}", unit="video", disable=not progress)
@@ -122,12 +125,13 @@ def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progre
             "unreadable": len(state["skipped"]), "bytes": total}
 
 
-def _cache_one(job: tuple[Path, str, Path, int]) -> tuple[str, dict | None, str | None]:
+def _cache_one(job: tuple[Path, str, Path, int, str]) -> tuple[str, dict | None, str | None]:
     """Decode one video to arrays/<hash of its key>.npy: (key, its index entry or None, why it is unreadable)."""
-    path, key, folder, short = job
+    path, key, folder, short, decoder = job
+    decode = decoders.module(decoder)
     try:
-        count, fps = probe(path)
-        frames = read_frames(path, list(range(count)), count, short)
+        count, fps = decode.probe(path)
+        frames = decode.read_frames(path, list(range(count)), count, short)
     except Unreadable as err:
         return key, None, str(err)
     file = hashlib.blake2b(key.encode(), digest_size=10).hexdigest() + ".npy"

@@ -6,14 +6,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .decode import Unreadable, probe, read_frames
+from . import decoders
+from .decode import Unreadable
 from .layouts import SPLITS, read_index
 from .sampling import dense_indices, dense_starts, short_side
 from .video import missing_or_empty
 
 
 def check(layout: str, root: str | Path, split: int = 1, limit: int | None = None, frames: int = 16,
-          stride: int = 2, size: int = 224, progress: bool = True) -> dict:
+          stride: int = 2, size: int = 224, progress: bool = True, decoder: str = "auto") -> dict:
+    decoder = decoders.resolve(decoder)
+    probe, read_frames = decoders.module(decoder).probe, decoders.module(decoder).read_frames
     index = read_index(layout, root, split)
     report = {"dataset": f"{layout}:{root}", "classes": len(index.classes), "splits": {}, "unreadable": {}}
     decoded_s = decoded_frames = clips = 0
@@ -44,7 +47,7 @@ def check(layout: str, root: str | Path, split: int = 1, limit: int | None = Non
         report["splits"][name] = counts
     report["clips_per_s"] = clips / decoded_s if decoded_s else None
     report["frames_per_s"] = decoded_frames / decoded_s if decoded_s else None
-    report["clip"] = f"{frames} frames at stride {stride}, short side {short_side(size)}"
+    report["clip"] = f"{frames} frames at stride {stride}, short side {short_side(size)}, decoded with {decoder}"
     return report
 
 

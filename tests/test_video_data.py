@@ -481,3 +481,22 @@ def test_decoder_auto_takes_the_measured_faster_and_falls_back_to_pyav_saying_so
     measured = json.loads(path.read_text())
     path.write_text(json.dumps({**measured, "torchcodec": "0.0.1"}))  # measured with other versions: not taken
     assert decoders.resolve("auto") == "pyav"
+
+
+def test_both_decoders_build_the_same_cache_and_skip_the_same_videos(tmp_path):
+    if reason := decoders.torchcodec_missing():
+        pytest.skip(f"TorchCodec cannot load here: {reason}")
+    built = {}
+    for name in decoders.NAMES:
+        root = ucf101_layout(tmp_path / name)
+        next(root.rglob("*.avi")).write_bytes(b"not a video" * 40)  # the same broken file in both
+        with pytest.warns(UserWarning, match="skipping unreadable video"):
+            built[name] = build_cache("ucf101", root, size=16, progress=False, decoder=name)
+        built[name]["cache"] = find_cache(root, sampling.short_side(16))
+    pyav, torchcodec = built["pyav"], built["torchcodec"]
+    assert (pyav["videos"], pyav["unreadable"]) == (torchcodec["videos"], torchcodec["unreadable"]) == (8, 1)
+    assert pyav["cache"].videos.keys() == torchcodec["cache"].videos.keys()
+    for key, entry in pyav["cache"].videos.items():
+        a = np.load(Path(pyav["folder"]) / "arrays" / entry["file"]).astype(int)
+        b = np.load(Path(torchcodec["folder"]) / "arrays" / torchcodec["cache"].videos[key]["file"]).astype(int)
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1, key

@@ -108,6 +108,8 @@ def _data_parser(sub) -> None:
         q.add_argument("--dataset", required=True, metavar="FORMAT:ROOT",
                        help="folder, list, kinetics, ssv2, ucf101 or hmdb51, then the data set's root")
         q.add_argument("--split", type=int, default=1, help="ucf101 / hmdb51 split (1, 2 or 3)")
+        q.add_argument("--decoder", default="auto", choices=("auto", "pyav", "torchcodec"),
+                       help="as data_args.decoder (default auto: the one measured faster here)")
         q.add_argument("--no-progress", action="store_true")
     cache.add_argument("--size", type=int, required=True, help="the clip size training will ask for (pixels)")
     cache.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this one)")
@@ -126,13 +128,15 @@ def cmd_data(args: argparse.Namespace) -> int:
             raise VtbenchError(f"--size must be positive, got {args.size}")
         if args.workers < 0:
             raise VtbenchError(f"--workers must be 0 or more, got {args.workers}")
-        done = build_cache(layout, root, args.size, args.split, progress=not args.no_progress, workers=args.workers)
+        done = build_cache(layout, root, args.size, args.split, progress=not args.no_progress, workers=args.workers,
+                           decoder=args.decoder)
         print(f"{done['videos']} videos cached ({done['cached']} new, {done['unreadable']} unreadable), "
               f"{done['bytes'] / 2**30:.2f} GiB at short side {done['short']}: {done['folder']}")
         return 0
     from vtbench.datasets.check import check, table
 
-    report = check(layout, root, args.split, args.limit, size=args.size, progress=not args.no_progress)
+    report = check(layout, root, args.split, args.limit, size=args.size, progress=not args.no_progress,
+                   decoder=args.decoder)
     print(table(report))
     return 0 if not report["unreadable"] else 1
 
