@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 
 from vtbench.engine.config import RunConfig
@@ -19,6 +21,21 @@ def tiny_config():
     return tiny
 
 
+@contextlib.contextmanager
+def throwaway(make_cluster, unavailable: type[Exception], what: str):
+    """A server the tests start (tests/postgres.py, tests/slurm.py): what its `start()` gives, skipping the test
+    when it cannot be started here; stopped at the end."""
+    try:
+        cluster = make_cluster()
+        started = cluster.start()
+    except unavailable as err:
+        pytest.skip(f"{what} cannot be started here: {err}")
+    try:
+        yield started
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """URL of a PostgreSQL server: VTBENCH_POSTGRES_URL, or a throw-away cluster started here."""
@@ -29,15 +46,8 @@ def postgres_server():
     if os.environ.get("VTBENCH_POSTGRES_URL"):
         yield os.environ["VTBENCH_POSTGRES_URL"]
         return
-    try:
-        cluster = Cluster()
-        url = cluster.start()
-    except Unavailable as err:
-        pytest.skip(f"PostgreSQL cannot be started here: {err}")
-    try:
+    with throwaway(Cluster, Unavailable, "PostgreSQL") as url:
         yield url
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -54,12 +64,5 @@ def slurm_env():
     from slurm import Cluster, Unavailable
 
     pytest.importorskip("submitit")
-    try:
-        cluster = Cluster()
-        env = cluster.start()
-    except Unavailable as err:
-        pytest.skip(f"SLURM cannot be started here: {err}")
-    try:
+    with throwaway(Cluster, Unavailable, "SLURM") as env:
         yield env
-    finally:
-        cluster.stop()

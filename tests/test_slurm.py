@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import throwaway
 
 from vtbench.studies.grid import load_grid
 
@@ -90,12 +91,7 @@ def test_a_cell_of_two_processes_runs_as_one_slurm_job_of_two_tasks_with_account
     from slurm import Cluster, Unavailable
 
     pytest.importorskip("submitit")
-    try:
-        cluster = Cluster(accounting=True)
-        env = cluster.start()
-    except Unavailable as err:
-        pytest.skip(f"SLURM with slurmdbd cannot be started here: {err}")
-    try:
+    with throwaway(lambda: Cluster(accounting=True), Unavailable, "SLURM with slurmdbd") as env:
         path = _grid(tmp_path, "methods: [[], [pss]]\nbudgets: [20steps]\nnproc_per_run: 2\n"
                      "slurm: {cpus_per_task: 1, time_min: 10}\n")
         from vtbench.cli.main import main
@@ -112,5 +108,3 @@ def test_a_cell_of_two_processes_runs_as_one_slurm_job_of_two_tasks_with_account
         sacct = subprocess.run(["sacct", "--noheader", "--parsable2", "--format=JobID,State", "-j", job], env=env,
                                capture_output=True, text=True, check=True).stdout
         assert f"{job}|COMPLETED" in sacct
-    finally:
-        cluster.stop()

