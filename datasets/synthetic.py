@@ -120,6 +120,7 @@ class SyntheticVideos:
     NATIVE_FRAMES = 32
 
     shareable = True  # its val split is fixed by the data arguments alone: runs may share the rendered set
+    pixel_std = (PIXEL_STD,) * 3  # per channel, pixels over [0, 1]: normalised 1 is 255 x this in grey levels
 
     def __init__(
         self,

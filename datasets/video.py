@@ -117,6 +117,8 @@ def _seed(*parts: object) -> int:
 
 
 class VideoDataset:
+    pixel_std = sampling.STD  # per channel, pixels over [0, 1] (the normalisation of sampling.to_tensor)
+
     def __init__(self, layout: str, root: str | Path, part: str, seed: int, length: int | None = None,
                  views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
                  flip: bool | None = None, decoder: str = "auto", **layout_args: Any):

@@ -5,7 +5,7 @@ through a `MethodStack` and never names a method.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -15,6 +15,7 @@ from vtbench.engine.budget import BudgetClock
 from vtbench.engine.config import RunConfig
 from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
+from vtbench.models.blocks import BlockHook, BlockPlan
 from vtbench.models.tokens import Tokens
 
 from .card import Claim
@@ -79,9 +80,23 @@ class Method:
         """Multiplier of the scheduled learning rate for the next step."""
         return 1.0
 
+    def read_pixels(self, tokens: Tokens, training: bool) -> Tokens:
+        """Before any method's selection, on the full token grid, with the clip's pixels at hand (`tokens.pixels`,
+        normalised as the data set gives them): return a smaller set (clips may keep different counts: pad them,
+        `valid` marking the real tokens) or change the tokens."""
+        return tokens
+
     def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
         """After patch and position embedding, before the first block: return a (physically) smaller set."""
         return tokens
+
+    def block_hook(self, progress: float, training: bool) -> BlockHook | None:
+        """A hook around each block's run (vtbench.models.blocks): run it on fewer tokens, merge tokens inside it."""
+        return None
+
+    def conflict(self, other: "Method") -> str | None:
+        """Why this method cannot share a list with `other` (checked both ways before training), or None."""
+        return None
 
     def training_loss(self, model: torch.nn.Module, batch: Batch, progress: float, select: Select | None,
                       label_smoothing: float) -> torch.Tensor:
@@ -127,6 +142,11 @@ class MethodStack:
                 names = " and ".join(m.name for m in owners)
                 raise ConfigError(f"methods {names} both decide {hook}; at most one method of a list may")
             self.owners[hook] = owners[0] if owners else None
+        for one in self.methods:
+            for other in self.methods:
+                reason = one.conflict(other) if one is not other else None
+                if reason:
+                    raise ConfigError(f"methods {one.name} and {other.name} cannot be combined: {reason}")
 
     @property
     def leaves_parameters_unused(self) -> bool:
@@ -154,8 +174,11 @@ class MethodStack:
         if any(m.uses_motion for m in self.methods):
             tokens = with_motion(tokens)
         for method in self.methods:
+            tokens = method.read_pixels(tokens, training)
+        for method in self.methods:
             tokens = method.select_tokens(tokens, progress, training)
-        return tokens
+        hooks = [h for h in (m.block_hook(progress, training) for m in self.methods) if h is not None]
+        return replace(tokens, blocks=BlockPlan(hooks)) if hooks else tokens
 
     def selector(self, progress: float, training: bool) -> Callable[[Tokens], Tokens] | None:
         if not self.methods:

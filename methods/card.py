@@ -19,3 +19,5 @@ class Claim:
     estimated: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
     cost: str = "train"  # train | forward: which pass the compute ratio compares
     setting: str = "default"  # evaluation setting compared here: default, or "fewest tokens" of the sweep
+    # False where the cost depends on the clips' content (estimated on meta tensors, which have none)
+    estimable: bool = True

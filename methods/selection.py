@@ -9,6 +9,8 @@ tokens in every clip of a batch, chosen per clip, and gathers them (positions tr
   changes most against the same place one frame earlier.
 """
 
+from dataclasses import replace
+
 import torch
 
 from vtbench.models.tokens import Tokens
@@ -30,8 +32,29 @@ def top_magnitude(tokens: Tokens, k: int) -> Tokens:
 
 
 def _keep_top(tokens: Tokens, score: torch.Tensor, k: int) -> Tokens:
+    """The K best-scored tokens per clip; padding (clips of different counts) is taken last, so a clip with fewer
+    than K real tokens keeps them all and stays padded."""
+    if tokens.valid is not None:
+        score = score.masked_fill(~tokens.valid, float("-inf"))
     index = score.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
     return tokens.gather(index)
+
+
+def keep_per_clip(tokens: Tokens, score: torch.Tensor, counts: torch.Tensor) -> Tokens:
+    """The `counts[i]` best-scored real tokens of clip i, in their original order; clips that keep fewer than the
+    largest count are padded (`valid` marks the real ones; None when no clip needs padding)."""
+    if tokens.valid is not None:
+        score = score.masked_fill(~tokens.valid, float("-inf"))
+        counts = torch.minimum(counts, tokens.valid.sum(dim=1))
+    k = int(counts.max())
+    order = score.argsort(dim=1, descending=True, stable=True)[:, :k]
+    chosen = torch.arange(k, device=score.device) < counts[:, None]  # by rank of score
+    index, by_position = order.sort(dim=1)
+    kept = tokens.gather(index)
+    valid = chosen.gather(1, by_position)
+    if kept.valid is not None:
+        valid = valid & kept.valid
+    return replace(kept, valid=None if bool(valid.all()) else valid)
 
 
 # ---- Flux's group-dynamic selection ------------------------------------------------------------------------
@@ -75,7 +98,7 @@ def with_motion(tokens: Tokens) -> Tokens:
     if tokens.motion is not None:
         return tokens
     with torch.no_grad():
-        return Tokens(tokens.x, tokens.pos, tokens.grid, tokens.raw, motion_scores(tokens))
+        return replace(tokens, motion=motion_scores(tokens))
 
 
 def group_dynamic_select(tokens: Tokens, budget: int) -> Tokens:
@@ -104,5 +127,7 @@ def group_dynamic_select(tokens: Tokens, budget: int) -> Tokens:
         rank = torch.arange(group.shape[1], device=group.device) - starts.gather(1, grouped)
         ordered = scores.gather(1, order)
         priority = (rank < quota).float() + 0.5 * ordered / (ordered.max(dim=1, keepdim=True).values + 1)
+        if tokens.valid is not None:  # padding last
+            priority = priority.masked_fill(~tokens.valid.gather(1, order), -1.0)
         index = order.gather(1, priority.topk(k, dim=1).indices).sort(dim=1).values
     return tokens.gather(index)

@@ -13,6 +13,14 @@ the training ratio is added to it: `keep=<keep>,random` in random mode (the shar
 figure beside it where its `eval_sweep` lists that ratio, as a study's base can for all its runs), or a setting of
 this method's own, `keep=<keep>,tube` or `keep=<keep>,frame`, with the same fixed-seed draw at every evaluation.
 
+Layer-wise dropping (`layers`), as random-LTD (Yao et al., "Random-LTD: Random and Layerwise Token Dropping Brings
+Efficient Training for Large-scale Transformers", arXiv 2211.11586; DeepSpeed's `random_ltd`): instead of before the
+first block, each block named by `layers` runs on its own random subset of keep x N tokens per clip, and the tokens
+it left out skip that block and rejoin unchanged after it. `layers: middle` (every block but the first and the last,
+which see all tokens, as random-LTD) or `a-b` (blocks a to b, counted from 0); `input` is Turbo training's dropping
+before the first block (the default). Layer-wise dropping applies in training only and draws in `random` mode;
+random-LTD's growing schedule of kept tokens (MSLG) is not applied: keep is fixed.
+
 Departures from the paper: tokens are tubelets of a joint space-time ViT (the paper also uses
 factorised and video-language models); the keep ratio is one fixed value for the whole budget (the paper's
 long-video experiments also vary clip length). On a token set that is already a subset (after another
@@ -20,15 +28,19 @@ method), tube and frame modes score whole positions or frames and keep round(kee
 keeps whole tubes or frames only where the subset holds them whole.
 """
 
+from dataclasses import replace
+
 import torch
 
 from vtbench.engine.protocol import RANDOM_SEED, Reduction
+from vtbench.errors import ConfigError
+from vtbench.models.blocks import Stream
 from vtbench.models.tokens import Tokens
 
 from . import register
 from .base import EvalSetting, Method
 from .card import Claim
-from .selection import random_subset
+from .selection import keep_per_clip, random_subset
 
 MODES = ("random", "tube", "frame")
 
@@ -47,20 +59,67 @@ def drop_tokens(tokens: Tokens, keep: float, mode: str = "random", generator: to
     """Keep K tokens per clip, chosen at random per clip (per tube or per frame in those modes)."""
     if keep >= 1:
         return tokens
-    k = kept_count(tokens, keep, mode)
-    if mode == "random":
-        return random_subset(tokens, k, generator)
+    if tokens.valid is None and mode == "random":
+        return random_subset(tokens, kept_count(tokens, keep, mode), generator)
     b = tokens.x.shape[0]
     t, h, w = tokens.grid
     device = tokens.x.device
-    if mode == "tube":
+    if mode == "random":
+        score = torch.rand(b, tokens.count, device=device, generator=generator)
+    elif mode == "tube":
         per_position = torch.rand(b, h * w, device=device, generator=generator)
         score = torch.gather(per_position, 1, tokens.pos[..., 1] * w + tokens.pos[..., 2])
     else:
         per_frame = torch.rand(b, t, device=device, generator=generator)
         score = torch.gather(per_frame, 1, tokens.pos[..., 0])
-    index = score.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+    if tokens.valid is not None:  # clips of different counts (after RLT): each keeps its own share
+        return keep_per_clip(tokens, score, (keep * tokens.clip_counts()).round().long().clamp(min=1))
+    index = score.topk(kept_count(tokens, keep, mode), dim=1, sorted=False).indices.sort(dim=1).values
     return tokens.gather(index)
+
+
+def parse_layers(layers: str) -> str | tuple[int, int]:
+    """'input', 'middle' or (first, last) block of 'a-b'."""
+    if layers in ("input", "middle"):
+        return layers
+    first, dash, last = str(layers).partition("-")
+    if dash and first.strip().isdigit() and last.strip().isdigit() and int(first) <= int(last):
+        return int(first), int(last)
+    raise ValueError(f"layers={layers!r} is not allowed; choose input, middle, or a-b (blocks a to b, from 0)")
+
+
+def dropped_blocks(layers: str | tuple[int, int], depth: int) -> range:
+    if layers == "input":
+        return range(0)
+    if layers == "middle":
+        return range(1, depth - 1)
+    first, last = layers
+    if last >= depth:
+        raise ValueError(f"layers={first}-{last} names block {last} of a model of {depth} blocks (0 to {depth - 1})")
+    return range(first, last + 1)
+
+
+def layer_drop_hook(keep: float, layers: str | tuple[int, int]):
+    """A block hook (vtbench.models.blocks): blocks of `layers` run on a random keep share of the tokens per clip
+    (the prefix always), the others skip the block and are put back unchanged."""
+
+    def hook(index: int, depth: int, block, stream: Stream, run) -> Stream:
+        if index not in dropped_blocks(layers, depth):
+            return run(stream)
+        p = stream.prefix
+        body = stream.x[:, p:]
+        score = torch.rand(body.shape[:2], device=body.device)
+        if stream.valid is not None:  # padding last
+            score = score.masked_fill(~stream.valid[:, p:], -1.0)
+        index_k = score.topk(max(1, round(keep * body.shape[1])), dim=1).indices.sort(dim=1).values
+        spread = index_k[..., None].expand(-1, -1, body.shape[-1])
+        valid = stream.valid
+        if valid is not None:
+            valid = torch.cat([valid[:, :p], valid[:, p:].gather(1, index_k)], dim=1)
+        out = run(replace(stream, x=torch.cat([stream.x[:, :p], body.gather(1, spread)], 1), valid=valid))
+        return replace(stream, x=torch.cat([out.x[:, :p], body.scatter(1, spread, out.x[:, p:])], 1))
+
+    return hook
 
 
 @register
@@ -70,18 +129,42 @@ class TokenDropout(Method):
                   "close to 4x training speed-up, much less memory", "ViT-B, 16 x 224^2, keep 0.5",
                   params=(("keep", 0.5),))
 
-    def __init__(self, keep: float = 0.5, mode: str = "random"):
+    def __init__(self, keep: float = 0.5, mode: str = "random", layers: str = "input"):
         if not isinstance(keep, int | float) or isinstance(keep, bool) or not 0 < keep <= 1:
             raise ValueError(f"keep={keep!r} is outside the allowed range (0, 1]")
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not allowed; choose one of {', '.join(MODES)}")
+        self.layers = parse_layers(layers)
+        if self.layers != "input" and mode != "random":
+            raise ValueError(f"mode={mode!r} applies to dropping before the first block; layers={layers!r} draws "
+                             "at random")
         self.keep, self.mode = float(keep), mode
 
+    def prepare(self, run) -> None:
+        if self.layers == "input":
+            return
+        from vtbench.models import VideoViT
+
+        if not isinstance(run.model, VideoViT):
+            raise ConfigError("token_dropout with layers drops tokens inside the blocks of the joint ViT; "
+                              "set arch: joint")
+        try:
+            dropped_blocks(self.layers, len(run.model.blocks))
+        except ValueError as err:
+            raise ConfigError(f"method 'token_dropout': {err}") from None
+
     def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
-        return drop_tokens(tokens, self.keep, self.mode) if training else tokens
+        if not training or self.layers != "input":
+            return tokens
+        return drop_tokens(tokens, self.keep, self.mode)
+
+    def block_hook(self, progress: float, training: bool):
+        if not training or self.layers == "input" or self.keep >= 1:
+            return None
+        return layer_drop_hook(self.keep, self.layers)
 
     def eval_settings(self) -> list[EvalSetting]:
-        if self.keep >= 1:
+        if self.keep >= 1 or self.layers != "input":
             return []
         if self.mode == "random":
             shared = Reduction("random", keep=self.keep)
@@ -94,4 +177,6 @@ class TokenDropout(Method):
         return [EvalSetting(f"keep={self.keep:g},{self.mode}", select=at_training_ratio)]
 
     def __repr__(self) -> str:
-        return f"TokenDropout(keep={self.keep}, mode={self.mode!r})"
+        layers = self.layers if isinstance(self.layers, str) else "-".join(map(str, self.layers))
+        layers = "" if layers == "input" else f", layers={layers!r}"
+        return f"TokenDropout(keep={self.keep}, mode={self.mode!r}{layers})"

@@ -4,7 +4,7 @@ import torch
 from vtbench.engine.config import MethodSpec
 from vtbench.engine.protocol import Reduction
 from vtbench.errors import ConfigError
-from vtbench.methods import build_method
+from vtbench.methods import build_method, build_methods
 from vtbench.methods.token_dropout import TokenDropout, drop_tokens
 from vtbench.models import build_model
 
@@ -93,3 +93,39 @@ def test_evaluation_keeps_all_tokens_and_adds_the_training_ratio():
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(ConfigError, match=message):
         build_method(MethodSpec("token_dropout", params))
+
+
+def test_layer_wise_dropping_spares_the_first_and_last_blocks_and_puts_dropped_tokens_back_unchanged():
+    from vtbench.methods.base import RunContext
+    from vtbench.methods.token_dropout import layer_drop_hook
+    from vtbench.models.blocks import Stream
+
+    torch.manual_seed(0)
+    model = build_model("vit_tiny", "joint", 5, 8, 32, depth=4, cls_token=True)  # 64 tokens
+    stack = build_methods([MethodSpec("token_dropout", {"keep": 0.25, "layers": "middle"})])
+    stack.prepare(RunContext(None, model, None, 5, torch.device("cpu"), None))
+    model.token_counts, model.token_lengths = [], []
+    model(torch.randn(2, 3, 8, 32, 32), select=stack.selector(0.5, training=True)).sum().backward()
+    assert model.token_lengths == [(64, 16, 16, 64)] and model.token_counts == [40.0]
+    model.token_lengths = []
+    model(torch.randn(2, 3, 8, 32, 32), select=stack.selector(0.5, training=False))
+    assert model.token_lengths == [64]  # evaluation sees every token in every block
+
+    block = model.blocks[1].eval()
+    x = torch.randn(2, 1 + 64, 128)
+    out = layer_drop_hook(0.25, "middle")(1, 4, block, Stream(x, 1), lambda s: Stream(block(s.x), 1)).x
+    changed = (out != x).any(dim=-1)
+    assert changed[:, 0].all()  # the CLS token runs every block
+    assert changed[:, 1:].sum(dim=1).tolist() == [16, 16]  # the kept share ran the block, the rest came back as is
+
+
+def test_layers_are_checked():
+    with pytest.raises(ConfigError, match="layers='2'"):
+        build_methods([MethodSpec("token_dropout", {"layers": "2"})])
+    with pytest.raises(ConfigError, match="mode='tube'"):
+        build_methods([MethodSpec("token_dropout", {"layers": "middle", "mode": "tube"})])
+    from vtbench.methods.base import RunContext
+
+    with pytest.raises(ConfigError, match="block 5 of a model of 3 blocks"):
+        build_methods([MethodSpec("token_dropout", {"layers": "1-5"})]).prepare(
+            RunContext(None, build_model("vit_tiny", "joint", 5, 8, 32), None, 5, torch.device("cpu"), None))

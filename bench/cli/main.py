@@ -56,6 +56,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise VtbenchError(f"--classes must be at least 1, got {args.classes}")
     settings = [[]] + [[parse_method(m) for m in flag.split("+")] for flag in args.method]
     print(table([estimate(config, methods, args.progress, args.classes) for methods in settings]))
+    from vtbench.methods import REGISTRY
+
+    content = sorted({m.name for methods in settings for m in methods
+                      if REGISTRY.get(m.name) and REGISTRY[m.name].claim and not REGISTRY[m.name].claim.estimable})
+    if content:
+        print(f"{', '.join(content)}: the tokens kept depend on the clips' content, which meta tensors lack; shown "
+              "with every token, the upper bound (a run's `keep` column gives the measured share)")
     return 0
 
 

@@ -21,7 +21,7 @@ class Estimate:
     clips: int
     frames: int
     size: int
-    tokens: int
+    tokens: float  # per clip, mean over the blocks
     forward_gflops: float  # per clip
     train_gflops: float  # forward + backward, per clip
     activation_mib: float  # saved for backward, per clip
@@ -68,7 +68,7 @@ def _step(model, stack, base: BatchShape, progress: float, step: int, methods: l
         saved += tensor.numel() * tensor.element_size()
         return tensor
 
-    model.token_counts = []
+    model.token_counts, model.token_lengths = [], []
     with FlopCounterMode(display=False) as forward, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = stack.loss(model, (video, labels), progress)
     with FlopCounterMode(display=False) as backward:
@@ -87,7 +87,7 @@ def table(rows: list[Estimate]) -> str:
     from tabulate import tabulate
 
     baseline = rows[0].train_gflops
-    data = [[r.setting, f"{r.clips}x{r.frames}x{r.size}^2", r.tokens, f"{r.forward_gmacs:.1f}",
+    data = [[r.setting, f"{r.clips}x{r.frames}x{r.size}^2", f"{r.tokens:g}", f"{r.forward_gmacs:.1f}",
              f"{r.forward_gflops:.1f}", f"{r.train_gflops:.1f}", f"{baseline / r.train_gflops:.2f}",
              f"{r.activation_mib:.0f}"] for r in rows]
     headers = ["setting", "batch shape", "tokens/clip", "fwd GMACs/clip", "fwd GFLOPs/clip", "train GFLOPs/clip",

@@ -155,6 +155,7 @@ def evaluate(
         correct1, correct5, loss_sum, count = reduce(totals).tolist()
     if not count:
         raise RuntimeError("no evaluation clip could be read: every video of the evaluation set was unreadable")
-    tokens = model.token_counts[0] if model.token_counts else None
+    # mean over the passes (clips may keep different counts); a multi-view pass counts once
+    tokens = sum(model.token_counts) / len(model.token_counts) if model.token_counts else None
     return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss_sum / count, "tokens": tokens,
             "clips": int(count)}

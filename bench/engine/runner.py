@@ -278,7 +278,7 @@ class Run:
         video, labels = self._train_batch(shape)  # this rank's share of the batch
         share = len(labels) / shape.clips
         shape_key = (len(labels), *video.shape[2:])
-        self.model.token_counts = []
+        self.model.token_counts, self.model.token_lengths = [], []
         with self.flops.context(shape_key):
             with self.autocast():
                 loss = self.loss(video, labels, progress, config.label_smoothing)
@@ -288,15 +288,15 @@ class Run:
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._parameters, config.grad_clip)
         self.optimizer.step()
-        tokens = tuple(self.model.token_counts)
-        flops = self.flops.settle(shape_key, tokens)  # of this rank's share; the ranks' add up to the batch's
+        # of this rank's share; the ranks' add up to the batch's
+        flops = self.flops.settle(shape_key, tuple(self.model.token_lengths))
         self.clock.add_step(shape.clips, self.world.total(flops))
         if self.compiled:
             self.compiled.step_done()
         self.clock.read()
         step_s = time.perf_counter() - began
         full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2
-        kept = tokens[0] if tokens else full
+        kept = self.model.token_counts[0] if self.model.token_counts else full
         self.steps_since_read += 1
         if self.world.size > 1:
             loss = loss * share  # the ranks' shares add up to the batch's loss when read (`_read_losses`)

@@ -124,4 +124,4 @@ def embed_clip(patches: nn.Module, pos_embed: SpaceTimePosEmbed, video: torch.Te
     raw = raw.reshape(b, t * h * w, d)
     x = raw + pos_embed(grid).to(raw.dtype)
     pos = grid_positions(grid, raw.device).unsqueeze(0).expand(b, -1, -1)
-    return Tokens(x=x, pos=pos, grid=grid, raw=raw)
+    return Tokens(x=x, pos=pos, grid=grid, raw=raw, pixels=video)

@@ -13,6 +13,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from .blocks import Stream, run_block
 from .embed import SpaceTimePosEmbed, TubeletEmbed, embed_clip
 from .heads import classify
 from .tokens import Tokens
@@ -47,7 +48,8 @@ class VideoViT(nn.Module):
         self.blocks = make_blocks(dim, depth, heads, mlp_ratio, drop_path)
         self.norm = layer_norm(dim)
         self.head = nn.Linear(dim, num_classes)
-        self.token_counts: list[int] = []  # tokens per clip (CLS excluded) entering the blocks, per pass
+        self.token_counts: list[float] = []  # real tokens per clip (CLS excluded), mean over the blocks, per pass
+        self.token_lengths: list = []  # the blocks' sequence lengths (padding included, CLS excluded), per pass
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -66,15 +68,31 @@ class VideoViT(nn.Module):
         return embed_clip(self.patch_embed, self.pos_embed, video)
 
     def encode(self, tokens: Tokens) -> torch.Tensor:
-        """Blocks over any token subset -> (B, D) clip feature."""
-        self.token_counts.append(tokens.count)
-        x = tokens.x
+        """Blocks over any token subset -> (B, D) clip feature. Padded clips (`tokens.valid`) are masked out of
+        attention and pooling; a plan of the methods (`tokens.blocks`) may change the tokens from block to block."""
+        x, valid = tokens.x, tokens.valid
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        x = self.norm(x)
-        return x[:, 0] if self.pool == "cls" else x[:, self.num_prefix_tokens :].mean(dim=1)
+            valid = None if valid is None else torch.cat([valid.new_ones(x.shape[0], 1), valid], dim=1)
+        stream = Stream(x, self.num_prefix_tokens, valid)
+        for index, block in enumerate(self.blocks):
+            if tokens.blocks is None:
+                stream = run_block(block, stream)
+            else:
+                stream = tokens.blocks.run(index, len(self.blocks), block, stream)
+        self._record([c for c, _ in stream.seen], [n for _, n in stream.seen])
+        x = self.norm(stream.x)
+        return x[:, 0] if self.pool == "cls" else stream.pool(x)
+
+    def _record(self, counts: list, lengths: list[int]) -> None:
+        """Tokens per clip that the blocks saw, averaged over the blocks (real tokens, mean over clips), and the
+        blocks' physical lengths (what a step's FLOPs depend on)."""
+        if all(isinstance(c, int) for c in counts) and len(set(counts)) == 1:
+            mean = counts[0]
+        else:
+            mean = float(sum(torch.as_tensor(c, dtype=torch.float64) for c in counts) / len(counts))
+        self.token_counts.append(mean)
+        self.token_lengths.append(tuple(lengths) if len(set(lengths)) > 1 else lengths[0])
 
     def forward(self, video: torch.Tensor, select: Select | None = None) -> torch.Tensor:
         tokens = self.embed(video)

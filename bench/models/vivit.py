@@ -56,6 +56,7 @@ class ViViTFactorised(nn.Module):
         self.norm = layer_norm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.token_counts: list[int] = []  # tokens per clip entering the spatial encoder, per pass
+        self.token_lengths: list[int] = []  # the same: its sequences are never padded by the methods
         for p in (self.spatial_cls, self.temporal_cls):
             trunc_normal_(p, std=0.02)
         for m in self.modules():
@@ -77,7 +78,11 @@ class ViViTFactorised(nn.Module):
         """Spatial encoder per frame index -> outputs (B, T, 1+L, D) and validity mask (B, T, 1+L).
 
         When no spatial parameter trains (a frozen spatial encoder), it runs without autograd."""
+        if tokens.valid is not None or tokens.blocks is not None:
+            raise ValueError("the factorised encoder takes neither padded clips nor per-block reductions; "
+                             "use arch joint")
         self.token_counts.append(tokens.count)
+        self.token_lengths.append(tokens.count)
         trainable = any(p.requires_grad for p in self.spatial_parameters()) or tokens.x.requires_grad
         with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             return self._spatial(tokens)

@@ -77,6 +77,8 @@ def paper_scale(name: str, claim: Claim) -> tuple[float, float]:
     activation memory per step over the method's peak, at the paper's model and input."""
     from vtbench.engine.estimate import estimate, estimate_run
 
+    if not claim.estimable:  # its cost depends on the content: the study's own `keep` column gives it
+        return float("nan"), float("nan")
     config = RunConfig(model=claim.model, arch=claim.arch, frames=claim.frames, size=claim.size)
     base = estimate(config, [])
     estimated = claim.estimated or ((name, claim.params),)
