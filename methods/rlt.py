@@ -15,13 +15,20 @@ and in evaluation alike (it is part of the model's input).
 `pixel_std`). Its default, 5.74, is the reference's 0.1 on clips normalised with a standard deviation of 0.225.
 
 Departures from the reference: the reference packs a batch's tokens into one sequence with xformers'
-block-diagonal mask; we pad (scaled_dot_product_attention with a padding mask: on this machine packing ran slower,
-`benchmarks/token_speedup.py`); both give every clip the attention it would get alone. The reference computes run
+block-diagonal mask (a variable-length kernel); we pad to the batch's largest count, rounded up to a multiple of
+16 (scaled_dot_product_attention with a padding mask), which gives every clip the attention it would get alone but
+saves compute only when every clip of the batch drops tokens. `benchmarks/token_speedup.py` measured packing with a
+dense block-diagonal mask, the only packed form at hand on a CPU, 5 times slower than padding here; packing with a
+variable-length kernel (nested tensors) is not built. The threshold applies to the channel mean of the grey-level
+differences; the reference's applies to the channel mean of normalised differences, the same where the channels
+share one standard deviation (both data sets here). RLT is refused with `compile: true` (one compiled shape per
+padded length). The reference computes run
 lengths in (place, time) order and adds them to tokens in (time, place) order, which misaligns them (its own
 training config leaves the length embedding off, "fix true"); here each token gets its own run length. The length
-table is learned per tubelet frame of the model's nominal grid and linearly resampled for other clip lengths
-(the reference's is sized for one clip length). The tubelet embedding still runs on every tubelet (a small share of
-a step: one linear map per tubelet); the drop happens right after it, before any other method's selection.
+table is learned per tubelet frame of the model's nominal grid and linearly resampled (align_corners=False) for
+other clip lengths (the reference's is sized for one clip length). The tubelet embedding still runs on every
+tubelet (a small share of a step: one linear map per tubelet); the drop happens right after it, before any other
+method's selection.
 """
 
 from dataclasses import replace
@@ -38,6 +45,9 @@ from .base import Method, RunContext
 from .card import Claim
 from .selection import keep_per_clip
 
+# a batch pads to a multiple of this many tokens: few distinct lengths, so that each is FLOP-counted once and
+# credited at once (vtbench.engine.flops keys a step's FLOPs by the blocks' lengths)
+PAD_MULTIPLE = 16
 DEFAULT_THRESHOLD = 5.74  # the reference's 0.1 in units of a normalisation with std 0.225: 0.1 x 0.225 x 255
 
 
@@ -90,6 +100,9 @@ class RunLengthTokenization(Method):
         if not isinstance(run.model, VideoViT):
             raise ConfigError("method 'rlt' pads clips of different token counts, which the joint ViT takes; "
                               "set arch: joint")
+        if run.config is not None and run.config.compile:
+            raise ConfigError("method 'rlt' gives every batch its own token count, and the compiled blocks are "
+                              "compiled for fixed shapes; set compile: false")
         std = getattr(run.train_data, "pixel_std", None)
         if run.train_data is not None and std is None:
             raise ConfigError(f"method 'rlt': data set {type(run.train_data).__name__} does not state its pixel "
@@ -111,7 +124,7 @@ class RunLengthTokenization(Method):
             table = self.lengths(tokens.grid[0]).to(tokens.x.dtype)
             tokens = replace(tokens, x=tokens.x + table[lengths.clamp(min=1) - 1])
         keep = keep.flatten(1)
-        return keep_per_clip(tokens, keep.float(), keep.sum(dim=1))
+        return keep_per_clip(tokens, keep.float(), keep.sum(dim=1), multiple=PAD_MULTIPLE)
 
     def conflict(self, other: Method) -> str | None:
         if other.name == "flux":

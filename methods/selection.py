@@ -40,13 +40,14 @@ def _keep_top(tokens: Tokens, score: torch.Tensor, k: int) -> Tokens:
     return tokens.gather(index)
 
 
-def keep_per_clip(tokens: Tokens, score: torch.Tensor, counts: torch.Tensor) -> Tokens:
+def keep_per_clip(tokens: Tokens, score: torch.Tensor, counts: torch.Tensor, multiple: int = 1) -> Tokens:
     """The `counts[i]` best-scored real tokens of clip i, in their original order; clips that keep fewer than the
-    largest count are padded (`valid` marks the real ones; None when no clip needs padding)."""
+    largest count are padded (`valid` marks the real ones; None when no clip needs padding). The padded length is
+    rounded up to a `multiple` (at most the count there is), so that few distinct lengths occur."""
     if tokens.valid is not None:
         score = score.masked_fill(~tokens.valid, float("-inf"))
         counts = torch.minimum(counts, tokens.valid.sum(dim=1))
-    k = int(counts.max())
+    k = min(tokens.count, -(-int(counts.max()) // multiple) * multiple)
     order = score.argsort(dim=1, descending=True, stable=True)[:, :k]
     chosen = torch.arange(k, device=score.device) < counts[:, None]  # by rank of score
     index, by_position = order.sort(dim=1)

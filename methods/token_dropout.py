@@ -19,7 +19,9 @@ first block, each block named by `layers` runs on its own random subset of keep 
 it left out skip that block and rejoin unchanged after it. `layers: middle` (every block but the first and the last,
 which see all tokens, as random-LTD) or `a-b` (blocks a to b, counted from 0); `input` is Turbo training's dropping
 before the first block (the default). Layer-wise dropping applies in training only and draws in `random` mode;
-random-LTD's growing schedule of kept tokens (MSLG) is not applied: keep is fixed.
+random-LTD's growing schedule of kept tokens (MSLG) and its layer-token learning-rate schedule are not applied:
+keep is fixed. On padded clips (after rlt) each clip keeps keep x its real tokens (DeepSpeed samples over all
+places, padding included).
 
 Departures from the paper: tokens are tubelets of a joint space-time ViT (the paper also uses
 factorised and video-language models); the keep ratio is one fixed value for the whole budget (the paper's
@@ -109,13 +111,17 @@ def layer_drop_hook(keep: float, layers: str | tuple[int, int]):
         p = stream.prefix
         body = stream.x[:, p:]
         score = torch.rand(body.shape[:2], device=body.device)
-        if stream.valid is not None:  # padding last
-            score = score.masked_fill(~stream.valid[:, p:], -1.0)
-        index_k = score.topk(max(1, round(keep * body.shape[1])), dim=1).indices.sort(dim=1).values
-        spread = index_k[..., None].expand(-1, -1, body.shape[-1])
         valid = stream.valid
-        if valid is not None:
-            valid = torch.cat([valid[:, :p], valid[:, p:].gather(1, index_k)], dim=1)
+        if valid is None:
+            index_k = score.topk(max(1, round(keep * body.shape[1])), dim=1).indices.sort(dim=1).values
+        else:  # padded clips (after rlt): each keeps its own share of its real tokens, padded to the largest
+            real = valid[:, p:]
+            counts = (keep * real.sum(dim=1)).round().long().clamp(min=1)
+            order = score.masked_fill(~real, -1.0).argsort(dim=1, descending=True)[:, : int(counts.max())]
+            index_k, by_position = order.sort(dim=1)
+            chosen = (torch.arange(order.shape[1], device=order.device) < counts[:, None]).gather(1, by_position)
+            valid = torch.cat([valid[:, :p], real.gather(1, index_k) & chosen], dim=1)
+        spread = index_k[..., None].expand(-1, -1, body.shape[-1])
         out = run(replace(stream, x=torch.cat([stream.x[:, :p], body.gather(1, spread)], 1), valid=valid))
         return replace(stream, x=torch.cat([out.x[:, :p], body.scatter(1, spread, out.x[:, p:])], 1))
 
@@ -149,9 +155,12 @@ class TokenDropout(Method):
             raise ConfigError("token_dropout with layers drops tokens inside the blocks of the joint ViT; "
                               "set arch: joint")
         try:
-            dropped_blocks(self.layers, len(run.model.blocks))
+            blocks = dropped_blocks(self.layers, len(run.model.blocks))
         except ValueError as err:
             raise ConfigError(f"method 'token_dropout': {err}") from None
+        if not blocks:
+            raise ConfigError(f"method 'token_dropout': layers=middle drops nothing in a model of "
+                              f"{len(run.model.blocks)} blocks (the first and the last see every token)")
 
     def select_tokens(self, tokens: Tokens, progress: float, training: bool) -> Tokens:
         if not training or self.layers != "input":

@@ -7,17 +7,23 @@ similarity of the attention keys averaged over heads), and the r best-matched A 
 partners by a size-weighted average (a token's size is how many input tokens it stands for). Proportional
 attention adds log(size) to the attention logits so that a merged token weighs as the tokens it replaced. The CLS
 token is never merged, and pooling is the size-weighted mean (ToMe's `patch/mae.py`). Merging applies in training
-and in evaluation alike; the shared evaluation protocol's `keep=<k>,tome` setting merges any run's model (the
-baseline's included) to a kept share k, as ToMe is applied off the shelf.
+and in evaluation alike; the evaluation setting `merge=off` scores the same model without merging.
 
 Parameters: `r`, tokens merged per block (a constant schedule, ToMe's `r`), or `keep`, the share of the tokens left
 after the last block (r = the tokens to remove spread evenly over the blocks); `proportional` on or off.
 
 Departures from the reference: the model is our joint space-time ViT over tubelets (ToMe's video results use
-MAE ViT-L on Kinetics-400 clips); `keep`, our default of 0.5, is ours (ToMe sets r directly); ToMe's inflected
-schedules (r, inflection) are not offered. Padded clips (after `rlt`) merge too: padding has size 0, is merged
-away first and never changes a real token (the reference has no padding). The reference disables proportional
-attention for MAE training; here it is the `proportional` parameter, on by default as in the paper.
+MAE ViT-L on Kinetics-400 clips). `keep`, our default of 0.5, is ours (ToMe sets r directly): each block merges
+the tokens still to remove spread over the blocks left, at most half of them per block (so a keep below
+1 / (depth + 1) is not reached). ToMe's inflected schedules (r, inflection) are not offered. Proportional
+attention is the `proportional` parameter, on by default: the paper finds it necessary for supervised models (ours
+are trained supervised, with merging) and not for MAE models, whose reference patch turns it off. Padded clips
+(after `rlt`) merge too: padding has size 0, goes first where it lies in set A, and never changes a real token;
+but a padded clip's merges then depend on its batch (a short clip padded to a long one merges padding instead of
+its own tokens, and `keep` counts the padded length). The CLS token never merges, as in the reference; without a
+CLS token the unmerged tokens are put back in place order, which the reference does only with one (a different
+split into A and B in the next block). With `compile: true` ToMe is refused: it runs its blocks in two halves
+outside the compiled block.
 """
 
 import math
@@ -25,11 +31,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
 from vtbench.models.blocks import Stream, attention_half, mlp_half
+from vtbench.models.tokens import Tokens
 
 from . import register
-from .base import Method
+from .base import EvalSetting, Method
 from .card import Claim
 
 Merge = Callable[[torch.Tensor, str], torch.Tensor]
@@ -45,7 +53,7 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, prefix: int = 0,
     if r <= 0:
         return (lambda x, mode="mean": x), 0
     with torch.no_grad():
-        metric = metric / metric.norm(dim=-1, keepdim=True)
+        metric = F.normalize(metric, dim=-1)
         a, b = metric[:, ::2], metric[:, 1::2]
         scores = a @ b.transpose(-1, -2)
         scores[:, : (prefix + 1) // 2, :] = -math.inf  # prefix tokens in A are never merged
@@ -59,7 +67,8 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, prefix: int = 0,
         order = best.argsort(dim=-1, descending=True)[..., None]
         unmerged, merged = order[:, r:], order[:, :r]
         destination = partner[..., None].gather(1, merged)
-        unmerged = unmerged.sort(dim=1).values  # the prefix stays first
+        if prefix:
+            unmerged = unmerged.sort(dim=1).values  # the prefix stays first (the reference sorts only then too)
 
     def merge(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
         src, dst = x[:, ::2], x[:, 1::2]
@@ -80,31 +89,31 @@ def merge_wavg(merge: Merge, x: torch.Tensor, size: torch.Tensor) -> tuple[torch
     return x / size[..., None].clamp(min=1e-6).to(x.dtype), size
 
 
-def schedule(depth: int, count: int, r: int | None, keep: float | None) -> list[int]:
-    """Tokens merged in each of `depth` blocks for a clip of `count` tokens."""
-    if r is None:
-        r = math.ceil((count - max(1, round(keep * count))) / depth)
-    return [r] * depth
+def merged_in_block(index: int, depth: int, count: int, target: int) -> int:
+    """Tokens to merge in block `index` of `depth` when `count` tokens enter it and `target` should be left after
+    the last: what is still to remove, spread over the blocks left."""
+    return max(0, math.ceil((count - target) / (depth - index)))
 
 
 def merging_hook(r: int | None, keep: float | None, proportional: bool):
-    """A block hook (vtbench.models.blocks) that runs each block with merging between its attention and MLP."""
-    plan: list[int] = []
+    """A block hook (vtbench.models.blocks) that runs each block with merging between its attention and MLP:
+    `r` tokens per block, or down to a `keep` share of the tokens entering the first block."""
+    target: list[int] = []
 
     def hook(index: int, depth: int, block, stream: Stream, run) -> Stream:
         if index == 0:
-            plan[:] = schedule(depth, stream.count, r, keep)
-            size = (torch.ones(stream.x.shape[:2], device=stream.x.device) if stream.valid is None
-                    else stream.valid.float())
+            target[:] = [max(1, round(keep * stream.count))] if keep is not None else []
+            size = None if stream.valid is None else stream.valid.float()  # padding stands for no token
             stream = replace(stream, size=size, proportional=proportional)
         stream.note()
         x, keys = attention_half(block, stream)
+        count = r if r is not None else merged_in_block(index, depth, stream.count, target[0])
         padding = None if stream.valid is None else ~stream.valid
-        merge, applied = bipartite_soft_matching(keys, plan[index], stream.prefix, padding)
+        merge, applied = bipartite_soft_matching(keys, count, stream.prefix, padding)
         if applied:
-            x, size = merge_wavg(merge, x, stream.size)
-            valid = None if stream.valid is None else size > 0
-            stream = replace(stream, size=size, valid=valid)
+            size = stream.size if stream.size is not None else torch.ones(x.shape[:2], device=x.device)
+            x, size = merge_wavg(merge, x, size)
+            stream = replace(stream, size=size, valid=None if stream.valid is None else size > 0)
         return replace(stream, x=mlp_half(block, x))
 
     return hook
@@ -114,8 +123,8 @@ def merging_hook(r: int | None, keep: float | None, proportional: bool):
 class TokenMerging(Method):
     name = "tome"
     claim = Claim("ToMe (Bolya et al., ICLR 2023)", "about 2x throughput at a fraction of a point",
-                  "2x training speed-up on video MAE fine-tuning, -0.2 to -0.5 top-1", "ViT-B, 16 x 224^2, r=8",
-                  params=(("r", 8),))
+                  "about 2x throughput on video ViTs, training speed-ups of up to 2x on video MAE fine-tuning",
+                  "ViT-B, 16 x 224^2, keep 0.5", params=(("keep", 0.5),))
 
     def __init__(self, r: int | None = None, keep: float | None = None, proportional: bool = True):
         if r is not None and keep is not None:
@@ -136,6 +145,15 @@ class TokenMerging(Method):
 
         if not isinstance(run.model, VideoViT):
             raise ConfigError("method 'tome' merges tokens inside the blocks of the joint ViT; set arch: joint")
+        if run.config is not None and run.config.compile:
+            raise ConfigError("method 'tome' runs its blocks in two halves, outside the compiled blocks; "
+                              "set compile: false")
+
+    def eval_settings(self) -> list[EvalSetting]:
+        def unmerged(tokens: Tokens) -> Tokens:
+            return replace(tokens, blocks=None)
+
+        return [EvalSetting("merge=off", select=unmerged)]
 
     def block_hook(self, progress: float, training: bool):
         return merging_hook(self.r, self.keep, self.proportional)

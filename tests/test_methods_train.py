@@ -26,6 +26,9 @@ METHODS = {
     "flux": [MethodSpec("flux")],
     "multigrid": [MethodSpec("multigrid")],
     "frozen_spatial": [MethodSpec("frozen_spatial")],
+    "rlt": [MethodSpec("rlt")],
+    "tome": [MethodSpec("tome")],
+    "token_dropout_middle_layers": [MethodSpec("token_dropout", {"keep": 0.5, "layers": "middle"})],
 }
 ARCH = {"frozen_spatial": "factorised"}
 SMALL = {"dim": 64, "depth": 2, "heads": 4, "tubelet": [4, 8, 8]}
@@ -33,13 +36,15 @@ ORDER_ONLY = {"appearance": 0.0, "drift": 0.0}
 CLASSES = 4
 STEPS = {"frozen_spatial": 2000, "pss": 1000}
 CUES = {"frozen_spatial": {"drift": 1.0}}
+MODELS = {"token_dropout_middle_layers": {**SMALL, "depth": 3}}  # a middle block to drop tokens in
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", METHODS)
 def test_method_trains_above_chance(name, tmp_path):
     steps = STEPS.get(name, 700)
-    config = RunConfig(budget=f"{steps}steps", methods=METHODS[name], arch=ARCH.get(name, "joint"), model_args=SMALL,
+    config = RunConfig(budget=f"{steps}steps", methods=METHODS[name], arch=ARCH.get(name, "joint"),
+                       model_args=MODELS.get(name, SMALL),
                        batch_size=8, lr=3e-3, eval_clips=256, eval_every=0.5, eval_sweep=[],
                        data_args={"targets": 10, "num_classes": CLASSES, **ORDER_ONLY,
                                   **CUES.get(name, {})})

@@ -102,7 +102,11 @@ def test_the_length_embedding_adds_each_tokens_own_run_length():
     kept = stack.select_tokens(tokens, 0.0, training=True)
     table = model.rlt_lengths(4)
     by_place = {tuple(p): i for i, p in enumerate(tokens.pos[0].tolist())}
+    real = kept.valid[0].tolist() if kept.valid is not None else [True] * kept.count
+    assert sum(real) == 19 and kept.count == 32  # padded to a multiple of 16
     for j, (t, y, x) in enumerate(kept.pos[0].tolist()):
+        if not real[j]:
+            continue
         length = 1 if (y, x) == (1, 2) else 4  # the moving place is kept at every step; the rest once, for all 4
         torch.testing.assert_close(kept.x[0, j], tokens.x[0, by_place[(t, y, x)]] + table[length - 1])
 
@@ -114,3 +118,27 @@ def test_rlt_needs_the_joint_model_and_refuses_flux():
         build_methods([MethodSpec("rlt"), MethodSpec("flux")])
     with pytest.raises(ConfigError, match="threshold=-1"):
         build_methods([MethodSpec("rlt", {"threshold": -1})])
+
+
+def test_rlt_is_refused_with_compiled_blocks():
+    from vtbench.engine.config import RunConfig
+
+    stack = build_methods([MethodSpec("rlt")])
+    with pytest.raises(ConfigError, match="compile: false"):
+        stack.prepare(RunContext(RunConfig(compile=True), build_model("vit_tiny", "joint", 5, 8, 32), None, 5,
+                                 torch.device("cpu"), None))
+
+
+def test_after_rlt_layer_wise_dropping_keeps_each_clips_own_share():
+    torch.manual_seed(0)
+    model = build_model("vit_tiny", "joint", 5, 8, 32, depth=3)
+    stack = _rlt(model)
+    dropping = build_methods([MethodSpec("rlt"), MethodSpec("token_dropout", {"keep": 0.5, "layers": "middle"})])
+    dropping.methods[0] = stack.methods[0]
+    noise = torch.randint(0, 256, (1, 3, 8, 32, 32), generator=torch.Generator().manual_seed(2)).float()
+    video = normalised(torch.cat([static_with_moving_patch(), noise]))
+    model.token_counts, model.token_lengths = [], []
+    model(video, select=dropping.selector(0.5, training=True))
+    # 19 and 64 real tokens; the middle block runs round(0.5 x 19) = 10 and 32 of them, padded to 32
+    assert model.token_lengths == [(64, 32, 64)]
+    assert model.token_counts == [pytest.approx(((19 + 64) / 2 * 2 + (10 + 32) / 2) / 3)]

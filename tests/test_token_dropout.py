@@ -129,3 +129,11 @@ def test_layers_are_checked():
     with pytest.raises(ConfigError, match="block 5 of a model of 3 blocks"):
         build_methods([MethodSpec("token_dropout", {"layers": "1-5"})]).prepare(
             RunContext(None, build_model("vit_tiny", "joint", 5, 8, 32), None, 5, torch.device("cpu"), None))
+
+
+def test_middle_layers_of_a_two_block_model_are_refused():
+    from vtbench.methods.base import RunContext
+
+    with pytest.raises(ConfigError, match="drops nothing in a model of 2 blocks"):
+        build_methods([MethodSpec("token_dropout", {"layers": "middle"})]).prepare(
+            RunContext(None, build_model("vit_tiny", "joint", 5, 8, 32, depth=2), None, 5, torch.device("cpu"), None))

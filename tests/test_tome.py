@@ -98,3 +98,26 @@ def test_tome_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="arch: joint"):
         build_methods([MethodSpec("tome")]).prepare(
             RunContext(None, build_model("vit_tiny", "factorised", 5, 8, 32), None, 5, torch.device("cpu"), None))
+
+
+def test_a_keep_target_is_reached_after_the_last_block():
+    block, x = _block(), torch.randn(2, 64, 32, dtype=torch.float64)
+    hook, stream = merging_hook(r=None, keep=0.5, proportional=False), Stream(x, 0)
+    for index in range(3):
+        stream = hook(index, 3, block, stream, run=None)
+    assert stream.count == 32
+
+
+def test_evaluation_also_scores_the_model_without_merging_and_compile_is_refused():
+    from vtbench.engine.config import RunConfig
+
+    torch.manual_seed(0)
+    model = build_model("vit_tiny", "joint", 5, 8, 32)
+    stack = build_methods([MethodSpec("tome", {"r": 8})])
+    (setting,) = stack.eval_settings()
+    chain = stack.selector(1.0, training=False)
+    model.token_lengths = []
+    model(torch.randn(1, 3, 8, 32, 32), select=lambda tokens: setting.select(chain(tokens)))
+    assert setting.name == "merge=off" and model.token_lengths == [64]
+    with pytest.raises(ConfigError, match="compile: false"):
+        stack.prepare(RunContext(RunConfig(compile=True), model, None, 5, torch.device("cpu"), None))

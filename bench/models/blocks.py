@@ -41,16 +41,17 @@ class Stream:
         return self.valid[:, self.prefix:].sum() / self.valid.shape[0]
 
     def attn_bias(self) -> torch.Tensor | None:
-        """(B, 1, 1, P + N) added to the attention logits of every query: -inf at padding, log(size) when
-        proportional; None when neither applies (the fast path)."""
-        bias = None
+        """The attention mask of every query, (B, 1, 1, P + N): with proportional attention log(size) added to the
+        logits (-inf at padding); else a boolean mask (True: attend) where there is padding; None when neither
+        applies (the fast path). Boolean, it suits any autocast dtype; `attend` casts the float one."""
         if self.proportional and self.size is not None:
-            bias = self.size.log()
+            bias = self.size.float().log()
+            if self.valid is not None:
+                bias = bias.masked_fill(~self.valid, float("-inf"))
+            return bias[:, None, None, :]
         if self.valid is not None:
-            pad = torch.zeros(self.valid.shape, dtype=self.x.dtype, device=self.x.device)
-            pad = pad.masked_fill(~self.valid, float("-inf"))
-            bias = pad if bias is None else bias.to(pad.dtype) + pad
-        return None if bias is None else bias[:, None, None, :].to(self.x.dtype)
+            return self.valid[:, None, None, :]
+        return None
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of the clip tokens of `x` (B, P + N, D), over real tokens, each weighted by the tokens it stands
@@ -81,6 +82,8 @@ def attend(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> tuple
     qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
+    if bias is not None and bias.is_floating_point():
+        bias = bias.to(q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                          dropout_p=attn.attn_drop.p if attn.training else 0.0)
     out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(b, n, -1))))
