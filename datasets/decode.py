@@ -1,6 +1,7 @@
 """Decoding the frames a clip needs with PyAV: threaded decoding, and a seek to the first needed frame when the
 clip is short against the video rather than decoding the whole file. Frames come out as uint8 RGB arrays
-(frames, height, width, 3), resized on the way out by libswscale so that the short side is `short`."""
+(frames, height, width, 3), resized on the way out by libswscale so that the short side is `short`, and turned
+upright where the container's display matrix says so (as TorchCodec turns them)."""
 
 from fractions import Fraction
 from pathlib import Path
@@ -117,7 +118,7 @@ def _decode(path: Path, wanted: set[int], short: int | None, seek: bool) -> tupl
         start = stream.start_time or 0
         if seek:
             container.seek(int(start + first / fps / base), stream=stream, backward=True, any_frame=False)
-        size = None
+        size, turns = None, 0
         resize = _reformatter()
         for frame in container.decode(stream):
             if frame.pts is None:
@@ -129,10 +130,16 @@ def _decode(path: Path, wanted: set[int], short: int | None, seek: bool) -> tupl
             if k < first:
                 continue
             if size is None:
-                size = output_size(frame.width, frame.height, short)
+                # a display matrix (a phone's portrait video) turns the frame upright, as TorchCodec and players do
+                turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # PyAV >= 14 reads it
+                width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+                size = output_size(width, height, short)
+                if turns % 2:
+                    size = size[::-1]  # scaled before it is turned
             if k in wanted or not got:
                 # to RGB first, then scaled: libswscale's combined scale-and-convert darkens by about two grey
                 # levels (a uniform level 44 came out 42); converted first, it stays 44, as TorchCodec gives
                 rgb = frame.reformat(format="rgb24")
-                got[k] = resize.reformat(rgb, width=size[0], height=size[1], format="rgb24").to_ndarray()
+                array = resize.reformat(rgb, width=size[0], height=size[1], format="rgb24").to_ndarray()
+                got[k] = np.ascontiguousarray(np.rot90(array, turns)) if turns else array
     return got, landed

@@ -4,7 +4,9 @@ datasets/decode.py (PyAV): `probe(path)` and `read_frames(path, indices, count, 
 
 Frames are taken by index with approximate seeking (the container's frame rate and duration place frame k, as PyAV's
 presentation-time arithmetic does), decoded by FFmpeg's own threads, and resized by TorchCodec's decoder transform
-(FFmpeg's scaler). Indices past the last decodable frame repeat it, as with PyAV.
+(FFmpeg's scaler). Indices past the last decodable frame repeat it, as with PyAV. A file whose container does not
+say its duration or frame count (a Matroska or WebM file written as a stream, as browsers and live recorders write
+them) is read in exact mode, which scans it first, as PyAV counts its frames by decoding.
 """
 
 from pathlib import Path
@@ -14,17 +16,41 @@ import numpy as np
 from .decode import Unreadable, output_size
 
 THREADS = 0  # FFmpeg picks the number of decoding threads
+_SIZES: dict[tuple[str, int, int], tuple[int, int]] = {}  # (path, mtime, bytes): (width, height), saving an open
+_EXACT: set[tuple[str, int, int]] = set()  # files whose header cannot place frames
 
 
 def _decoder(path: Path, transforms=None):
     from torchcodec.decoders import VideoDecoder
 
+    key, error = _key(path), None
+    if len(_SIZES) > 100_000:
+        _SIZES.clear()
+    for seek_mode in ("exact",) if key in _EXACT else ("approximate", "exact"):
+        try:
+            decoder = VideoDecoder(str(path), seek_mode=seek_mode, dimension_order="NHWC",
+                                   num_ffmpeg_threads=THREADS, transforms=transforms)
+        except ValueError as err:  # approximate mode: "The number of frames is unknown", "The maximum pts value ..."
+            error = err
+            continue
+        except (RuntimeError, OSError) as err:
+            error = err
+            break
+        if seek_mode == "exact":
+            _EXACT.add(key)
+        if transforms is None:
+            _SIZES[key] = (decoder.metadata.width, decoder.metadata.height)
+        return decoder
+    text = str(error).strip()
+    raise Unreadable(f"{type(error).__name__}: {text.splitlines()[0] if text else ''}") from None
+
+
+def _key(path: Path) -> tuple[str, int, int]:
     try:
-        return VideoDecoder(str(path), seek_mode="approximate", dimension_order="NHWC", num_ffmpeg_threads=THREADS,
-                            transforms=transforms)
-    except (RuntimeError, ValueError, OSError) as err:
-        raise Unreadable(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-                         ) from None
+        stat = Path(path).stat()
+    except OSError:
+        return str(path), 0, 0
+    return str(path), stat.st_mtime_ns, stat.st_size
 
 
 def probe(path: Path) -> tuple[int, float]:
@@ -36,13 +62,18 @@ def probe(path: Path) -> tuple[int, float]:
     return int(frames), float(fps or 25)
 
 
+def _size(path: Path) -> tuple[int, int]:
+    metadata = _decoder(path).metadata
+    return metadata.width, metadata.height
+
+
 def read_frames(path: Path, indices: list[int], count: int, short: int | None = None) -> np.ndarray:
     """Frames `indices` (in [0, count), any order, repeats allowed) of the video, uint8 (len, H, W, 3)."""
     from torchcodec.transforms import Resize
 
-    metadata = _decoder(path).metadata
-    width, height = output_size(metadata.width, metadata.height, short)
-    transforms = [Resize((height, width))] if (width, height) != (metadata.width, metadata.height) else None
+    source = _SIZES.get(_key(path)) or _size(path)
+    width, height = output_size(*source, short)
+    transforms = [Resize((height, width))] if (width, height) != source else None
     decoder = _decoder(path, transforms)
     wanted = sorted(set(indices))
     got: dict[int, np.ndarray] = {}

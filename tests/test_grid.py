@@ -214,3 +214,24 @@ def test_status_lists_completed_failed_running_and_pending_cells_and_the_report_
     assert progress["progress"] == 1.0 and progress["step"] == 10  # written as the run trains
     assert status["device_s_left"] > 0 and status["left_unknown"] == 0  # estimated from the ended 10steps cell
     assert "## Not ended yet" in report and "2 of 4 cells have not ended" in report
+
+
+def test_status_lists_a_cell_that_failed_before_its_run_began_with_its_error(tmp_path):
+    """A cell whose run failed while it was being built (its data, its model) leaves no summary.json, only the
+    grid's attempts.json: it is failed, with that error, not pending."""
+    from vtbench.engine import results
+    from vtbench.studies.status import duration, format_status, study_status, write_plan
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    results.write_json(folder / "study.json", {"study": "s", "kind": "grid"})
+    write_plan(folder, {"kind": "grid", "retries": 1, "cells": [
+        {"run_id": "a", "label": "baseline", "budget": "60s"}, {"run_id": "b", "label": "pss", "budget": "60s"}]})
+    (folder / "a").mkdir()
+    results.write_json(folder / "a" / "attempts.json", {"failed": 2, "error": "ConfigError: no such data set"})
+    status = study_status(folder)
+    a, b = status["entries"]
+    assert (a["state"], a["error"], a["retries_left"]) == ("failed", "ConfigError: no such data set", 0)
+    assert b["state"] == "pending" and status["device_s_left"] == 60  # the failed cell is not run again
+    assert "failed  baseline  (a)  ConfigError: no such data set  (0 retries left)" in format_status(status)
+    assert [duration(s) for s in (59.6, 119 * 60 + 50, 3600, 5400)] == ["1min", "2h00min", "1h00min", "1h30min"]

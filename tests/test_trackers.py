@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from vtbench.engine.config import load_run_config
 from vtbench.engine.runner import execute
 
 GRID = """study: tracked
-base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_every: 0.5, eval_sweep: [],
-       log_every: 5, model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]},
+base: {model: vit_tiny, frames: 4, size: 16, batch_size: 4, eval_clips: 16, eval_every: 0.5,
+       log_every: 5, model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}, eval_sweep: ["keep=0.5,random"],
        loggers: [tensorboard, mlflow, wandb, csv]}
 methods: [[]]
 budgets: [20steps]
@@ -68,12 +69,13 @@ def _same(got: list, expected: list) -> bool:
             and [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6))
 
 
-def _wandb_records(run_folder: Path) -> list:
+def _wandb_records(run_folder: Path, path: Path | None = None) -> list:
     """The records of a W&B offline run (its .wandb file: a LevelDB log of `Record` protobufs after a 7-byte
     header), parsed with W&B's own protobuf."""
     from wandb.proto.wandb_internal_pb2 import Record
 
-    (path,) = run_folder.glob("wandb/offline-run-*/run-*.wandb")
+    if path is None:
+        (path,) = run_folder.glob("wandb/offline-run-*/run-*.wandb")
     data, block = path.read_bytes(), 32768
     assert data[:4] == b":W&B"
     position, pieces, records = 7, b"", []
@@ -128,15 +130,23 @@ def test_a_grid_streams_to_tensorboard_mlflow_wandb_and_csv_grouped_by_its_study
     config = load_run_config(run_dir / "config.yaml")
     assert run.data.params["lr"] == str(config.lr) and run.data.params["model_args.dim"] == "32"
     assert run.data.metrics["summary.top1"] == pytest.approx(summary["top1"])
+    # an evaluation setting's name holds characters MLflow refuses in a key (`=`, `,`): sent under a key it takes
+    sweep = pd.read_parquet(run_dir / "evals.parquet").query("setting == 'keep=0.5,random'")
+    sweep = sweep[["step", "top1"]].values.tolist()
+    assert _same([[m.step, m.value] for m in client.get_metric_history(run.info.run_id, "keep_0.5_random/top1")],
+                 sweep)
 
     # W&B offline: the run's own record file, grouped by study, with the same history and summary
     records = _wandb_records(run_dir)
     (meta,) = [r.run for r in records if r.WhichOneof("record_type") == "run"][:1]
-    assert meta.run_group == "tracked" and meta.run_id == run_dir.name
+    # its id: the run folder's name and a suffix of its own (the same configuration in another study is another
+    # W&B run), kept for a resume
+    assert meta.run_group == "tracked" and meta.run_id.startswith(f"{run_dir.name}-")
+    assert results.read_json(run_dir / "trackers.json")["wandb_run_id"] == meta.run_id
     history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item} for r in records
                if r.WhichOneof("record_type") == "history"]
-    assert _same([[h["_step"], h["loss"]] for h in history if "loss" in h], losses)
-    assert _same([[h["_step"], h["top1"]] for h in history if "top1" in h], top1)
+    assert _same([[h["step"], h["loss"]] for h in history if "loss" in h], losses)  # plotted against the run's step
+    assert _same([[h["step"], h["top1"]] for h in history if "top1" in h], top1)
     summaries = {u.key or "/".join(u.nested_key): json.loads(u.value_json) for r in records
                  if r.WhichOneof("record_type") == "summary" for u in r.summary.update}
     assert summaries["top1"] == pytest.approx(summary["top1"])
@@ -169,3 +179,92 @@ def test_loggers_are_checked_and_leave_the_run_id_as_it_was():
     assert RunConfig(loggers=["csv"]).resolve().run_id() == RunConfig().resolve().run_id()
     with pytest.raises(ConfigError, match="loggers must be a list of different ones of tensorboard, mlflow, wandb"):
         RunConfig(loggers=["neptune"]).resolve()
+
+
+def _attempt(run_dir: Path, names: list[str], rows: list[tuple[int, float]], status: str, loggers: list[str]):
+    """One attempt of a run as the runner feeds its trackers: parameters, step rows of 5 steps, an evaluation at
+    step 10, the end."""
+    from vtbench.engine.trackers import RunInfo, Trackers
+
+    trackers = Trackers(names, RunInfo(run_dir, "baseline", {"lr": 0.001, "loggers": loggers}))
+    trackers.params({"lr": 0.001, "loggers": loggers})
+    for step, loss in rows:
+        trackers.step({"step": step, "steps": 5, "loss": loss, "progress": step / 20})
+        if step == 10:
+            trackers.evaluation({"setting": "default", "step": 10, "progress": 0.5, "top1": 40.0, "top5": 90.0})
+    if status == "completed":
+        trackers.summary({"steps": 20, "top1": 50.0})
+    trackers.close(status)
+
+
+def test_a_resumed_run_goes_on_in_the_same_tracked_runs_without_plotting_a_step_twice(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "a1b2c3d4e5f6"
+    run_dir.mkdir()
+    names = ["tensorboard", "mlflow", "wandb"]
+    # the first attempt logged up to step 15 and was stopped; its checkpoint holds step 10
+    _attempt(run_dir, names, [(5, 3.0), (10, 2.5), (15, 2.25)], "interrupted", ["tensorboard", "mlflow", "wandb"])
+    ids = results.read_json(run_dir / "trackers.json")
+    time.sleep(1.1)  # TensorBoard names its event files by the second
+    # the resumed attempt trains steps 11-20 again, watched by one more logger (a setting outside the run's id)
+    _attempt(run_dir, names, [(15, 2.125), (20, 1.875)], "completed", ["tensorboard", "mlflow", "wandb", "csv"])
+    assert "loggers:" not in capsys.readouterr().err  # no tracker failed
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(5, 3.0), (10, 2.5), (15, 2.125), (20, 1.875)]
+
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("vtbench").experiment_id])
+    assert run.info.run_id == ids["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["vtbench.status"] == "completed" and run.data.metrics["summary.top1"] == 50.0
+    assert run.data.params["loggers"] == str(["tensorboard", "mlflow", "wandb"])  # its first value is kept
+
+    paths = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name)
+    assert len(paths) == 2
+    steps = []
+    for path in paths:
+        records = _wandb_records(run_dir, path)
+        assert [r.run.run_id for r in records if r.WhichOneof("record_type") == "run"][:1] == [ids["wandb_run_id"]]
+        history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item} for r in records
+                   if r.WhichOneof("record_type") == "history"]
+        steps += [(h["step"], h["loss"]) for h in history if "loss" in h]
+    assert steps == [(5, 3.0), (10, 2.5), (15, 2.25), (15, 2.125), (20, 1.875)]  # step 15 twice: kept, not dropped
+
+
+def test_a_tracker_that_hangs_delays_neither_the_others_nor_the_end_beyond_its_bound(tmp_path, monkeypatch, capsys):
+    from vtbench.engine import trackers
+
+    release = threading.Event()
+
+    class Hangs:
+        def __init__(self, info):
+            pass
+
+        def params(self, params):
+            release.wait(30)  # a server that does not answer
+
+        step = summary = close = params
+
+    monkeypatch.setitem(trackers.MAKERS, "hangs", Hangs)
+    monkeypatch.setattr(trackers, "CLOSE_S", 1.0)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    began = time.monotonic()
+    try:
+        _attempt(run_dir, ["hangs", "csv"], [(5, 3.0), (10, 2.5)], "completed", ["csv"])
+        waited = time.monotonic() - began
+    finally:
+        release.set()
+    assert waited < 5
+    err = capsys.readouterr().err
+    assert "loggers: hangs still sending after 1 s" in err and "csv" not in err
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert [float(r["value"]) for r in rows if r["name"] == "loss"] == [3.0, 2.5]  # the csv logger got everything
+    assert any(r["kind"] == "summary" for r in rows)

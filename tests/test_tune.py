@@ -474,3 +474,32 @@ def test_a_trial_of_two_processes_reports_from_rank_0s_process(tmp_path):
     assert sorted(trial.intermediate_values) == [250, 500, 750, 1000]  # told by a launched process, not this one
     summary = results.read_json(tmp_path / "out" / "keep" / trial.user_attrs["run_id"] / "summary.json")
     assert summary["world_size"] == 2 and trial.value == summary["top1"]
+
+
+def test_status_counts_a_shared_run_once_and_a_waiting_retry_where_its_run_stands(tmp_path):
+    """A retried trial and its retry share one run: its device time counts once, and the retry waiting to run
+    resumes where that run stands."""
+    from optuna.distributions import FloatDistribution
+    from optuna.storages.journal import JournalFileBackend
+
+    folder = tmp_path / "keep"
+    folder.mkdir()
+    results.write_json(folder / "study.json", {"study": "keep", "kind": "tune"})
+    results.write_json(folder / "plan.json", {"kind": "tune", "trials": 2, "budget": "100s"})
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    study = optuna.create_study(study_name="keep", storage=storage)
+    keep = {"keep": FloatDistribution(0.1, 1.0)}
+    study.add_trial(optuna.trial.create_trial(params={"keep": 0.5}, distributions=keep, value=40.0,
+                                              user_attrs={"run_id": "done"}))
+    study.add_trial(optuna.trial.create_trial(params={"keep": 0.3}, distributions=keep, state=TrialState.FAIL,
+                                              user_attrs={"run_id": "cut", "status": "worker died"}))
+    study.enqueue_trial({"keep": 0.3}, user_attrs={"resumes": 1})
+    (folder / "done").mkdir()
+    results.write_json(folder / "done" / "summary.json", {"status": "completed", "top1": 40.0, "train_s": 100.0})
+    (folder / "cut").mkdir()
+    results.write_json(folder / "cut" / "progress.json", {"progress": 0.25, "step": 5, "used_s": 25.0})
+    status = study_status(folder)
+    assert [(e["trial"], e["state"]) for e in status["entries"]] == [(0, "completed"), (1, "failed"), (2, "pending")]
+    assert status["entries"][1]["error"] == "its worker died; its parameters run again"
+    assert status["entries"][2]["progress"] == 0.25  # the retry resumes the run of trial 1
+    assert status["device_s_used"] == 125.0 and status["device_s_left"] == 75.0

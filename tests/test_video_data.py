@@ -10,6 +10,7 @@ import torch
 from conftest import tiny
 from videos import (
     CLASSES,
+    CODECS,
     encode,
     folder_layout,
     frame_of,
@@ -82,6 +83,76 @@ def test_both_decoders_give_the_same_frames_resized_or_not(suffix, tmp_path):
     assert len(full) == 1 and abs(full[0] - level(5)) <= 1  # the codec's own error, at most a level
     for decoder in (pyav, torchcodec):
         assert np.unique(decoder.read_frames(grey, [5], 8, 16)).tolist() == full
+
+
+def _encode_as_a_stream(path: Path, frames: int) -> Path:
+    """A WebM written to a pipe, as browsers' MediaRecorder and live recorders write it: its header says neither
+    its duration nor its frame count."""
+    import io
+
+    import av
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, file):
+            self.file = file
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            return self.file.write(data)
+
+    with open(path, "wb") as file, av.open(Pipe(file), "w", format="webm") as container:
+        stream = container.add_stream(CODECS[".webm"], rate=12)
+        stream.width, stream.height, stream.pix_fmt = 40, 32, "yuv420p"
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 40, 3), level(k), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_a_video_whose_header_gives_no_duration_is_read_by_both_decoders(tmp_path, decoder):
+    path = _encode_as_a_stream(tmp_path / "v.webm", frames=24)
+    count, fps = decoder.probe(path)
+    assert (count, fps) == (24, 12.0)
+    assert [frame_of(f) for f in decoder.read_frames(path, [0, 5, 23, 7], count, short=16)] == [0, 5, 23, 7]
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_both_decoders_turn_a_rotated_video_upright(rotation, tmp_path):
+    """A display matrix (a phone's portrait video): TorchCodec turns the frames upright, and so does PyAV."""
+    import av
+
+    if reason := decoders.torchcodec_missing():
+        pytest.skip(f"TorchCodec cannot load here: {reason}")
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip(f"PyAV {av.__version__} cannot write a display matrix")
+    path = tmp_path / "v.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 40, 32, "yuv420p", {"crf": "10"}
+        stream.set_display_rotation(rotation)
+        image = np.zeros((32, 40, 3), dtype=np.uint8)
+        image[:, :10] = 200  # a bright band on the left of the stored picture
+        for _ in range(8):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    pyav, torchcodec = decoders.module("pyav"), decoders.module("torchcodec")
+    upright = np.rot90(image, round(rotation / 90) % 4)  # counter-clockwise, as the matrix says
+    for short in (None, 16):
+        a, b = (d.read_frames(path, [0, 5], 8, short).astype(int) for d in (pyav, torchcodec))
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1, (short, a.shape, b.shape)
+        assert a.shape[1:3] == (upright.shape[:2] if short is None else sampling_shape(upright.shape[:2], short))
+    full = pyav.read_frames(path, [0], 8, None)[0].astype(int)
+    assert np.abs(full - upright).mean() < 4  # the band where the picture, turned upright, has it
+
+
+def sampling_shape(shape: tuple[int, int], short: int) -> tuple[int, int]:
+    from vtbench.datasets.decode import output_size
+
+    width, height = output_size(shape[1], shape[0], short)
+    return height, width
 
 
 @pytest.mark.parametrize("seek_outcome", ["lands past the clip", "fails"])

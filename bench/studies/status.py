@@ -6,7 +6,6 @@ training run stands), `attempts.json` (a grid cell's failures), its claim (which
 study the Optuna storage (the trials and their states).
 """
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ def study_status(folder: Path, storage: str | None = None) -> dict[str, Any]:
     plan = results.read_json(folder / PLAN) if (folder / PLAN).exists() else {}
     entries = _grid_cells(folder, plan) if kind == "grid" else _trials(folder, plan, storage)
     counts = {state: sum(e["state"] == state for e in entries) for state in ORDER}
-    used = sum(e.get("device_s") or 0.0 for e in entries)
+    runs = {e.get("run_id") or id(e): e.get("device_s") or 0.0 for e in entries}  # a run shared by trials: once
+    used = sum(runs.values())
     left, unknown = _left(entries)
     return {"study": folder.name, "kind": kind, "folder": str(folder), "entries": entries,
             "counts": {k: v for k, v in counts.items() if v}, "device_s_used": used, "device_s_left": left,
@@ -51,10 +51,14 @@ def _grid_cells(folder: Path, plan: dict[str, Any]) -> list[dict[str, Any]]:
     for cell in cells:
         entry = {"run_id": cell["run_id"], "label": cell.get("label", cell["run_id"]), "budget": cell.get("budget")}
         entry.update(_run_state(folder, cell["run_id"]))
+        attempts_file = folder / cell["run_id"] / "attempts.json"
+        attempts = results.read_json(attempts_file) if attempts_file.exists() else {}
+        if entry["state"] == "pending" and attempts.get("failed") and \
+                not (folder / cell["run_id"] / results.SUMMARY).exists():
+            # it failed before its run could write summary.json (building its data or model, its launch)
+            entry.update(state="failed", error=attempts.get("error"))
         if entry["state"] == "failed":
-            attempts = folder / cell["run_id"] / "attempts.json"
-            failed = results.read_json(attempts).get("failed", 1) if attempts.exists() else 1
-            entry["retries_left"] = max(0, retries + 1 - failed)
+            entry["retries_left"] = max(0, retries + 1 - attempts.get("failed", 1))
         entries.append(entry)
     return entries
 
@@ -106,11 +110,19 @@ def _trials(folder: Path, plan: dict[str, Any], storage: str | None) -> list[dic
         study = optuna.load_study(study_name=folder.name, storage=storage)
     except KeyError:
         raise VtbenchError(f"the storage holds no study named {folder.name!r}") from None
+    trials = study.get_trials(deepcopy=False)
+    numbers = {t.number: t for t in trials}
+    # a retry (the same parameters, so the same run) names the trial it takes over: interrupted, or its worker dead
+    retry_of = {t.number: t.user_attrs.get("resumes", t.system_attrs.get("failed_trial")) for t in trials}
+    retried = {n for n in retry_of.values() if n is not None}
     entries = []
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         if trial.user_attrs.get("surplus"):
             continue
         run_id = trial.user_attrs.get("run_id")
+        source = numbers.get(retry_of[trial.number])
+        if run_id is None and source is not None and trial.state.name == "WAITING":  # where its run resumes
+            run_id = source.user_attrs.get("run_id")
         entry = {"trial": trial.number, "run_id": run_id, "label": f"trial {trial.number} {trial.params}",
                  "budget": plan.get("budget")}
         state = trial.state.name.lower()
@@ -125,9 +137,11 @@ def _trials(folder: Path, plan: dict[str, Any], storage: str | None) -> list[dic
             entry["state"] = "completed" if state == "complete" else "pruned"
         elif trial.user_attrs.get("status") in RUN_OUTCOMES:  # failed by its run's outcome
             entry["state"] = trial.user_attrs["status"]
-        else:  # its worker died or was interrupted: the same parameters run again, the run resuming
+        else:  # its worker died or was interrupted: not counted; the same parameters run again, the run resuming
             reason = "interrupted" if trial.user_attrs.get("status") == "interrupted" else "its worker died"
-            entry.update(state="failed", error=f"{reason}; its parameters run again", retried=True)
+            again = "its parameters run again" if trial.number in retried else \
+                "its retries are used up; another trial takes its place"
+            entry.update(state="failed", error=f"{reason}; {again}", retried=True)
         entries.append(entry)
     target = plan.get("trials")
     counted = sum(not e.get("retried") for e in entries)
@@ -176,10 +190,10 @@ def _budget(text: str | None) -> Budget | None:
 
 
 def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes = seconds / 60
-    return f"{minutes:.0f}min" if minutes < 60 else f"{math.floor(minutes / 60)}h{minutes % 60:02.0f}min"
+    if round(seconds) < 60:
+        return f"{round(seconds)}s"
+    minutes = round(seconds / 60)
+    return f"{minutes}min" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}min"
 
 
 def entry_line(e: dict[str, Any]) -> str:
