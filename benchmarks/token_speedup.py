@@ -120,8 +120,8 @@ def main() -> None:
         with FlopCounterMode(display=False) as counter:
             step()
         flops[name] = counter.get_total_flops()
-        tokens[name] = model.token_counts[0] if model.token_counts and "packed" not in name else tokens.get(
-            name.removesuffix(", packed"))
+        # the packed step runs the same clips and tokens as the padded one before it, without model.encode
+        tokens[name] = tokens[name.removesuffix(", packed")] if name.endswith("packed") else model.token_counts[0]
     full = model.embed(video[:1]).count
     print(f"model {config.model}, batch {batch} x {config.frames} x {config.size}^2, {full} tokens per clip, "
           f"{torch.get_num_threads()} threads, {args.rounds} rounds of {args.steps} steps")

@@ -14,21 +14,21 @@ and in evaluation alike (it is part of the model's input).
 `threshold` is in grey levels of the 0-255 scale, whatever the data set's normalisation (the data set states its
 `pixel_std`). Its default, 5.74, is the reference's 0.1 on clips normalised with a standard deviation of 0.225.
 
-Departures from the reference: the reference packs a batch's tokens into one sequence with xformers'
-block-diagonal mask (a variable-length kernel); we pad to the batch's largest count, rounded up to a multiple of
-16 (scaled_dot_product_attention with a padding mask), which gives every clip the attention it would get alone but
-saves compute only when every clip of the batch drops tokens. `benchmarks/token_speedup.py` measured packing with a
-dense block-diagonal mask, the only packed form at hand on a CPU, 5 times slower than padding here; packing with a
-variable-length kernel (nested tensors) is not built. The threshold applies to the channel mean of the grey-level
-differences; the reference's applies to the channel mean of normalised differences, the same where the channels
-share one standard deviation (both data sets here). RLT is refused with `compile: true` (one compiled shape per
-padded length). The reference computes run
-lengths in (place, time) order and adds them to tokens in (time, place) order, which misaligns them (its own
-training config leaves the length embedding off, "fix true"); here each token gets its own run length. The length
-table is learned per tubelet frame of the model's nominal grid and linearly resampled (align_corners=False) for
-other clip lengths (the reference's is sized for one clip length). The tubelet embedding still runs on every
-tubelet (a small share of a step: one linear map per tubelet); the drop happens right after it, before any other
-method's selection.
+Departures from the reference: the reference packs a batch's tokens into one sequence with xformers' block-diagonal
+mask (a variable-length kernel); we pad to the batch's largest count, rounded up to a multiple of 16
+(scaled_dot_product_attention with a padding mask), which gives every clip the attention it would get alone but
+saves compute only when every clip of the batch drops tokens. Packing with a dense block-diagonal mask, the packed
+form `benchmarks/token_speedup.py` compares, counted 2.6 times the FLOPs of padding on the demo model and batch of
+16 (attention over the whole batch's tokens, so the gap grows with the batch); packing with a variable-length kernel
+(nested tensors) is not built. The threshold applies to the channel mean of the grey-level differences; the
+reference's applies to the channel mean of normalised differences, the same where the channels share one standard
+deviation (both data sets here). RLT is refused with `compile: true` (one compiled shape per padded length). The
+reference computes run lengths in (place, time) order and adds them to tokens in (time, place) order, which
+misaligns them (its own training config leaves the length embedding off, "fix true"); here each token gets its own
+run length. The length table is learned per tubelet frame of the model's nominal grid and linearly resampled
+(align_corners=False) for other clip lengths (the reference's is sized for one clip length). The tubelet embedding
+still runs on every tubelet (a small share of a step: one linear map per tubelet); the drop happens right after it,
+before any other method's selection.
 """
 
 from dataclasses import replace

@@ -40,22 +40,29 @@ def _keep_top(tokens: Tokens, score: torch.Tensor, k: int) -> Tokens:
     return tokens.gather(index)
 
 
+def choose_per_clip(score: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor | None = None,
+                    multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Indices (B, K) of the `counts[i]` best-scored real places of clip i (`valid` (B, N) marks real ones), in
+    place order, padded to the largest count rounded up to a `multiple` (at most N); and (B, K) bool marking the
+    chosen real ones, None when every index is one."""
+    if valid is not None:
+        score = score.masked_fill(~valid, float("-inf"))
+        counts = torch.minimum(counts, valid.sum(dim=1))
+    k = min(score.shape[1], -(-int(counts.max()) // multiple) * multiple)
+    order = score.argsort(dim=1, descending=True, stable=True)[:, :k]
+    index, by_position = order.sort(dim=1)
+    chosen = (torch.arange(k, device=score.device) < counts[:, None]).gather(1, by_position)  # by rank of score
+    if valid is not None:
+        chosen = chosen & valid.gather(1, index)
+    return index, None if bool(chosen.all()) else chosen
+
+
 def keep_per_clip(tokens: Tokens, score: torch.Tensor, counts: torch.Tensor, multiple: int = 1) -> Tokens:
     """The `counts[i]` best-scored real tokens of clip i, in their original order; clips that keep fewer than the
     largest count are padded (`valid` marks the real ones; None when no clip needs padding). The padded length is
     rounded up to a `multiple` (at most the count there is), so that few distinct lengths occur."""
-    if tokens.valid is not None:
-        score = score.masked_fill(~tokens.valid, float("-inf"))
-        counts = torch.minimum(counts, tokens.valid.sum(dim=1))
-    k = min(tokens.count, -(-int(counts.max()) // multiple) * multiple)
-    order = score.argsort(dim=1, descending=True, stable=True)[:, :k]
-    chosen = torch.arange(k, device=score.device) < counts[:, None]  # by rank of score
-    index, by_position = order.sort(dim=1)
-    kept = tokens.gather(index)
-    valid = chosen.gather(1, by_position)
-    if kept.valid is not None:
-        valid = valid & kept.valid
-    return replace(kept, valid=None if bool(valid.all()) else valid)
+    index, valid = choose_per_clip(score, counts, tokens.valid, multiple)
+    return replace(tokens.gather(index), valid=valid)
 
 
 # ---- Flux's group-dynamic selection ------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from vtbench.models.tokens import Tokens
 from . import register
 from .base import EvalSetting, Method
 from .card import Claim
-from .selection import keep_per_clip, random_subset
+from .selection import choose_per_clip, keep_per_clip, random_subset
 
 MODES = ("random", "tube", "frame")
 
@@ -116,11 +116,8 @@ def layer_drop_hook(keep: float, layers: str | tuple[int, int]):
             index_k = score.topk(max(1, round(keep * body.shape[1])), dim=1).indices.sort(dim=1).values
         else:  # padded clips (after rlt): each keeps its own share of its real tokens, padded to the largest
             real = valid[:, p:]
-            counts = (keep * real.sum(dim=1)).round().long().clamp(min=1)
-            order = score.masked_fill(~real, -1.0).argsort(dim=1, descending=True)[:, : int(counts.max())]
-            index_k, by_position = order.sort(dim=1)
-            chosen = (torch.arange(order.shape[1], device=order.device) < counts[:, None]).gather(1, by_position)
-            valid = torch.cat([valid[:, :p], real.gather(1, index_k) & chosen], dim=1)
+            index_k, chosen = choose_per_clip(score, (keep * real.sum(dim=1)).round().long().clamp(min=1), real)
+            valid = None if chosen is None else torch.cat([valid[:, :p], chosen], dim=1)
         spread = index_k[..., None].expand(-1, -1, body.shape[-1])
         out = run(replace(stream, x=torch.cat([stream.x[:, :p], body.gather(1, spread)], 1), valid=valid))
         return replace(stream, x=torch.cat([out.x[:, :p], body.scatter(1, spread, out.x[:, p:])], 1))

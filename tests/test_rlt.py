@@ -65,8 +65,8 @@ def test_run_lengths_add_up_to_the_temporal_grid_at_every_place():
     assert run_lengths(column)[0, :, 0, 0][column[0, :, 0, 0]].tolist() == [3, 1, 2]
 
 
-def _rlt(model, **params):
-    stack = build_methods([MethodSpec("rlt", params)])
+def _rlt(model, *others: MethodSpec, **params):
+    stack = build_methods([MethodSpec("rlt", params), *others])
 
     class Data:
         pixel_std = tuple(STD.tolist())
@@ -132,9 +132,7 @@ def test_rlt_is_refused_with_compiled_blocks():
 def test_after_rlt_layer_wise_dropping_keeps_each_clips_own_share():
     torch.manual_seed(0)
     model = build_model("vit_tiny", "joint", 5, 8, 32, depth=3)
-    stack = _rlt(model)
-    dropping = build_methods([MethodSpec("rlt"), MethodSpec("token_dropout", {"keep": 0.5, "layers": "middle"})])
-    dropping.methods[0] = stack.methods[0]
+    dropping = _rlt(model, MethodSpec("token_dropout", {"keep": 0.5, "layers": "middle"}))
     noise = torch.randint(0, 256, (1, 3, 8, 32, 32), generator=torch.Generator().manual_seed(2)).float()
     video = normalised(torch.cat([static_with_moving_patch(), noise]))
     model.token_counts, model.token_lengths = [], []
