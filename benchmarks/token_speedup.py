@@ -12,8 +12,10 @@ methods' own `MethodStack.loss`.
 """
 
 import argparse
+import math
 import statistics
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -49,49 +51,72 @@ def make_step(model, optimizer, stack, video, labels):
     return step
 
 
+def packed_attention(attn, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """timm's Attention over clips packed one after another in `x` (sum of counts, D), each attending only within
+    itself: scaled_dot_product_attention on nested (jagged) tensors. q, k and v are made contiguous per head, which
+    the nested math kernel needs (without it, a CUDA build probes cuDNN and fails on a machine without a GPU)."""
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        t = t.unflatten(-1, (attn.num_heads, attn.head_dim)).contiguous()
+        return torch.nested.nested_tensor_from_jagged(t, offsets).transpose(1, 2)
+
+    q, k, v = (heads(t) for t in attn.qkv(x).chunk(3, dim=-1))
+    out = F.scaled_dot_product_attention(attn.q_norm(q), attn.k_norm(k), v)
+    return attn.proj(attn.norm(out.transpose(1, 2).values().flatten(-2)))
+
+
 def packed_step(model, optimizer, stack, video, labels):
-    """The same step with the clips RLT keeps packed into one sequence under a block-diagonal mask (the reference's
-    xformers BlockDiagonalMask, here a dense boolean mask for scaled_dot_product_attention), pooled per clip."""
-    def step():
+    """The same step with the clips RLT keeps packed into one sequence without padding (the reference packs them
+    for xformers' BlockDiagonalMask; here nested-tensor attention), pooled per clip. Stochastic depth is left out
+    (it drops whole clips, which a packed sequence cannot)."""
+    if model.cls_token is not None:
+        raise SystemExit("the packed step pools the mean; use a model without a CLS token")
+
+    def step(backward: bool = True):
         tokens = stack.select_tokens(model.embed(video), 0.5, training=True)
         valid = tokens.valid if tokens.valid is not None else torch.ones(tokens.x.shape[:2], dtype=torch.bool)
         counts = valid.sum(dim=1)
-        x = tokens.x[valid].unsqueeze(0)  # (1, sum of counts, D)
-        clip = torch.repeat_interleave(torch.arange(len(counts)), counts)
-        mask = (clip[:, None] == clip[None, :])[None, None]
+        offsets = F.pad(counts.cumsum(0), (1, 0))
+        x = tokens.x[valid]  # (sum of counts, D)
         for block in model.blocks:
-            x = block(x, attn_mask=mask)
-        x = model.norm(x)[0]
-        pooled = torch.zeros(len(counts), x.shape[1]).index_add_(0, clip, x) / counts[:, None]
+            x = x + block.ls1(packed_attention(block.attn, block.norm1(x), offsets))
+            x = x + block.ls2(block.mlp(block.norm2(x)))
+        clip = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        pooled = torch.zeros(len(counts), x.shape[1]).index_add(0, clip, model.norm(x)) / counts[:, None]
         loss = F.cross_entropy(model.head(pooled), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if backward:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         return loss
 
     return step
 
 
-def rlt_keep(data, config, batch: int, tubelet: tuple[int, int, int]) -> dict[str, float]:
-    """Share of tubelets RLT keeps at its default threshold on moving content (the synthetic scenes, with and
-    without their pixel noise) and on static content (each clip's first frame held still, with and without noise)."""
+def held_still(video: torch.Tensor, noise: float, std: torch.Tensor) -> torch.Tensor:
+    """Each clip's first frame held for the whole clip, with fresh pixel noise of `noise` (in [0, 1] units) added."""
+    held = video[:, :, :1].expand_as(video).clone()
+    if noise:
+        held += noise / std.view(1, 3, 1, 1, 1) * torch.randn(held.shape, generator=torch.Generator().manual_seed(1))
+    return held
+
+
+def rlt_batches(data, config, batch: int) -> dict[str, torch.Tensor]:
+    """Clips for RLT: the synthetic scenes as they move (with and without their pixel noise), the same held still,
+    and a batch half held still (no noise) and half moving, where padding costs most."""
     std = torch.tensor(data.pixel_std)
-    grid = (config.frames // tubelet[0], config.size // tubelet[1], config.size // tubelet[2])
-    shares = {}
+    batches = {}
     for name, noise in (("moving", 0.02), ("moving, no noise", 0.0)):
         source = build_dataset("synthetic", "train", 0, noise=noise)
         video, _ = source.batch(range(batch), config.frames, config.size, config.stride, training=True)
-        shares[name] = changed_tubelets(video, grid, DEFAULT_THRESHOLD, std).float().mean().item()
-        held = video[:, :, :1].expand_as(video).clone()
-        if noise:
-            fresh = torch.randn(held.shape, generator=torch.Generator().manual_seed(1))
-            held += noise / std.view(1, 3, 1, 1, 1) * fresh
-        shares["static" + name.removeprefix("moving")] = changed_tubelets(held, grid, DEFAULT_THRESHOLD,
-                                                                          std).float().mean().item()
-    return shares
+        batches[name] = video
+        batches["static" + name.removeprefix("moving")] = held_still(video, noise, std)
+    half = batch // 2
+    batches["half static"] = torch.cat([batches["static, no noise"][:half], batches["moving"][half:]])
+    return batches
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype stage")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_tiny")
     parser.add_argument("--frames", type=int)
@@ -114,14 +139,31 @@ def main() -> None:
         stack = build_methods(specs)
         stack.prepare(RunContext(config, model, None, data.num_classes, torch.device("cpu"), data))
         steps[name] = make_step(model, optimizer, stack, video, labels)
-        if name == "rlt threshold=10":
-            steps["rlt threshold=10, packed"] = packed_step(model, optimizer, stack, video, labels)
+    rlt = build_methods([MethodSpec("rlt")])
+    rlt.prepare(RunContext(config, model, None, data.num_classes, torch.device("cpu"), data))
+    batches = rlt_batches(data, config, batch)
+    for content, clips in batches.items():
+        steps[f"rlt on {content}, padded"] = make_step(model, optimizer, rlt, clips, labels)
+        steps[f"rlt on {content}, packed"] = packed_step(model, optimizer, rlt, clips, labels)
     for name, step in steps.items():
+        model.token_counts = []
+        if name.endswith("packed"):  # the FLOP counter cannot follow nested tensors; same clips, same tokens
+            step()
+            flops[name], tokens[name] = math.nan, tokens[name.replace(", packed", ", padded")]
+            continue
         with FlopCounterMode(display=False) as counter:
             step()
-        flops[name] = counter.get_total_flops()
-        # the packed step runs the same clips and tokens as the padded one before it, without model.encode
-        tokens[name] = tokens[name.removesuffix(", packed")] if name.endswith("packed") else model.token_counts[0]
+        flops[name], tokens[name] = counter.get_total_flops(), model.token_counts[0]
+    differences = []
+    for clips in batches.values():  # same parameters, same clips: the two forms give the same loss
+        model.eval()
+        with torch.no_grad():
+            padded_loss = F.cross_entropy(model(clips, select=rlt.selector(0.5, training=True)), labels)
+            packed_loss = packed_step(model, None, rlt, clips, labels)(backward=False)
+        model.train()
+        differences.append(abs(padded_loss.item() - packed_loss.item()))
+    if max(differences) > 1e-4:
+        raise SystemExit(f"packed and padded clips disagree (loss differs by {max(differences):.1e}): not comparable")
     full = model.embed(video[:1]).count
     print(f"model {config.model}, batch {batch} x {config.frames} x {config.size}^2, {full} tokens per clip, "
           f"{torch.get_num_threads()} threads, {args.rounds} rounds of {args.steps} steps")
@@ -145,12 +187,19 @@ def main() -> None:
         t = statistics.median(times[name])
         print(f"| {name} | {tokens[name]:.1f} | {tokens[name] / full:.2f} | {t * 1000:.1f} | "
               f"{min(times[name]) * 1000:.1f} to {max(times[name]) * 1000:.1f} | {base_time / t:.2f} | "
-              f"{base_flops / flops[name]:.2f} |")
-    shares = rlt_keep(data, config, batch, model.patch_embed.tubelet)
-    print("RLT at threshold", DEFAULT_THRESHOLD, "keeps:", ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
-    padded, packed = statistics.median(times["rlt threshold=10"]), statistics.median(times["rlt threshold=10, packed"])
-    print(f"rlt threshold=10: padded {padded * 1000:.1f} ms/step, packed {packed * 1000:.1f} ms/step "
-          f"(packed / padded {packed / padded:.2f})")
+              f"{base_flops / flops[name]:.2f} |".replace("nan", "not counted"))
+    grid = (config.frames // model.patch_embed.tubelet[0], config.size // model.patch_embed.tubelet[1],
+            config.size // model.patch_embed.tubelet[2])
+    std = torch.tensor(data.pixel_std)
+    print(f"RLT at threshold {DEFAULT_THRESHOLD} keeps:", ", ".join(
+        f"{content} {changed_tubelets(clips, grid, DEFAULT_THRESHOLD, std).float().mean().item():.0%}"
+        for content, clips in batches.items()))
+    print(f"RLT packed against padded (same loss to {max(differences):.1e}):")
+    for content in batches:
+        padded = statistics.median(times[f"rlt on {content}, padded"])
+        packed = statistics.median(times[f"rlt on {content}, packed"])
+        print(f"  {content}: padded {padded * 1000:.1f} ms/step, packed {packed * 1000:.1f} ms/step "
+              f"(packed / padded {packed / padded:.2f})")
     half = statistics.median(times["token_dropout keep=0.5"])
     print(f"keep=0.5 speedup: {base_time / half:.2f} (flop ratio: {base_flops / flops['token_dropout keep=0.5']:.2f})")
 

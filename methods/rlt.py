@@ -17,10 +17,12 @@ and in evaluation alike (it is part of the model's input).
 Departures from the reference: the reference packs a batch's tokens into one sequence with xformers' block-diagonal
 mask (a variable-length kernel); we pad to the batch's largest count, rounded up to a multiple of 16
 (scaled_dot_product_attention with a padding mask), which gives every clip the attention it would get alone but
-saves compute only when every clip of the batch drops tokens. Packing with a dense block-diagonal mask, the packed
-form `benchmarks/token_speedup.py` compares, counted 2.6 times the FLOPs of padding on the demo model and batch of
-16 (attention over the whole batch's tokens, so the gap grows with the batch); packing with a variable-length kernel
-(nested tensors) is not built. The threshold applies to the channel mean of the grey-level differences; the
+saves compute only when every clip of the batch drops tokens. Packing was measured against it
+(`benchmarks/token_speedup.py`: one sequence per batch, nested-tensor scaled_dot_product_attention, the same loss)
+and was about twice as slow on this project's 2-core CPU (the demo model, batch 16 x 16 x 32^2) on every content it
+tried, half-static batches included (packed / padded 1.5 to 2.2; torch runs nested-tensor attention on the CPU
+through its math kernel on a per-clip nested layout); a GPU's variable-length kernels may differ and were not
+measured. The threshold applies to the channel mean of the grey-level differences; the
 reference's applies to the channel mean of normalised differences, the same where the channels share one standard
 deviation (both data sets here). RLT is refused with `compile: true` (one compiled shape per padded length). The
 reference computes run lengths in (place, time) order and adds them to tokens in (time, place) order, which
@@ -43,11 +45,8 @@ from vtbench.models.tokens import Tokens
 from . import register
 from .base import Method, RunContext
 from .card import Claim
-from .selection import keep_per_clip
+from .selection import PAD_MULTIPLE, keep_per_clip
 
-# a batch pads to a multiple of this many tokens: few distinct lengths, so that each is FLOP-counted once and
-# credited at once (vtbench.engine.flops keys a step's FLOPs by the blocks' lengths)
-PAD_MULTIPLE = 16
 DEFAULT_THRESHOLD = 5.74  # the reference's 0.1 in units of a normalisation with std 0.225: 0.1 x 0.225 x 255
 
 

@@ -40,6 +40,11 @@ def _keep_top(tokens: Tokens, score: torch.Tensor, k: int) -> Tokens:
     return tokens.gather(index)
 
 
+# padded clips pad to a multiple of this many tokens: few distinct lengths, so that each is FLOP-counted once and
+# credited at once (vtbench.engine.flops keys a step's FLOPs by the blocks' lengths)
+PAD_MULTIPLE = 16
+
+
 def choose_per_clip(score: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor | None = None,
                     multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Indices (B, K) of the `counts[i]` best-scored real places of clip i (`valid` (B, N) marks real ones), in

@@ -42,7 +42,7 @@ from vtbench.models.tokens import Tokens
 from . import register
 from .base import EvalSetting, Method
 from .card import Claim
-from .selection import choose_per_clip, keep_per_clip, random_subset
+from .selection import PAD_MULTIPLE, choose_per_clip, keep_per_clip, random_subset
 
 MODES = ("random", "tube", "frame")
 
@@ -75,7 +75,8 @@ def drop_tokens(tokens: Tokens, keep: float, mode: str = "random", generator: to
         per_frame = torch.rand(b, t, device=device, generator=generator)
         score = torch.gather(per_frame, 1, tokens.pos[..., 0])
     if tokens.valid is not None:  # clips of different counts (after RLT): each keeps its own share
-        return keep_per_clip(tokens, score, (keep * tokens.clip_counts()).round().long().clamp(min=1))
+        counts = (keep * tokens.clip_counts()).round().long().clamp(min=1)
+        return keep_per_clip(tokens, score, counts, multiple=PAD_MULTIPLE)
     index = score.topk(kept_count(tokens, keep, mode), dim=1, sorted=False).indices.sort(dim=1).values
     return tokens.gather(index)
 
@@ -116,11 +117,16 @@ def layer_drop_hook(keep: float, layers: str | tuple[int, int]):
             index_k = score.topk(max(1, round(keep * body.shape[1])), dim=1).indices.sort(dim=1).values
         else:  # padded clips (after rlt): each keeps its own share of its real tokens, padded to the largest
             real = valid[:, p:]
-            index_k, chosen = choose_per_clip(score, (keep * real.sum(dim=1)).round().long().clamp(min=1), real)
+            counts = (keep * real.sum(dim=1)).round().long().clamp(min=1)
+            index_k, chosen = choose_per_clip(score, counts, real, PAD_MULTIPLE)
             valid = None if chosen is None else torch.cat([valid[:, :p], chosen], dim=1)
         spread = index_k[..., None].expand(-1, -1, body.shape[-1])
-        out = run(replace(stream, x=torch.cat([stream.x[:, :p], body.gather(1, spread)], 1), valid=valid))
-        return replace(stream, x=torch.cat([out.x[:, :p], body.scatter(1, spread, out.x[:, p:])], 1))
+        subset = body.gather(1, spread)
+        out = run(replace(stream, x=torch.cat([stream.x[:, :p], subset], 1), valid=valid))
+        ran = out.x[:, p:]
+        if valid is not None:  # places that pad a clip's share to the batch's length ran as queries: undo them
+            ran = torch.where(valid[:, p:, None], ran, subset)
+        return replace(stream, x=torch.cat([out.x[:, :p], body.scatter(1, spread, ran)], 1))
 
     return hook
 

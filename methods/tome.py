@@ -7,23 +7,26 @@ similarity of the attention keys averaged over heads), and the r best-matched A 
 partners by a size-weighted average (a token's size is how many input tokens it stands for). Proportional
 attention adds log(size) to the attention logits so that a merged token weighs as the tokens it replaced. The CLS
 token is never merged, and pooling is the size-weighted mean (ToMe's `patch/mae.py`). Merging applies in training
-and in evaluation alike; the evaluation setting `merge=off` scores the same model without merging.
+and in evaluation alike. The merge rate is an evaluation setting too: `merge=off` scores the same model without
+merging, and `keep=<k>,merge` with merging down to another share k after the last block (EVAL_KEEPS other than
+the trained one): the model's accuracy against its merge rate, trained at one rate (not the paper's off-the-shelf
+curve, which merges in a model trained without merging). The report's settings figure plots them in a "merge"
+panel against the `keep` column, the share of tokens the blocks saw on average (0.75 for keep=0.25,merge over
+3 blocks), not k.
 
 Parameters: `r`, tokens merged per block (a constant schedule, ToMe's `r`), or `keep`, the share of the tokens left
 after the last block (r = the tokens to remove spread evenly over the blocks); `proportional` on or off.
 
-Departures from the reference: the model is our joint space-time ViT over tubelets (ToMe's video results use
-MAE ViT-L on Kinetics-400 clips). `keep`, our default of 0.5, is ours (ToMe sets r directly): each block merges
-the tokens still to remove spread over the blocks left, at most half of them per block (so a keep below
-1 / (depth + 1) is not reached). ToMe's inflected schedules (r, inflection) are not offered. Proportional
-attention is the `proportional` parameter, on by default: the paper finds it necessary for supervised models (ours
-are trained supervised, with merging) and not for MAE models, whose reference patch turns it off. Padded clips
-(after `rlt`) merge too: padding has size 0, goes first where it lies in set A, and never changes a real token;
-but a padded clip's merges then depend on its batch (a short clip padded to a long one merges padding instead of
-its own tokens, and `keep` counts the padded length). The CLS token never merges, as in the reference; without a
-CLS token the unmerged tokens are put back in place order, which the reference does only with one (a different
-split into A and B in the next block). With `compile: true` ToMe is refused: it runs its blocks in two halves
-outside the compiled block.
+Departures from the reference: the model is our joint space-time ViT over tubelets (ToMe's video results use MAE
+ViT-L on Kinetics-400 clips). `keep`, our default of 0.5, is ours (ToMe sets r directly): each block merges the
+tokens still to remove spread over the blocks left, at most half of them per block (so a keep below 1 / (depth + 1)
+is not reached). ToMe's inflected schedules (r, inflection) are not offered. Proportional attention is the
+`proportional` parameter, on by default: the paper finds it necessary for supervised models (ours are trained
+supervised, with merging) and not for MAE models, whose reference patch turns it off. Padded clips (after `rlt`)
+merge too: padding has size 0, goes first where it lies in set A, and never changes a real token; but a padded
+clip's merges then depend on its batch (a short clip padded to a long one merges padding instead of its own tokens,
+and `keep` counts the padded length). The CLS token never merges, as in the reference. With `compile: true` ToMe is
+refused: it runs its blocks in two halves outside the compiled block.
 """
 
 import math
@@ -33,7 +36,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from vtbench.models.blocks import Stream, attention_half, mlp_half
+from vtbench.models.blocks import BlockPlan, Stream, attention_half, mlp_half
 from vtbench.models.tokens import Tokens
 
 from . import register
@@ -41,6 +44,7 @@ from .base import EvalSetting, Method
 from .card import Claim
 
 Merge = Callable[[torch.Tensor, str], torch.Tensor]
+EVAL_KEEPS = (0.75, 0.5, 0.25)  # shares left after the last block at which a run is also evaluated
 
 
 def bipartite_soft_matching(metric: torch.Tensor, r: int, prefix: int = 0,
@@ -153,7 +157,12 @@ class TokenMerging(Method):
         def unmerged(tokens: Tokens) -> Tokens:
             return replace(tokens, blocks=None)
 
-        return [EvalSetting("merge=off", select=unmerged)]
+        def merged_to(keep: float) -> Callable[[Tokens], Tokens]:
+            plan = BlockPlan([merging_hook(None, keep, self.proportional)])  # tome refuses other block hooks
+            return lambda tokens: replace(tokens, blocks=plan)
+
+        return [EvalSetting("merge=off", select=unmerged)] + [
+            EvalSetting(f"keep={k:g},merge", select=merged_to(k)) for k in EVAL_KEEPS if k != self.keep]
 
     def block_hook(self, progress: float, training: bool):
         return merging_hook(self.r, self.keep, self.proportional)

@@ -35,3 +35,15 @@ def test_a_step_with_a_surprising_token_count_waits_for_its_count():
     # so the next step is counted, and pays for the pending one too
     assert _step(model, x, meter, ("a",), (8,)) == 2 * known
     assert meter.pending == {}
+
+
+def test_alternating_token_counts_are_both_credited():
+    model = torch.nn.Linear(8, 4)
+    meter = StepFlops()
+    x = torch.randn(2, 8)
+    credited = [_step(model, x, meter, ("a",), (16,) if i % 2 == 0 else (8,)) for i in range(6)]
+    # step 1 (8 tokens) runs uncounted under the prediction 16; step 2 is counted, as is every step until the
+    # pending signature is: step 3 pays for itself and step 1; afterwards both are known
+    per_step = credited[0]
+    assert credited == [per_step, 0.0, per_step, 2 * per_step, per_step, per_step]
+    assert meter.pending == {} and sum(credited) == 6 * per_step

@@ -119,6 +119,23 @@ def test_layer_wise_dropping_spares_the_first_and_last_blocks_and_puts_dropped_t
     assert changed[:, 1:].sum(dim=1).tolist() == [16, 16]  # the kept share ran the block, the rest came back as is
 
 
+def test_layer_wise_dropping_of_padded_clips_changes_only_each_clips_own_share():
+    from vtbench.methods.token_dropout import layer_drop_hook
+    from vtbench.models.blocks import Stream, run_block
+
+    torch.manual_seed(0)
+    block = build_model("vit_tiny", "joint", 5, 8, 32, depth=3).blocks[1].eval()
+    x = torch.randn(2, 1 + 64, 128)
+    valid = torch.ones(2, 1 + 64, dtype=torch.bool)
+    valid[0, 1 + 19:] = False  # clip 0 has 19 real tokens, clip 1 all 64 (as after rlt)
+    out = layer_drop_hook(0.5, "middle")(1, 3, block, Stream(x, 1, valid), lambda s: run_block(block, s)).x
+    changed = (out != x).any(dim=-1)
+    # round(0.5 x 19) = 10 of clip 0 ran the block although its share was padded to 32 places; its other 9 real
+    # tokens, picked to fill those places, came back unchanged, and so did its padding
+    assert changed[:, 1:].sum(dim=1).tolist() == [10, 32]
+    assert not changed[0, 1 + 19:].any()
+
+
 def test_layers_are_checked():
     with pytest.raises(ConfigError, match="layers='2'"):
         build_methods([MethodSpec("token_dropout", {"layers": "2"})])

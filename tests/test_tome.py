@@ -108,16 +108,23 @@ def test_a_keep_target_is_reached_after_the_last_block():
     assert stream.count == 32
 
 
-def test_evaluation_also_scores_the_model_without_merging_and_compile_is_refused():
+def test_evaluation_scores_the_model_unmerged_and_at_other_merge_rates_and_compile_is_refused():
     from vtbench.engine.config import RunConfig
 
     torch.manual_seed(0)
-    model = build_model("vit_tiny", "joint", 5, 8, 32)
-    stack = build_methods([MethodSpec("tome", {"r": 8})])
-    (setting,) = stack.eval_settings()
+    model = build_model("vit_tiny", "joint", 5, 8, 32)  # 64 tokens, 3 blocks
+    stack = build_methods([MethodSpec("tome", {"keep": 0.5})])
+    settings = {s.name: s for s in stack.eval_settings()}
+    assert list(settings) == ["merge=off", "keep=0.75,merge", "keep=0.25,merge"]  # not the trained rate again
     chain = stack.selector(1.0, training=False)
-    model.token_lengths = []
-    model(torch.randn(1, 3, 8, 32, 32), select=lambda tokens: setting.select(chain(tokens)))
-    assert setting.name == "merge=off" and model.token_lengths == [64]
+    lengths = {}
+    for name, setting in [("default", None), *settings.items()]:
+        model.token_lengths = []
+        model(torch.randn(1, 3, 8, 32, 32),
+              select=chain if setting is None else (lambda tokens, s=setting: s.select(chain(tokens))))
+        lengths[name] = model.token_lengths
+    # tokens entering each block; a keep of k removes 64 (1 - k) spread over the blocks left: 11, 11, 10 at 0.5
+    assert lengths == {"default": [(64, 53, 42)], "merge=off": [64], "keep=0.75,merge": [(64, 58, 53)],
+                       "keep=0.25,merge": [(64, 48, 32)]}
     with pytest.raises(ConfigError, match="compile: false"):
         stack.prepare(RunContext(RunConfig(compile=True), model, None, 5, torch.device("cpu"), None))

@@ -3,7 +3,8 @@
 A step's signature is its batch shape plus the token counts the model saw (known only after the step, since
 methods choose them inside the forward pass). A step is counted when its signature is new; a step whose
 signature turns out new without having been counted waits, pending, until a later step with that signature
-is counted (at most one step later, since the prediction is then that signature).
+is counted: while any step of a batch shape is pending, every step of that shape is counted (signatures that
+alternate would otherwise keep predicting the one already known and never count the other).
 """
 
 from contextlib import nullcontext
@@ -21,7 +22,8 @@ class StepFlops:
     def context(self, shape_key: tuple):
         """Wrap a training step: counts it if its predicted signature is not known yet."""
         predicted = (shape_key, self.last_tokens.get(shape_key))
-        if predicted[1] is None or predicted not in self.known:
+        waiting = any(signature[0] == shape_key for signature in self.pending)
+        if predicted[1] is None or predicted not in self.known or waiting:
             self._counter = FlopCounterMode(display=False)
             return self._counter
         self._counter = None

@@ -90,4 +90,6 @@ def paper_scale(name: str, claim: Claim) -> tuple[float, float]:
 
 
 def markdown(rows: pd.DataFrame) -> str:
-    return rows.to_markdown(index=False) if not rows.empty else "No method of the five ran alone with its baseline."
+    if rows.empty:
+        return "No method with a paper claim (methods/card.py) ran alone with its baseline."
+    return rows.to_markdown(index=False)
