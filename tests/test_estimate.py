@@ -49,3 +49,45 @@ def test_estimate_command_prints_a_row_per_setting(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 + 3 and "baseline" in out[2] and "token_dropout:keep=0.5" in out[3]
     assert "multigrid + token_dropout:keep=0.25" in out[4]
+
+
+@pytest.fixture(scope="module")
+def vit_base_rows():
+    """One ViT-B estimate (16 x 224^2, 1568 tokens, 12 blocks) per setting, shared by the tests below (each takes
+    a few seconds)."""
+    config = RunConfig(model="vit_base", frames=16, size=224)
+    settings = {"baseline": [], "tome": [MethodSpec("tome", {"r": 8})], "rlt": [MethodSpec("rlt")],
+                "layers": [MethodSpec("token_dropout", {"keep": 0.5, "layers": "middle"})]}
+    return {name: estimate(config, methods) for name, methods in settings.items()}
+
+
+def test_tome_at_vit_base_merges_8_tokens_per_block_and_costs_in_proportion(vit_base_rows):
+    base, tome = vit_base_rows["baseline"], vit_base_rows["tome"]
+    assert base.tokens == 1568 and base.forward_gmacs == pytest.approx(180.3, abs=0.1)
+    # blocks see 1568, 1560, ..., 1480 tokens: 1568 - 8 x 5.5 on average
+    assert tome.tokens == 1524
+    ratio = tome.forward_gmacs / base.forward_gmacs
+    assert tome.forward_gmacs < base.forward_gmacs and 0.95 < ratio < 1.0
+    assert ratio == pytest.approx(1524 / 1568, abs=0.01)  # the blocks' cost is nearly linear in the tokens here
+    assert tome.train_gflops < base.train_gflops and tome.activation_mib < base.activation_mib
+
+
+def test_rlt_is_estimated_with_every_token(vit_base_rows):
+    """Meta tensors have no pixels to compare, so RLT keeps everything: the estimate is the baseline's."""
+    base, rlt = vit_base_rows["baseline"], vit_base_rows["rlt"]
+    assert rlt.tokens == 1568
+    assert rlt.forward_gflops == pytest.approx(base.forward_gflops, rel=1e-9)
+
+
+def test_layer_wise_dropping_at_vit_base_runs_the_middle_blocks_on_half_the_tokens(vit_base_rows):
+    base, layers = vit_base_rows["baseline"], vit_base_rows["layers"]
+    assert layers.tokens == pytest.approx((2 * 1568 + 10 * 784) / 12)  # the first and last blocks see all 1568
+    assert layers.forward_gmacs < base.forward_gmacs
+    assert layers.train_gflops < base.train_gflops
+
+
+def test_estimate_command_says_rlt_is_shown_with_every_token(capsys):
+    assert main(["estimate", "--model", "vit_tiny", "--method", "rlt"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "rlt" in out[3] and "every token, the upper bound" in out[-1]
+    assert out[2].split("|")[3] == out[3].split("|")[3]  # the same tokens per clip as the baseline

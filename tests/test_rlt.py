@@ -1,6 +1,8 @@
 """RLT (methods/rlt.py): which tubelets it keeps, their run lengths, the threshold's units, and padding that gives
 every clip the logits it gets alone."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -92,6 +94,19 @@ def test_padded_clips_give_each_clip_its_logits_alone(length_embedding):
     assert model.token_counts[0] == (16 + 3 + 64) / 2  # 19 and 64 tokens, padded to 64
     assert model.token_counts[1:] == [19, 64]
     torch.testing.assert_close(together, alone)
+    # and each clip's logits are those of its real tokens alone, gathered by hand: no padding and no mask at all
+    keep = changed_tubelets(video, GRID, 5.74, STD)
+    for i in range(2):
+        with torch.no_grad():
+            tokens = model.embed(video[i : i + 1])
+            if length_embedding:
+                table = model.rlt_lengths(GRID[0])
+                tokens = replace(tokens, x=tokens.x + table[run_lengths(keep[i : i + 1]).flatten(1) - 1])
+            real = tokens.gather(keep[i].flatten().nonzero()[:, 0][None])
+            assert real.valid is None and real.count == (19, 64)[i]
+            bare = model.head(model.encode(real))
+        torch.testing.assert_close(together[i : i + 1], bare, rtol=0, atol=1e-9)
+        torch.testing.assert_close(alone[i : i + 1], bare, rtol=0, atol=1e-9)
 
 
 def test_the_length_embedding_adds_each_tokens_own_run_length():
