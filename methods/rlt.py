@@ -20,17 +20,17 @@ mask (a variable-length kernel); we pad to the batch's largest count, rounded up
 saves compute only when every clip of the batch drops tokens. Packing was measured against it
 (`benchmarks/token_speedup.py`: one sequence per batch, nested-tensor scaled_dot_product_attention, the same loss)
 and was about twice as slow on this project's 2-core CPU (the demo model, batch 16 x 16 x 32^2) on every content it
-tried, half-static batches included (packed / padded 1.5 to 2.2; torch runs nested-tensor attention on the CPU
-through its math kernel on a per-clip nested layout); a GPU's variable-length kernels may differ and were not
-measured. The threshold applies to the channel mean of the grey-level differences; the
-reference's applies to the channel mean of normalised differences, the same where the channels share one standard
-deviation (both data sets here). RLT is refused with `compile: true` (one compiled shape per padded length). The
-reference computes run lengths in (place, time) order and adds them to tokens in (time, place) order, which
-misaligns them (its own training config leaves the length embedding off, "fix true"); here each token gets its own
-run length. The length table is learned per tubelet frame of the model's nominal grid and linearly resampled
-(align_corners=False) for other clip lengths (the reference's is sized for one clip length). The tubelet embedding
-still runs on every tubelet (a small share of a step: one linear map per tubelet); the drop happens right after it,
-before any other method's selection.
+tried, half-static batches included (packed / padded 1.5 to 2.3 in two runs; torch runs nested-tensor attention on
+the CPU through its math kernel on a per-clip nested layout); a GPU's variable-length kernels may differ and were
+not measured. The threshold applies to the channel mean of the grey-level differences; the reference's applies to
+the channel mean of normalised differences, the same where the channels share one standard deviation (both data sets
+here). RLT is refused with `compile: true` (one compiled shape per padded length). The reference computes run
+lengths in (place, time) order and adds them to tokens in (time, place) order, which misaligns them (its own
+training config leaves the length embedding off, "fix true"); here each token gets its own run length. The length
+table is learned per tubelet frame of the model's nominal grid and linearly resampled (align_corners=False) for
+other clip lengths (the reference's is sized for one clip length). The tubelet embedding still runs on every tubelet
+(a small share of a step: one linear map per tubelet); the drop happens right after it, before any other method's
+selection.
 """
 
 from dataclasses import replace
