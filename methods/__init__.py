@@ -44,7 +44,7 @@ def build_methods(specs: list[MethodSpec]) -> MethodStack:
     return MethodStack([build_method(s) for s in specs])
 
 
-from . import baseline, flux, frozen_spatial, multigrid, pss, rlt, token_dropout, tome  # noqa: E402,F401  (registers)
+from . import baseline, control, flux, frozen_spatial, multigrid, placebo, pss, rlt, token_dropout, tome  # noqa: E402,F401  (registers)
 
 __all__ = ["REGISTRY", "EvalSetting", "Method", "MethodStack", "RunContext", "build_method", "build_methods",
            "register"]

@@ -65,6 +65,16 @@ class Method:
     # hooks whose answer one method of a list decides alone
     OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "eval_shape", "training_loss")
 
+    def seed(self, seed: int) -> int:
+        """The seed the run draws its randomness from (initialisation, data order, augmentation): the run's own for
+        every real method; a placebo draws an independent one."""
+        return seed
+
+    def cost_share(self) -> float:
+        """The share of each step's cost charged to the budget clock: 1 for every real method; a positive control
+        pays less for the same training."""
+        return 1.0
+
     def prepare(self, run: RunContext) -> None:
         """Once, before training (and before a checkpoint is restored): change, freeze or replace the model."""
 
@@ -151,6 +161,17 @@ class MethodStack:
     @property
     def leaves_parameters_unused(self) -> bool:
         return any(m.leaves_parameters_unused for m in self.methods)
+
+    def seed(self, seed: int) -> int:
+        for method in self.methods:
+            seed = method.seed(seed)
+        return seed
+
+    def cost_share(self) -> float:
+        share = 1.0
+        for method in self.methods:
+            share *= method.cost_share()
+        return share
 
     def prepare(self, run: RunContext) -> None:
         for method in self.methods:

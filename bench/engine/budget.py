@@ -61,13 +61,19 @@ class BudgetClock:
     """Counts what training spends. Time runs only between `start()` and `stop()`, less `off_clock()` spans.
 
     Time is device time: a run carried by several processes spends their wall time on each of their devices.
+    `charge` is the share of every step's cost that is paid (1 for every real run): time and FLOPs are counted
+    at that share, and steps and samples, which also index the data, are counted whole but weigh that share
+    against a budget in their unit. Only a positive control charges less (vtbench.methods.control).
     On CUDA, `read(sync=True)` synchronises the device first, so queued kernels are paid for; the runner
     does that where it compares with the budget at a boundary (evaluation, logging, the end), not per step.
     """
 
     def __init__(self, budget: Budget, used: Used | None = None, device: torch.device | None = None,
-                 devices: int = 1):
+                 devices: int = 1, charge: float = 1.0):
+        if not 0 < charge <= 1:
+            raise ConfigError(f"charge must lie in (0, 1], got {charge}")
         self.budget = budget
+        self.charge = charge
         self.devices = devices  # processes carrying the run, each on its own device: time counts on every one
         self.used = used or Used()
         self._cuda = device is not None and device.type == "cuda"
@@ -87,14 +93,14 @@ class BudgetClock:
             if sync and self._cuda:
                 torch.cuda.synchronize()
             now = time.perf_counter()
-            self.used.s += (now - self._since) * self.devices
+            self.used.s += (now - self._since) * self.devices * self.charge
             self._since = now
         return self.used
 
     def add_step(self, samples: int, flops: float) -> None:
         self.used.steps += 1
         self.used.samples += samples
-        self.used.flops += flops
+        self.used.flops += flops * self.charge
 
     def progress(self, sync: bool = False) -> float:
         """Progress now (brings the time up to date first)."""
@@ -104,7 +110,8 @@ class BudgetClock:
     def fraction(self) -> float:
         """Progress as of the last read: used / budget in the budget's unit, at most 1."""
         used = self.used
-        spent = {"s": used.s, "flops": used.flops, "steps": used.steps, "samples": used.samples}
+        spent = {"s": used.s, "flops": used.flops, "steps": used.steps * self.charge,
+                 "samples": used.samples * self.charge}
         return min(1.0, spent[self.budget.unit] / self.budget.amount)
 
     @contextmanager
