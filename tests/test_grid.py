@@ -35,8 +35,18 @@ def test_expansion_is_the_cartesian_product(tmp_path):
     assert grid.cells[0].methods == [] and grid.cells[0].frames == 4
 
 
+def test_an_entry_may_run_at_budgets_of_its_own(tmp_path):
+    path = _write(tmp_path, "study: ladder\n" + BASE + "methods:\n  - {methods: [], budgets: [4steps, 8steps, 16steps]}"
+                  "\n  - [pss]\nbudgets: [8steps]\nseeds: [0, 1]\n")
+    cells = [(c.label(), c.budget, c.seed) for c in load_grid(path).cells]
+    assert cells == [("baseline", b, s) for b in ("4steps", "8steps", "16steps") for s in (0, 1)] + [
+        ("pss", "8steps", 0), ("pss", "8steps", 1)]
+
+
 @pytest.mark.parametrize("body, message", [
     ("- a\n- b\n", "a grid is a mapping"),
+    ("study: s\nmethods: [{methods: [], budgets: []}]\n", "budgets must be a non-empty list"),
+    ("study: s\nmethods: [{methods: [], budget: [4steps]}]\n", "unknown key 'budget'; allowed: methods, set, budgets"),
     ("study: s\nbudget: [10steps]\n", "unknown key 'budget'; allowed: study, base, methods, budgets, seeds"),
     ("study: s\nmethods: [[turbo]]\n", "unknown method 'turbo'"),
     ("study: s\nmethods: [[{pss: {speed: 2}}]]\n", "method 'pss' has no parameter speed"),

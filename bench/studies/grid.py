@@ -56,18 +56,10 @@ def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
         raise ConfigError(f"{where}: retries must be a whole number >= 0, got {retries!r}")
     slurm = slurm_options(data, where)
     cells, labels = [], {}
-    for methods, budget, seed in itertools.product(axes["methods"], axes["budgets"], axes["seeds"]):
-        overrides = {}
-        if isinstance(methods, dict) and "methods" in methods:  # {methods: [...], set: {run settings}}
-            extra = sorted(set(methods) - {"methods", "set"})
-            if extra:
-                raise ConfigError(f"{where}: methods entry {methods!r}: unknown key {extra[0]!r}; "
-                                  "allowed: methods, set")
-            overrides = methods.get("set") or {}
-            if not isinstance(overrides, dict):
-                raise ConfigError(f"{where}: methods entry {methods!r}: set must be a mapping of run settings, "
-                                  f"got {overrides!r}")
-            methods = methods["methods"]
+    for entry, budget, seed in _cells(axes, where):
+        methods, overrides = entry, {}
+        if isinstance(entry, dict) and "methods" in entry:  # {methods: [...], set: {run settings}, budgets: [...]}
+            methods, overrides = entry["methods"], entry.get("set") or {}
         entries = methods if isinstance(methods, list) else [methods]
         specs = [method_spec(m, f"{where}: methods") for m in entries]
         cell = apply(base, {**overrides, "budget": budget, "seed": seed, **forced}, where=where)
@@ -81,6 +73,28 @@ def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
         labels[cell.run_id()] = label
         cells.append(cell)
     return Grid(study, cells, retries, slurm, where, labels)
+
+
+def _cells(axes: dict[str, list], where: str):
+    """(methods entry, budget, seed) of every cell: the product of the axes, where an entry of the form
+    {methods: [...], set: {...}, budgets: [...]} runs at its own budgets (a baseline's ladder beside methods
+    at one budget)."""
+    for entry in axes["methods"]:
+        budgets = axes["budgets"]
+        if isinstance(entry, dict) and "methods" in entry:
+            extra = sorted(set(entry) - {"methods", "set", "budgets"})
+            if extra:
+                raise ConfigError(f"{where}: methods entry {entry!r}: unknown key {extra[0]!r}; "
+                                  "allowed: methods, set, budgets")
+            if not isinstance(entry.get("set") or {}, dict):
+                raise ConfigError(f"{where}: methods entry {entry!r}: set must be a mapping of run settings, "
+                                  f"got {entry['set']!r}")
+            budgets = entry.get("budgets", budgets)
+            if not isinstance(budgets, list) or not budgets:
+                raise ConfigError(f"{where}: methods entry {entry!r}: budgets must be a non-empty list, "
+                                  f"got {budgets!r}")
+        for budget, seed in itertools.product(budgets, axes["seeds"]):
+            yield entry, budget, seed
 
 
 # ---- running ----------------------------------------------------------------------------------------------
