@@ -52,20 +52,40 @@ def test_a_baseline_without_a_completed_run_gives_no_comparison():
     runs = _runs(configs)
     final = pd.DataFrame([{  # only the method's run completed; the baseline's diverged
         "run_id": "b", "method": "token_dropout:keep=0.5", "budget": "60s", "setting": "default", "point": 1.0,
+        "seed": 0, "settings": runs["settings"].iloc[1], "is_baseline": False, "expected_speedup": None,
         "top1": 50.0, "train_s": 60.0, "device_hours": 1 / 60, "total_gflops": 1.0, "peak_memory_gib": 1.0,
         "mem_allocated": None, "mem_reserved": None, "mem_device": None, "mem_rss": 2**30, "clips_per_s": 100.0,
         "energy_j": None, "used_s": 60.0}])
     row = summary_table(final, final, runs).iloc[0]
     assert pd.isna(row["baseline"]) and row["comparison"] == "its baseline (baseline) has no completed run"
+    assert pd.isna(row["top1_diff"]) and pd.isna(row["speedup"])
+    assert row["speedup_note"].startswith("no baseline ladder")
 
 
-def test_the_verdict_rule_gives_a_verdict_only_when_intervals_clear():
-    from vtbench.report.analysis import Interval, compare
+def test_the_verdict_rule_pairs_seeds_and_gives_a_verdict_only_when_holm_resolves():
+    from vtbench.report.tables import with_verdicts
 
-    baseline = Interval.of([50.0, 51.0, 52.0])  # 51 +- 2.5
-    assert compare(Interval.of([60.0, 61.0, 62.0]), baseline) == "above"
-    assert compare(Interval.of([40.0, 41.0, 42.0]), baseline) == "below"
-    assert compare(Interval.of([52.0, 54.0, 56.0]), baseline) == "not resolved"  # means differ, intervals overlap
-    assert compare(Interval.of([90.0]), baseline) == "not resolved"  # one seed: no interval, no verdict
-    wide = Interval.of([40.0, 60.0, 80.0])
-    assert wide.low < 40 and wide.high > 80 and compare(wide, baseline) == "not resolved"
+    def row(method, diffs, p):
+        from scipy import stats
+
+        test = stats.ttest_1samp(diffs, 0)
+        low, high = test.confidence_interval()
+        return {"method": method, "budget": "20s", "baseline": "baseline", "seeds": len(diffs),
+                "expected_speedup": float("nan"), "top1_diff": sum(diffs) / len(diffs), "top1_diff_low": low,
+                "top1_diff_high": high, "top1_diff_p": test.pvalue if p is None else p,
+                "top1_diff_seeds": len(diffs), "speedup": float("nan"), "speedup_low": float("nan"),
+                "speedup_high": float("nan"), "speedup_p": float("nan"), "speedup_interval": None,
+                "speedup_extrapolated": False, "speedup_note": "no baseline ladder", "speedup_seeds": 0}
+
+    table = with_verdicts(pd.DataFrame([
+        row("a", [10.0, 10.5, 9.5], None),  # every seed far above its own baseline seed
+        row("b", [-3.0, -2.5, -3.5], None),
+        row("c", [1.0, -2.0, 4.0], None),   # means differ, the paired spread is wider
+        row("d", [0.5, 0.6, 0.7], 0.03),    # resolved alone (p 0.03), not after Holm over four comparisons
+    ])).set_index("method")
+    assert table.loc["a", "top1_diff_verdict"].endswith("points top-1 at equal budget")
+    assert table.loc["a", "top1_diff_verdict"].startswith("+10.0 [")
+    assert table.loc["b", "top1_diff_verdict"].startswith("-3.0 [")
+    assert table.loc["c", "top1_diff_verdict"].startswith("not resolved: +1.0 [")
+    assert table.loc["d", "top1_diff_p_holm"] > 0.05 and table.loc["d", "top1_diff_verdict"].startswith("not resolved")
+    assert table.loc["a", "speedup_verdict"] == "no baseline ladder"

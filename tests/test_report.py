@@ -1,11 +1,9 @@
-import math
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from vtbench.cli import main
-from vtbench.report.analysis import pareto_front, speedup, time_to_reach
+from vtbench.report.analysis import pareto_front
 
 
 def test_pareto_front_on_a_hand_made_table():
@@ -16,21 +14,6 @@ def test_pareto_front_on_a_hand_made_table():
 def test_equal_points_are_both_on_the_front():
     table = pd.DataFrame({"cost": [1, 1], "top1": [50, 50]})
     assert pareto_front(table, "cost").tolist() == [True, True]
-
-
-def test_time_to_reach_interpolates_between_evaluations():
-    curve = pd.DataFrame({"used_s": [10, 20, 30], "top1": [20, 40, 60]})
-    assert time_to_reach(curve, 50) == pytest.approx(25)
-    assert time_to_reach(curve, 10) == pytest.approx(10)  # reached by the first evaluation: no earlier evidence
-    assert math.isnan(time_to_reach(curve, 70))
-
-
-def test_speedup_and_its_bootstrap_interval():
-    estimate, low, high = speedup([100, 110, 90], [50, 55, 45])
-    assert estimate == pytest.approx(2.0)
-    assert low <= 2.0 <= high and high - low < 1
-    assert all(math.isnan(v) for v in speedup([100], [float("nan")]))
-    assert speedup([100, 100], [50, 50]) == pytest.approx((2.0, 2.0, 2.0))
 
 
 def test_the_report_renders_from_a_small_real_grid(tmp_path):
@@ -47,17 +30,26 @@ def test_the_report_renders_from_a_small_real_grid(tmp_path):
     assert main(["report", str(out / "tiny"), "--out", str(report)]) == 0  # in process: shares the estimate cache
     text = (report / "report.md").read_text()
     assert "12 runs" in text and "baseline" in text
-    assert text.count("- **") == 2  # a verdict for each method but the baseline
-    for method in ("token_dropout:keep=0.5", "pss"):  # two seeds: an interval each, at both budgets
-        line = next(x for x in text.splitlines() if x.startswith(f"- **{method}**"))
-        assert line.count("8steps: ") == line.count("16steps: ") == 1 and "[" in line
-    for name in ("pareto_train_s", "pareto_total_gflops", "pareto_peak_memory_gib", "curves", "settings",
-                 "pareto_train_s_wide", "curves_wide", "settings_wide"):
+    accuracy = _section(text, "## Top-1 at equal budget")
+    speed = _section(text, "## Speed-up at equal top-1")  # the baseline at 8 and 16 steps is a ladder
+    for method in ("token_dropout:keep=0.5", "pss"):  # two seeds: a paired interval each, at both budgets
+        for budget in ("8steps", "16steps"):
+            row = next(x for x in accuracy if x.startswith(f"| {method} ") and f"| {budget} " in x)
+            assert row.count("[") >= 3  # the method's top-1, the baseline's, their difference (and the verdict)
+            assert any(x.startswith(f"| {method} ") and f"| {budget} " in x for x in speed)
+    for name in ("pareto_train_s", "pareto_total_gflops", "pareto_peak_memory_gib", "curves", "settings", "ladder",
+                 "pareto_train_s_wide", "curves_wide", "settings_wide", "ladder_wide"):
         assert (report / "figures" / f"{name}.pdf").stat().st_size > 0
         assert (report / "figures" / f"{name}.png").stat().st_size > 0
     tex = (report / "tables" / "summary.tex").read_text()
     assert "\\toprule" in tex and "token\\_dropout" in tex
     assert (report / "tables" / "summary.md").read_text().count("\n") == 2 + 6
+
+
+def _section(text: str, heading: str) -> list[str]:
+    """The table rows of a report's section."""
+    lines = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0].splitlines()
+    return [x for x in lines if x.startswith("| ") and not x.startswith("| method")]
 
 
 def test_runs_of_one_time_budget_count_as_equally_costly():
@@ -88,8 +80,8 @@ def test_each_row_is_compared_with_the_baseline_of_its_own_settings(tmp_path):
     assert table.loc["token_dropout", "baseline"] == "baseline"
     assert table.loc["baseline (factorised)", "baseline"] == "baseline (factorised)"
     text = (report / "report.md").read_text()
-    line = next(x for x in text.splitlines() if x.startswith("- **frozen_spatial (factorised)**"))
-    assert "against baseline (factorised) " in line
+    line = next(x for x in _section(text, "## Top-1 at equal budget") if x.startswith("| frozen_spatial (factorised)"))
+    assert "| baseline (factorised) " in line
 
 
 def test_a_row_without_its_baseline_says_so_rather_than_borrowing_another(tmp_path):
@@ -99,23 +91,33 @@ def test_a_row_without_its_baseline_says_so_rather_than_borrowing_another(tmp_pa
     row = pd.read_csv(report / "tables" / "summary.csv").set_index("method").loc["frozen_spatial (factorised)"]
     assert pd.isna(row["baseline"]) and row["comparison"] == "no baseline run with the same settings and budget"
     assert "none: no baseline run" in (report / "tables" / "summary.md").read_text()
-    assert "**frozen_spatial (factorised)**: 6steps: not compared" in (report / "report.md").read_text()
+    line = next(x for x in _section((report / "report.md").read_text(), "## Top-1 at equal budget")
+                if x.startswith("| frozen_spatial (factorised)"))
+    assert "not compared: no baseline run with the same settings and budget" in line
 
 
-def test_reproduction_rows_follow_the_verdict_rule_and_the_paper_scale_estimate():
+def test_reproduction_rows_follow_the_paired_verdict_and_the_paper_scale_estimate():
     from vtbench.report.reproduction import reproduction_table
 
     def final(method_top1):
-        return pd.DataFrame([{"method": method, "budget": "20s", "setting": "default", "point": 1.0, "top1": top1}
-                             for method, values in method_top1.items() for top1 in values])
+        return pd.DataFrame([{"method": method, "budget": "20s", "setting": "default", "point": 1.0, "top1": top1,
+                              "seed": seed} for method, values in method_top1.items()
+                             for seed, top1 in enumerate(values)])
 
     table = pd.DataFrame([{"method": m, "budget": "20s", "baseline": "baseline"}
                           for m in ("baseline", "token_dropout:keep=0.5")])
-    clear = final({"baseline": [40.0, 41.0, 42.0], "token_dropout:keep=0.5": [50.0, 51.0, 52.0]})
+    clear = final({"baseline": [40.0, 41.0, 42.0], "token_dropout:keep=0.5": [50.0, 51.5, 52.0]})
     rows = reproduction_table(clear, clear, table)
     assert rows["method"].tolist() == ["token_dropout:keep=0.5"]  # the baseline is no claim
     row = rows.iloc[0]
-    assert row["holds here"] == "yes" and row["seeds"] == 3 and row["top1"] == "51.0 [48.5, 53.5]"
+    assert row["holds here"] == "yes" and row["seeds"] == 3 and row["top1"].startswith("51.2 [")
+    assert row["difference"] == "+10.2 [+9.4, +10.9]" and row["p (Holm)"] < 0.01
     assert 2.0 < row["compute ratio"] < 2.6 and row["memory ratio"] > 1.5  # keep 0.5 at ViT-B, 16 x 224^2
-    overlapping = final({"baseline": [40.0, 41.0, 42.0], "token_dropout:keep=0.5": [39.0, 42.0, 45.0]})
-    assert reproduction_table(overlapping, overlapping, table).iloc[0]["holds here"] == "not resolved"
+    # overlapping intervals, but every seed 1 point above its own baseline seed: resolved when paired
+    shifted = final({"baseline": [30.0, 41.0, 52.0], "token_dropout:keep=0.5": [31.0, 42.1, 52.9]})
+    assert reproduction_table(shifted, shifted, table).iloc[0]["holds here"] == "yes"
+    # the same numbers paired the other way round: no consistent difference
+    crossed = final({"baseline": [30.0, 41.0, 52.0], "token_dropout:keep=0.5": [52.9, 42.1, 31.0]})
+    assert reproduction_table(crossed, crossed, table).iloc[0]["holds here"] == "not resolved"
+    below = final({"baseline": [40.0, 41.0, 42.0], "token_dropout:keep=0.5": [35.0, 35.5, 37.0]})
+    assert reproduction_table(below, below, table).iloc[0]["holds here"] == "no"

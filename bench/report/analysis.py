@@ -1,19 +1,24 @@
-"""The numbers a report shows, as plain functions of pandas tables: Pareto frontiers, intervals over seeds, the
-verdict rule, time to reach the baseline's accuracy with bootstrap confidence intervals."""
+"""The numbers a report shows about single cells, as plain functions of pandas tables: Pareto frontiers and the
+interval of a mean top-1 over seeds. Comparisons with a baseline are paired by seed (vtbench.report.paired)."""
 
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 CONFIDENCE = 0.95
+CLIP = 0.05  # top-1 (%) is clipped to [CLIP, 100 - CLIP] before its logit
 
 
 @dataclass(frozen=True)
 class Interval:
-    """Mean over seeds with its 95% Student-t interval (NaN bounds for a single seed: no spread, no interval)."""
+    """Mean top-1 (%) over seeds with its 95% interval (NaN bounds for a single seed: no spread, no interval).
+
+    The interval is a Student t interval on the logit scale of the per-seed accuracies (clipped to
+    [CLIP, 100 - CLIP] first), back-transformed, so that it stays inside [0, 100]; the point is the arithmetic
+    mean."""
 
     mean: float
     low: float
@@ -29,25 +34,15 @@ class Interval:
         mean = float(values.mean())
         if n == 1:
             return cls(mean, math.nan, math.nan, 1)
-        half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
-        return cls(mean, float(mean - half), float(mean + half), n)
+        logits = special.logit(np.clip(values, CLIP, 100 - CLIP) / 100)
+        centre = logits.mean()
+        half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * logits.std(ddof=1) / math.sqrt(n)
+        return cls(mean, float(100 * special.expit(centre - half)), float(100 * special.expit(centre + half)), n)
 
     def __str__(self) -> str:
         if self.n == 1:
             return f"{self.mean:.1f} (one seed)"
         return f"{self.mean:.1f} [{self.low:.1f}, {self.high:.1f}]"
-
-
-def compare(method: Interval, baseline: Interval) -> str:
-    """The verdict rule: "above" only when the method's interval clears the baseline's, "below" when it lies
-    wholly beneath it, "not resolved" otherwise (overlapping intervals, or a side without an interval)."""
-    if any(math.isnan(v) for v in (method.low, method.high, baseline.low, baseline.high)):
-        return "not resolved"
-    if method.low > baseline.high:
-        return "above"
-    if method.high < baseline.low:
-        return "below"
-    return "not resolved"
 
 
 def pareto_front(table: pd.DataFrame, cost: str, accuracy: str = "top1", tolerance: float = 0.02) -> pd.Series:
@@ -62,32 +57,3 @@ def pareto_front(table: pd.DataFrame, cost: str, accuracy: str = "top1", toleran
         dominated = np.any(as_cheap & (accs >= a) & (cheaper | (accs > a)))
         front.append(not dominated)
     return pd.Series(front, index=table.index)
-
-
-def time_to_reach(curve: pd.DataFrame, target: float, cost: str = "used_s", accuracy: str = "top1") -> float:
-    """The cost at which a run's accuracy curve first reaches `target`, linearly interpolated between its
-    evaluations; NaN if it never does."""
-    curve = curve.sort_values(cost)
-    previous_cost, previous_acc = 0.0, None
-    for c, a in zip(curve[cost], curve[accuracy], strict=True):
-        if a >= target:
-            if previous_acc is None or a == previous_acc:
-                return float(c)
-            return float(previous_cost + (target - previous_acc) / (a - previous_acc) * (c - previous_cost))
-        previous_cost, previous_acc = c, a
-    return float("nan")
-
-
-def speedup(baseline_times: list[float], method_times: list[float], baseline_final: float | None = None,
-            resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Speed-up (baseline time / method time to reach the baseline's final accuracy) and a 95% bootstrap
-    interval over seeds: (estimate, low, high). NaN where the method never reaches it."""
-    base, method = np.asarray(baseline_times, float), np.asarray(method_times, float)
-    if np.isnan(method).any() or len(method) == 0:
-        return float("nan"), float("nan"), float("nan")
-    estimate = base.mean() / method.mean()
-    rng = np.random.default_rng(seed)
-    b = rng.choice(base, (resamples, len(base))).mean(axis=1)
-    m = rng.choice(method, (resamples, len(method))).mean(axis=1)
-    low, high = np.percentile(b / m, [2.5, 97.5])
-    return float(estimate), float(low), float(high)

@@ -6,7 +6,10 @@ sit outside the axes; one panel per budget where budgets differ.
 
 - `pareto_figure`: top-1 against a cost (device time, training FLOPs, peak memory), the frontier drawn;
 - `curves_figure`: top-1 against training time, one panel per budget;
-- `settings_figure`: top-1 against the fraction of tokens kept under the shared evaluation settings.
+- `settings_figure`: top-1 against the fraction of tokens kept under the shared evaluation settings;
+- `ladder_figure`: the baseline's final top-1 against its budget (log2 axis), one panel per settings key, each
+  method placed on it with a dashed segment to the budget at which the baseline's mean reaches its top-1 (the
+  equal-accuracy speed-up read off the figure).
 """
 
 import math
@@ -20,9 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from vtbench.engine.budget import Budget  # noqa: E402
 from vtbench.methods import REGISTRY  # noqa: E402
 
 from .analysis import Interval, pareto_front  # noqa: E402
+from .paired import reach  # noqa: E402
+from .tables import baseline_rows  # noqa: E402
 
 WIDTHS = {"": 3.3, "_wide": 7.0}  # inches: one column, two columns of a paper
 HEIGHT = 2.3
@@ -200,6 +206,54 @@ def settings_figure(evals: pd.DataFrame, path: Path, width: float, styles: dict[
             ax.set_xlim(0, 1.05)
         axes[row][0].set_ylabel("top-1 (%)")
     axes[-1][len(panels) // 2].set_xlabel("fraction of tokens kept")  # once: per-panel labels collide
+    _legend(fig, axes, 2 if width < 5 else 4)
+    save(fig, path)
+    return True
+
+
+def ladder_figure(final: pd.DataFrame, table: pd.DataFrame, path: Path, width: float,
+                  styles: dict[str, Look]) -> bool:
+    """The baseline's top-1 against budget (mean over seeds, 95% band), per settings key with a ladder of two
+    budgets or more in one unit; each other row of those settings as a point (mean, 95% interval) at its budget,
+    joined by a dashed segment to where the baseline's mean curve reaches its top-1. False where no ladder."""
+    panels = []
+    for settings, rows in final[final["is_baseline"].astype(bool)].groupby("settings", sort=False):
+        units = rows["budget"].map(lambda b: Budget.parse(b).unit)
+        for unit in units.unique():
+            if rows[units == unit]["budget"].nunique() >= 2:
+                panels.append((settings, unit))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, HEIGHT + 0.5), squeeze=False, layout="constrained")
+    for ax, (settings, unit) in zip(axes[0], panels, strict=True):
+        base = baseline_rows(final, settings)
+        base = base[base["budget"].map(lambda b: Budget.parse(b).unit) == unit]
+        points = sorted((Budget.parse(b).amount, Interval.of(g["top1"])) for b, g in base.groupby("budget"))
+        x = [b for b, _ in points]
+        mean = [i.mean for _, i in points]
+        label = base["method"].iloc[0]
+        look = styles[label]
+        ax.plot(x, mean, color=look.color, marker=look.marker, ls="--", label=label, mfc="white")
+        if all(i.n > 1 for _, i in points):
+            ax.fill_between(x, [i.low for _, i in points], [i.high for _, i in points], color=look.color, alpha=0.15,
+                            lw=0)
+        mine = table[(~table["method"].isin(base["method"])) & table["method"].isin(
+            final[final["settings"] == settings]["method"])]
+        for row in mine.itertuples():
+            budget = Budget.parse(row.budget)
+            if budget.unit != unit:
+                continue
+            runs = final[(final["method"] == row.method) & (final["budget"] == row.budget)]
+            interval = Interval.of(runs["top1"])
+            _errorbar(ax, budget.amount, interval, styles[row.method], row.method)
+            found = reach(x, mean, interval.mean)
+            if not math.isnan(found.budget):
+                ax.plot([budget.amount, found.budget], [interval.mean] * 2, color=styles[row.method].color, ls=":"
+                        if found.extrapolated else "--", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"budget ({unit})")
+        ax.set_title(label if len(panels) > 1 else "")
+    axes[0][0].set_ylabel("top-1 (%)")
     _legend(fig, axes, 2 if width < 5 else 4)
     save(fig, path)
     return True

@@ -74,16 +74,20 @@ def paired_difference(method, baseline) -> Effect:
 def ratio_effect(ratios, seed: int = 0) -> Effect:
     """Geometric mean of per-seed ratios (> 0), its 95% interval on the log scale exponentiated (Student t, or a
     BCa bootstrap over seeds from BOOTSTRAP_FROM seeds) and the t-test's p-value of a ratio of 1."""
-    logs = np.log(np.asarray(ratios, float))
+    ratios = np.asarray(ratios, float)
+    logs = np.log(ratios)
     n = len(logs)
     if n == 0 or not np.isfinite(logs).all():
         return NO_EFFECT
     estimate = math.exp(float(logs.mean()))
     if n == 1:
         return Effect(estimate, math.nan, math.nan, math.nan, 1, "one seed: no interval")
+    if _no_spread(logs):  # exactly the common ratio, not exp(log(r)) a rounding away from it
+        return Effect(float(ratios[0]), float(ratios[0]), float(ratios[0]), 0.0 if logs[0] != 0 else 1.0, n,
+                      f"t, {n} seeds")
     low, high, p = _one_sample(logs)
     kind = f"t, {n} seeds"
-    if n >= BOOTSTRAP_FROM and not _no_spread(logs):
+    if n >= BOOTSTRAP_FROM:
         boot = stats.bootstrap((logs,), np.mean, method="BCa", confidence_level=1 - ALPHA,
                                rng=np.random.default_rng(seed))
         low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
@@ -124,7 +128,8 @@ def reach(budgets, top1, target: float) -> Reach:
     ladder starts and one above its highest point after it ends: there the nearest end segment is extended and the
     result marked extrapolated; an end segment that does not rise leaves the budget undefined."""
     order = np.argsort(np.asarray(budgets, float))
-    x, y = np.log(np.asarray(budgets, float)[order]), np.asarray(top1, float)[order]
+    b, y = np.asarray(budgets, float)[order], np.asarray(top1, float)[order]
+    x = np.log(b)
     if len(x) < 2:
         return Reach(math.nan, why="a ladder needs two budgets or more")
     if target < y[0] or target > y.max():
@@ -137,9 +142,11 @@ def reach(budgets, top1, target: float) -> Reach:
         anchor_x, anchor_y = (x0, y0) if low_end else (x1, y1)
         return Reach(math.exp(anchor_x + (target - anchor_y) / slope), True)
     if y[0] == target:
-        return Reach(math.exp(x[0]))
+        return Reach(float(b[0]))
     for i in range(len(x) - 1):  # the first upward crossing: below the target at i, at or above it at i + 1
-        if y[i] < target <= y[i + 1]:
+        if y[i] < target == y[i + 1]:
+            return Reach(float(b[i + 1]))  # the rung itself, not exp(log(rung)) a rounding away
+        if y[i] < target < y[i + 1]:
             return Reach(math.exp(x[i] + (target - y[i]) / (y[i + 1] - y[i]) * (x[i + 1] - x[i])))
     raise AssertionError("unreachable: y[0] < target <= max(y) has an upward crossing")
 

@@ -2,8 +2,9 @@
 the method's own baseline at equal budget, intervals over seeds), and the method's cost ratios at the paper's own
 model and input, from `vtbench estimate` (vtbench.engine.estimate), beside the figure the paper reports.
 
-A claim "holds" here only when the verdict rule (vtbench.report.analysis.compare) says so; overlapping intervals
-say "not resolved", never "holds".
+A claim "holds" here only when the paired top-1 difference at equal budget (method seed s minus baseline seed s,
+vtbench.report.paired) is resolved above zero after Holm's correction over the table's claims; "no" where it is
+resolved below, "not resolved" otherwise, never "holds".
 """
 
 from functools import cache
@@ -15,7 +16,8 @@ from vtbench.engine.config import MethodSpec, RunConfig
 from vtbench.methods import REGISTRY
 from vtbench.methods.card import Claim
 
-from .analysis import Interval, compare
+from . import paired
+from .analysis import Interval
 
 # Where costs are sampled over a run: 24 points whose phases within PSS's cycle (0.1 of progress) all differ,
 # each at the next step of multigrid's three-step short cycle.
@@ -24,7 +26,8 @@ POINTS = [(float((k + 0.5) / 24), k % 3) for k in range(24)]
 
 def reproduction_table(final: pd.DataFrame, evals: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """One row per claim whose method the study ran alone (with a matched baseline): per budget, the measured
-    top-1 intervals, the verdict, and the paper-scale ratios. `table` is the report's summary table."""
+    top-1 intervals, the paired difference with its Holm-adjusted p-value and verdict, and the paper-scale ratios.
+    `table` is the report's summary table."""
     rows = []
     for name, claim in claims().items():
         alone = table["method"].str.split(r"[: ]", regex=True).str[0] == name  # "frozen_spatial (factorised)"
@@ -33,19 +36,40 @@ def reproduction_table(final: pd.DataFrame, evals: pd.DataFrame, table: pd.DataF
             if not isinstance(row.baseline, str):
                 continue
             setting = _setting(evals, claim.setting)
-            measured = _interval(final if setting == "default" else evals, row.method, row.budget, setting)
-            baseline = _interval(final if setting == "default" else evals, row.baseline, row.budget, setting)
-            outcome = compare(measured, baseline)
+            chosen = final if setting == "default" else evals
+            measured, baseline = _final(chosen, row.method, row.budget, setting), \
+                _final(chosen, row.baseline, row.budget, setting)
+            seeds = sorted(set(measured.index) & set(baseline.index))
+            difference = paired.paired_difference(measured.loc[seeds], baseline.loc[seeds])
             compute, memory = paper_scale(name, claim)
             rows.append({
                 "paper": claim.paper, "claim": claim.claim, "method": row.method, "budget": row.budget,
-                "seeds": measured.n, "evaluation": setting, "top1": str(measured),
-                "baseline": f"{row.baseline} {baseline}",
-                "holds here": {"above": "yes", "below": "no", "not resolved": "not resolved"}[outcome],
+                "seeds": len(seeds), "evaluation": setting, "top1": str(Interval.of(measured)),
+                "baseline": f"{row.baseline} {Interval.of(baseline)}", "difference": difference,
                 "paper scale": claim.scale, "compute ratio": round(compute, 2), "memory ratio": round(memory, 2),
                 "paper reports": claim.reported,
             })
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    adjusted = paired.holm([d.p for d in out["difference"]])
+    out.insert(out.columns.get_loc("difference") + 1, "p (Holm)", [round(p, 4) for p in adjusted])
+    out.insert(out.columns.get_loc("p (Holm)") + 1, "holds here",
+               [_holds(d, p) for d, p in zip(out["difference"], adjusted, strict=True)])
+    out["difference"] = [_difference(d) for d in out["difference"]]
+    return out
+
+
+def _holds(difference: paired.Effect, p_adjusted: float) -> str:
+    if not paired.resolved(p_adjusted):
+        return "not resolved"
+    return "yes" if difference.estimate > 0 else "no"
+
+
+def _difference(e: paired.Effect) -> str:
+    if e.n < 2:
+        return f"{e.estimate:+.1f} (one seed)" if e.n else "no seed in common"
+    return f"{e.estimate:+.1f} [{e.low:+.1f}, {e.high:+.1f}]"
 
 
 def _setting(evals: pd.DataFrame, wanted: str) -> str:
@@ -58,11 +82,12 @@ def _setting(evals: pd.DataFrame, wanted: str) -> str:
     return sweep.sort_values("tokens")["setting"].iloc[0]
 
 
-def _interval(rows: pd.DataFrame, method: str, budget: str, setting: str) -> Interval:
+def _final(rows: pd.DataFrame, method: str, budget: str, setting: str) -> pd.Series:
+    """Final top-1 of one setting by seed."""
     chosen = rows[(rows["method"] == method) & (rows["budget"] == budget) & (rows["setting"] == setting)]
-    if "point" in chosen:
-        chosen = chosen[chosen["point"] == chosen["point"].max()] if not chosen.empty else chosen
-    return Interval.of(chosen["top1"])
+    if "point" in chosen and not chosen.empty:
+        chosen = chosen[chosen["point"] == chosen["point"].max()]
+    return chosen.set_index("seed")["top1"]
 
 
 def claims() -> dict[str, Claim]:

@@ -1,19 +1,24 @@
 """`vtbench report STUDY_DIR`: Markdown report, paper-ready figures (PDF and PNG) and tables (LaTeX booktabs,
 Markdown and CSV) from a study's runs. Every row is compared with its matched baseline only
-(vtbench.studies.comparison)."""
+(vtbench.studies.comparison), seed by seed (vtbench.report.paired).
 
+The report opens with the equal-accuracy speed-up of each method, then the instrument checks (the positive
+control and the placebo) and the study's resolving power, then top-1 at equal budget, then the summary table,
+the reproduction section and the figures."""
+
+import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from vtbench.studies.table import runs_table, study_table
 
-from .analysis import Interval, compare
-from .figures import COSTS, WIDTHS, curves_figure, looks, pareto_figure, save, settings_figure, style
+from . import paired
+from .analysis import Interval
+from .figures import COSTS, WIDTHS, curves_figure, ladder_figure, looks, pareto_figure, save, settings_figure, style
 from .reproduction import markdown as reproduction_markdown
 from .reproduction import reproduction_table
-from .tables import final_table, summary_table
+from .tables import final_table, summary_table, time_to_target_table
 from .tuning import tuning_section
 
 
@@ -40,6 +45,7 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
             pareto_figure(final, table, cost, figures / f"pareto_{cost}{suffix}", width, styles)
         curves_figure(evals, figures / f"curves{suffix}", width, styles)
         has_settings = settings_figure(evals, figures / f"settings{suffix}", width, styles)
+        has_ladder = ladder_figure(final, table, figures / f"ladder{suffix}", width, styles)
     markdown = _write_tables(table, out / "tables")
     unended = _unended(study_dir)
     if tuning:  # the trials are the study: their section, then the runs' curves (tables/ has the rest)
@@ -48,21 +54,174 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
                  "![curves](figures/curves.png)"]
         (out / "report.md").write_text("\n".join(lines) + "\n")
         return out / "report.md"
-    verdicts = [verdict(final, table, method) for method in table["method"].unique()
-                if not method.startswith("baseline")]
+    targets = time_to_target_table(final)
     lines = [f"# Study {study_dir.name}", "", *unended,
-             f"{len(final)} runs. Final top-1 on the default evaluation; each row is compared with the baseline "
-             "named in its `baseline` column (the same settings but the method list).",
-             "", markdown, "", *_loaded_runs(runs), "## Verdicts", "",
-             "Top-1 at each budget against the method's own baseline at the same budget (equal cost), mean over seeds "
-             "with its 95% interval; a method moves the frontier only where its interval clears the baseline's.", "",
-             *verdicts, "", *_reproduction(final, evals, table, out / "tables"), "",
+             f"{len(final)} runs. Each row is compared seed by seed with the baseline named in its `baseline` "
+             "column (the same settings but the method list); p-values are Holm-adjusted over the study's "
+             "comparisons, and a verdict is given only where the adjusted p is below 0.05.", "",
+             *_speedup_section(table), *_targets_section(targets, out / "tables"),
+             *_instrument_checks(table), *_resolving_power(table), *_accuracy_section(final, table),
+             "## Summary", "", "Final top-1 on the default evaluation, costs and both comparisons per row "
+             "(tables/summary.csv holds every column).", "", markdown, "", *_loaded_runs(runs),
+             *_reproduction(final, evals, table, out / "tables"), "",
+             *(["![ladder](figures/ladder.png)", ""] if has_ladder else []),
              *[f"![{cost}](figures/pareto_{cost}.png)" for cost in COSTS], "",
              "![curves](figures/curves.png)"]
     if has_settings:
         lines += ["", "![settings](figures/settings.png)"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def _number(value, digits: str = ".2f") -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, digits)
+
+
+def _ratio_cell(estimate: float, low: float, high: float) -> str:
+    if math.isnan(estimate):
+        return ""
+    if math.isnan(low):
+        return f"{estimate:.2f}x"
+    return f"{estimate:.2f}x [{low:.2f}, {high:.2f}]"
+
+
+def _compared(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["baseline"] != table["method"]]
+
+
+def _speedup_section(table: pd.DataFrame) -> list[str]:
+    """The headline table: each method's equal-accuracy speed-up off its baseline's budget ladder."""
+    rows = []
+    for r in _compared(table).itertuples():
+        control = not math.isnan(r.expected_speedup)
+        rows.append({"method": r.method + (" (control)" if control else ""), "budget": r.budget,
+                     "seeds": int(r.speedup_seeds) or r.seeds,
+                     "speed-up": _ratio_cell(r.speedup, r.speedup_low, r.speedup_high),
+                     "interval": r.speedup_interval if isinstance(r.speedup_interval, str) else "",
+                     "extrapolated": "yes" if r.speedup_extrapolated else "",
+                     "p (Holm)": _number(r.speedup_p_holm, ".3g") + (" (unadjusted)" if control and not
+                                                                    math.isnan(r.speedup_p_holm) else ""),
+                     "resolves": _ratio_cell(paired.log_half_width(r.speedup_low, r.speedup_high), math.nan, math.nan)
+                     if not math.isnan(r.speedup_low) and r.speedup_low > 0 else "",
+                     "verdict": r.speedup_verdict})
+    if not rows:
+        return []
+    return ["## Speed-up at equal top-1", "",
+            "How much less budget the method needs for its own top-1 than its baseline: per seed s, the budget at "
+            "which baseline seed s reaches method seed s's final top-1, read off the baseline's ladder (its final "
+            "top-1 at each budget, interpolated against log budget; outside the ladder an end segment is extended "
+            "and the row marked extrapolated), over the method's budget. The estimate is the geometric mean over "
+            "seeds, the interval a Student t interval on the log ratios (a BCa bootstrap from 10 seeds), "
+            "exponentiated. `resolves`: the interval's half-width on the log scale, the smallest speed-up this "
+            "row's own spread could resolve. Controls are instrument checks, not claims: their p is unadjusted.",
+            "", pd.DataFrame(rows).to_markdown(index=False), ""]
+
+
+def _targets_section(targets: pd.DataFrame, folder: Path) -> list[str]:
+    """Time to fixed targets (AlgoPerf's form), for methods run at several budgets."""
+    if targets.empty:
+        return []
+    targets.to_csv(folder / "time_to_target.csv", index=False)
+    shown = pd.DataFrame({"method": targets["method"], "target top-1": targets["target"], "seeds": targets["seeds"],
+                          "ratio": [_ratio_cell(*v) for v in zip(targets["ratio"], targets["ratio_low"],
+                                                                 targets["ratio_high"], strict=True)],
+                          "interval": targets["interval"].fillna(""),
+                          "extrapolated": ["yes" if e else "" for e in targets["extrapolated"]],
+                          "p (Holm)": [_number(p, ".3g") for p in targets["p_holm"]], "verdict": targets["verdict"]})
+    (folder / "time_to_target.md").write_text(shown.to_markdown(index=False) + "\n")
+    return ["### Time to fixed targets", "",
+            "For methods run at several budgets: the targets are the baseline's mean top-1 at each of its budgets; "
+            "per seed, the budget at which the baseline's ladder reaches a target over the budget at which the "
+            "method's own ladder does (both interpolated against log budget). A secondary figure; Holm over this "
+            "table's rows.", "", shown.to_markdown(index=False), ""]
+
+
+def _controls(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["expected_speedup"].notna() & (table["baseline"] != table["method"])]
+
+
+def _instrument_checks(table: pd.DataFrame) -> list[str]:
+    """One line per control row (summary.json's expected_speedup, never the method's name): a positive control
+    passes when its interval holds its expected speed-up and excludes 1; a placebo when it is not resolved."""
+    lines = ["## Instrument checks", ""]
+    controls = _controls(table)
+    if controls.empty:
+        return [*lines, "No control in this study: nothing shows that it could see a known speed-up, or that it "
+                "reads none where there is none. Add `{control: {speedup: 2}}` and `placebo` to its methods.", ""]
+    for r in controls.itertuples():
+        expected, measured = r.expected_speedup, _ratio_cell(r.speedup, r.speedup_low, r.speedup_high)
+        head = f"- **Instrument check**, {r.method} at {r.budget} (expected {expected:g}x): "
+        if math.isnan(r.speedup):
+            lines.append(head + f"cannot be checked: {r.speedup_note or 'no speed-up'}.")
+        elif math.isnan(r.speedup_low):
+            lines.append(head + f"{measured} from one seed: cannot be checked without an interval.")
+        elif expected > 1:
+            slack = 1e-9 * expected  # a point interval of identical seeds may sit a rounding away
+            holds, excludes = r.speedup_low - slack <= expected <= r.speedup_high + slack, r.speedup_low > 1
+            verdict = "passes" if holds and excludes else "FAILS"
+            why = (f"the interval holds {expected:g} and excludes 1" if holds and excludes else
+                   "; ".join(w for w, bad in ((f"the interval misses {expected:g}", not holds),
+                                              ("the interval holds 1", not excludes)) if bad))
+            lines.append(head + f"{measured} ({r.speedup_interval}): {verdict}, {why}.")
+        else:
+            unresolved = not paired.resolved(r.speedup_p)
+            lines.append(head + f"{measured} ({r.speedup_interval}, p = {r.speedup_p:.3g}): "
+                         + ("passes, not resolved from 1." if unresolved else "FAILS, resolved from 1 at p < 0.05: "
+                            "the instrument reads an effect where there is none."))
+    return [*lines, ""]
+
+
+def _resolving_power(table: pd.DataFrame) -> list[str]:
+    """The smallest speed-up the study could resolve: from the positive control's interval and from the
+    placebo's paired spread; each method's own is the `resolves` column of the speed-up table."""
+    lines = ["## Resolving power", ""]
+    controls = _controls(table)
+    for r in controls.itertuples():
+        if math.isnan(r.speedup_low) or r.speedup_low <= 0:
+            continue
+        if r.expected_speedup > 1:
+            half = paired.log_half_width(r.speedup_low, r.speedup_high)
+            line = (f"- From the positive control ({r.method}, {r.budget}, {r.speedup_interval}): the half-width of "
+                    f"its interval on the log scale, exp(half-width) = **{half:.2f}x**.")
+            if half == 1:
+                line += (" Its seeds agree exactly: it trains the baseline's own runs (the clock charges it less, "
+                         "nothing else differs), so it carries none of the runs' noise; read the placebo's figure.")
+            lines.append(line)
+        elif isinstance(r.speedup_ratios, str):
+            ratios = [float(x) for x in r.speedup_ratios.split()]
+            lines.append(f"- From the placebo's paired spread ({r.method}, {r.budget}, {len(ratios)} seeds): "
+                         f"exp(t_0.975,{len(ratios) - 1} x sd(log r) / sqrt({len(ratios)})) = "
+                         f"**{paired.spread_resolves(ratios):.2f}x**: a true speed-up smaller than this is not "
+                         "resolved from 1 at this spread and seed count.")
+    if len(lines) == 2:
+        lines.append("- Unknown: no control with an interval (two seeds or more) in this study.")
+    lines.append("- Per method: the `resolves` column of the speed-up table, the half-width of its own interval "
+                 "(`vtbench plan STUDY_DIR` gives the seeds needed for a given speed-up).")
+    return [*lines, ""]
+
+
+def _accuracy_section(final: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+    """Top-1 at equal budget: the paired difference with its baseline, seed by seed."""
+    rows = []
+    for r in _compared(table).itertuples():
+        if not isinstance(r.baseline, str):
+            rows.append({"method": r.method, "budget": r.budget, "seeds": r.seeds, "top-1": "", "baseline": "",
+                         "difference": "", "p (Holm)": "", "verdict": f"not compared: {r.comparison}"})
+            continue
+        mine = Interval.of(final[(final["method"] == r.method) & (final["budget"] == r.budget)]["top1"])
+        theirs = Interval.of(final[(final["method"] == r.baseline) & (final["budget"] == r.budget)]["top1"])
+        difference = "" if math.isnan(r.top1_diff) else (
+            f"{r.top1_diff:+.1f}" + ("" if math.isnan(r.top1_diff_low) else
+                                     f" [{r.top1_diff_low:+.1f}, {r.top1_diff_high:+.1f}]"))
+        rows.append({"method": r.method, "budget": r.budget, "seeds": int(r.top1_diff_seeds), "top-1": str(mine),
+                     "baseline": f"{r.baseline} {theirs}", "difference": difference,
+                     "p (Holm)": _number(r.top1_diff_p_holm, ".3g"), "verdict": r.top1_diff_verdict})
+    if not rows:
+        return []
+    return ["## Top-1 at equal budget", "",
+            "Final top-1 (mean over seeds, 95% interval on the logit scale) against the baseline's at the same "
+            "budget; the difference is paired by seed (method seed s minus baseline seed s, Student t).", "",
+            pd.DataFrame(rows).to_markdown(index=False), ""]
 
 
 def _unended(study_dir: Path) -> list[str]:
@@ -110,22 +269,31 @@ def _reproduction(final: pd.DataFrame, evals: pd.DataFrame, table: pd.DataFrame,
     rows.to_csv(folder / "reproduction.csv", index=False)
     (folder / "reproduction.md").write_text(reproduction_markdown(rows) + "\n")
     return ["## Reproduction", "",
-            "Each paper's headline claim at this scale (top-1 against the method's own baseline at equal budget; "
-            "\"holds\" only where the intervals clear) and, at the paper's own model and input, the method's "
+            "Each paper's headline claim at this scale (top-1 against the method's own baseline at equal budget, "
+            "paired by seed; \"holds\" only where the difference is resolved above zero after Holm's correction "
+            "over this table's claims) and, at the paper's own model and input, the method's "
             "compute ratio (training FLOPs per clip, baseline over method, averaged over the run; Flux: the forward "
             "at a quarter of the tokens) and activation-memory ratio (baseline over the method's peak), from "
             "`vtbench estimate`, beside what the paper reports.", "", reproduction_markdown(rows)]
 
 
+DETAIL = ("speedup_low", "speedup_high", "speedup_interval", "speedup_extrapolated", "speedup_p", "speedup_p_holm",
+          "speedup_note", "speedup_seeds", "speedup_ratios", "speedup_verdict", "top1_diff_low", "top1_diff_high",
+          "top1_diff_p", "top1_diff_p_holm", "top1_diff_seeds", "top1_diff_verdict", "comparison")
+
+
 def _write_tables(table: pd.DataFrame, folder: Path) -> str:
-    """summary.csv (the figures, with the matched baseline of each row), summary.tex and summary.md."""
+    """summary.csv (every figure, with the matched baseline of each row), summary.tex and summary.md (the speed-up
+    and the top-1 difference as text)."""
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "summary.csv", index=False)
     shown = table.copy()
     shown["speedup"] = [_speedup_text(r) for r in table.itertuples()]
+    shown["top1_diff"] = [r.top1_diff_verdict if isinstance(r.top1_diff_verdict, str) else "" for r in
+                          table.itertuples()]
     shown["baseline"] = [b if isinstance(b, str) else f"none: {c}" for b, c in zip(table["baseline"],
                                                                                    table["comparison"], strict=True)]
-    shown = shown.drop(columns=["speedup_low", "speedup_high", "comparison"]).rename(columns={"top1_std": "top1_sd"})
+    shown = shown.drop(columns=list(DETAIL)).rename(columns={"top1_std": "top1_sd"})
     (folder / "summary.tex").write_text(shown.to_latex(index=False, float_format="%.3g", na_rep="--", escape=True))
     markdown = shown.to_markdown(index=False, floatfmt=".3g")
     (folder / "summary.md").write_text(markdown + "\n")
@@ -134,26 +302,5 @@ def _write_tables(table: pd.DataFrame, folder: Path) -> str:
 
 def _speedup_text(row) -> str:
     if row.baseline == row.method:
-        return "1"
-    if not isinstance(row.baseline, str):
-        return "no baseline"
-    if row.speedup is None or (isinstance(row.speedup, float) and np.isnan(row.speedup)):
-        return "not reached"
-    return f"{row.speedup:.2f} [{row.speedup_low:.2f}, {row.speedup_high:.2f}]"
-
-
-VERDICTS = {"above": "moves the frontier", "below": "below its baseline", "not resolved": "not resolved at this budget"}
-
-
-def verdict(final: pd.DataFrame, table: pd.DataFrame, method: str) -> str:
-    """Per budget: does `method` move the frontier its own baseline draws at equal cost? Only when its 95%
-    interval over seeds clears the baseline's (vtbench.report.analysis.compare)."""
-    parts = []
-    for row in table[table["method"] == method].itertuples():
-        if not isinstance(row.baseline, str):
-            parts.append(f"{row.budget}: not compared ({row.comparison})")
-            continue
-        mine = Interval.of(final[(final["method"] == method) & (final["budget"] == row.budget)]["top1"])
-        theirs = Interval.of(final[(final["method"] == row.baseline) & (final["budget"] == row.budget)]["top1"])
-        parts.append(f"{row.budget}: {VERDICTS[compare(mine, theirs)]} ({mine} against {row.baseline} {theirs})")
-    return f"- **{method}**: " + "; ".join(parts) + "."
+        return "1 (the baseline)"
+    return row.speedup_verdict or ""

@@ -1,7 +1,8 @@
 """A study's runs as one pandas table: one row per run and evaluation (DESIGN.md, "What a run writes").
 
 Reports, grids and tuning all read this table. Runs are the folders of a study that hold a summary.json;
-columns come from config.yaml (method, parameters, budget, seed), summary.json (status, totals, memory),
+columns come from config.yaml (method, parameters, budget, seed), summary.json (status, totals, memory, the time
+spent off the clock on evaluations and checkpoints, and a control's `expected_speedup`: NaN for real methods),
 evals.parquet (progress, budget used, setting, top-1, top-5, loss) and, in a tuning study, trials.parquet
 (the number, state, objective values and parameters of the trial that ended with the run: `trial`,
 `trial_*` columns; a configuration drawn twice keeps its first trial, a retried one the retry).
@@ -18,7 +19,8 @@ from vtbench.studies import comparison
 
 SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clips_per_s", "mem_allocated",
                    "mem_reserved", "mem_device", "mem_rss", "eval_mem_allocated", "eval_mem_reserved", "eval_mem_rss",
-                   "energy_j", "trainable_params", "threads", "wait_share", "load_warning", "top1")
+                   "energy_j", "trainable_params", "threads", "wait_share", "load_warning", "expected_speedup",
+                   "eval_s", "checkpoint_s", "top1")
 
 
 def runs_table(study_dir: str | Path) -> pd.DataFrame:
