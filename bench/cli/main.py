@@ -192,6 +192,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_parser(sub) -> None:
+    p = sub.add_parser("plan", help="from a finished study: the seeds each comparison needs to resolve a speed-up, "
+                                    "and what they cost")
+    p.add_argument("study_dir", metavar="STUDY_DIR")
+    p.add_argument("--speedup", type=float, default=1.3, metavar="X",
+                   help="the true speed-up to detect (default 1.3)")
+    p.add_argument("--power", type=float, default=0.8, help="the power wanted (default 0.8)")
+    p.add_argument("--out", metavar="DIR", help="also write plan.md and plan.csv there (the study's report folder)")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from vtbench.report.plan import markdown, plan_table
+
+    study = Path(args.study_dir)
+    if not study.is_dir():
+        raise VtbenchError(f"study folder {study} does not exist" if not study.exists() else
+                           f"{study} is a file; vtbench plan takes a study folder (OUT/<study>/)")
+    if not args.speedup > 0 or args.speedup == 1:
+        raise VtbenchError(f"--speedup must be a positive ratio other than 1, got {args.speedup}")
+    if not 0 < args.power < 1:
+        raise VtbenchError(f"--power must lie in (0, 1), got {args.power}")
+    plan = plan_table(study, args.speedup, args.power)
+    text = markdown(plan, args.speedup, args.power)
+    print(text)
+    if args.out:
+        out = writable_folder(Path(args.out))
+        out.mkdir(parents=True, exist_ok=True)
+        plan.to_csv(out / "plan.csv", index=False)
+        (out / "plan.md").write_text(text + "\n")
+    return 0
+
+
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # in the source checkout
 
 
@@ -306,12 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     _tune_parser(sub)
     _data_parser(sub)
     _report_parser(sub)
+    _plan_parser(sub)
     _status_parser(sub)
     _demo_parser(sub)
     args = parser.parse_args(argv)
     try:
         commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "tune": cmd_tune, "data": cmd_data,
-                    "report": cmd_report, "status": cmd_status, "demo": cmd_demo}
+                    "report": cmd_report, "plan": cmd_plan, "status": cmd_status, "demo": cmd_demo}
         return commands[args.command](args)
     except VtbenchError as err:
         print(f"vtbench: error: {err}", file=sys.stderr)
