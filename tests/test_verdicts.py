@@ -12,20 +12,18 @@ from vtbench.cli import main
 
 BASE = ("base: {frames: 4, size: 16, batch_size: 4, eval_clips: 64, eval_every: 0.5, eval_sweep: [],\n"
         "       data_args: {num_classes: 4}, model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")
-GRIDS = {  # one study, two grids: a grid YAML has one list of budgets for all its method lists
-    "ladder": "methods: [[]]\nbudgets: [4steps, 8steps, 16steps]\n",
-    # at the ladder's first rung, which rises for every seed (asserted below): each seed's multiplier is defined
-    "methods": "methods: [[{token_dropout: {keep: 0.5}}], [placebo], [{control: {speedup: 2}}]]\nbudgets: [4steps]\n",
-}
+# the baseline's ladder, and a method, the placebo and the positive control at the ladder's first rung, which rises
+# for every seed (asserted below): each seed's multiplier is defined
+GRID = ("methods: [{methods: [], budgets: [4steps, 8steps, 16steps]}, [{token_dropout: {keep: 0.5}}], [placebo],\n"
+        "          [{control: {speedup: 2}}]]\nbudgets: [4steps]\nseeds: [0, 1, 2]\n")
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("verdicts")
-    for name, body in GRIDS.items():
-        grid = root / f"{name}.yaml"
-        grid.write_text(f"study: verdicts\n{BASE}{body}seeds: [0, 1, 2]\n")
-        assert main(["grid", str(grid), "--out", str(root / "results"), "--no-progress"]) == 0
+    grid = root / "verdicts.yaml"
+    grid.write_text(f"study: verdicts\n{BASE}{GRID}")
+    assert main(["grid", str(grid), "--out", str(root / "results"), "--no-progress"]) == 0
     return root / "results" / "verdicts"
 
 
