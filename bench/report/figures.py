@@ -215,7 +215,8 @@ def ladder_figure(final: pd.DataFrame, table: pd.DataFrame, path: Path, width: f
                   styles: dict[str, Look]) -> bool:
     """The baseline's top-1 against budget (mean over seeds, 95% band), per settings key with a ladder of two
     budgets or more in one unit; each other row of those settings as a point (mean, 95% interval) at its budget,
-    joined by a dashed segment to where the baseline's mean curve reaches its top-1. False where no ladder."""
+    joined by a dashed segment to where the baseline's mean curve reaches its top-1 (dotted where extrapolated).
+    False where no ladder."""
     panels = []
     for settings, rows in final[final["is_baseline"].astype(bool)].groupby("settings", sort=False):
         units = rows["budget"].map(lambda b: Budget.parse(b).unit)
@@ -239,18 +240,22 @@ def ladder_figure(final: pd.DataFrame, table: pd.DataFrame, path: Path, width: f
                             lw=0)
         mine = table[(~table["method"].isin(base["method"])) & table["method"].isin(
             final[final["settings"] == settings]["method"])]
+        mine = mine[mine["budget"].map(lambda b: Budget.parse(b).unit) == unit]
         for row in mine.itertuples():
-            budget = Budget.parse(row.budget)
-            if budget.unit != unit:
-                continue
+            budget = Budget.parse(row.budget).amount
             runs = final[(final["method"] == row.method) & (final["budget"] == row.budget)]
             interval = Interval.of(runs["top1"])
-            _errorbar(ax, budget.amount, interval, styles[row.method], row.method)
+            # rows at one budget side by side, a few percent apart on the log axis
+            same = list(mine.loc[mine["budget"] == row.budget, "method"])
+            dodged = budget * 2 ** (0.04 * (same.index(row.method) - (len(same) - 1) / 2))
+            _errorbar(ax, dodged, interval, styles[row.method], row.method)
             found = reach(x, mean, interval.mean)
             if not math.isnan(found.budget):
-                ax.plot([budget.amount, found.budget], [interval.mean] * 2, color=styles[row.method].color, ls=":"
+                ax.plot([dodged, found.budget], [interval.mean] * 2, color=styles[row.method].color, ls=":"
                         if found.extrapolated else "--", lw=0.8)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [f"{b:g}" for b in x])
+        ax.minorticks_off()
         ax.set_xlabel(f"budget ({unit})")
         ax.set_title(label if len(panels) > 1 else "")
     axes[0][0].set_ylabel("top-1 (%)")
