@@ -38,18 +38,13 @@ NO_EFFECT = Effect(math.nan, math.nan, math.nan, math.nan, 0, "")
 
 def _no_spread(values: np.ndarray) -> bool:
     # identical per-seed values (a positive control on a step budget trains exactly the baseline's runs): scipy's
-    # t statistic is then 0/0 or a rounding artefact, so the interval is the point and p is 0 (or 1 at no effect)
+    # t statistic is then 0/0 or a rounding artefact
     return float(np.ptp(values)) <= 1e-12 * max(1.0, float(np.abs(values).max()))
 
 
-def _one_sample(values: np.ndarray) -> tuple[float, float, float]:
-    """(low, high, p) of the mean of `values` against 0, Student t."""
-    mean = float(values.mean())
-    if _no_spread(values):
-        return mean, mean, 0.0 if mean != 0 else 1.0
-    test = stats.ttest_1samp(values, 0.0)
-    interval = test.confidence_interval(1 - ALPHA)
-    return float(interval.low), float(interval.high), float(test.pvalue)
+def _point(value: float, n: int, zero: float) -> Effect:
+    """The Effect of seeds that all agree: the interval is the point, p is 0 (1 where it is no effect)."""
+    return Effect(value, value, value, 1.0 if value == zero else 0.0, n, f"t, {n} seeds")
 
 
 def paired_difference(method, baseline) -> Effect:
@@ -63,12 +58,10 @@ def paired_difference(method, baseline) -> Effect:
     if n == 1:
         return Effect(mean, math.nan, math.nan, math.nan, 1, "one seed: no interval")
     if _no_spread(differences):
-        low, high, p = _one_sample(differences)
-    else:
-        test = stats.ttest_rel(method, baseline)
-        interval = test.confidence_interval(1 - ALPHA)
-        low, high, p = float(interval.low), float(interval.high), float(test.pvalue)
-    return Effect(mean, low, high, p, n, f"t, {n} seeds")
+        return _point(mean, n, 0.0)
+    test = stats.ttest_rel(method, baseline)
+    interval = test.confidence_interval(1 - ALPHA)
+    return Effect(mean, float(interval.low), float(interval.high), float(test.pvalue), n, f"t, {n} seeds")
 
 
 def ratio_effect(ratios, seed: int = 0) -> Effect:
@@ -83,16 +76,16 @@ def ratio_effect(ratios, seed: int = 0) -> Effect:
     if n == 1:
         return Effect(estimate, math.nan, math.nan, math.nan, 1, "one seed: no interval")
     if _no_spread(logs):  # exactly the common ratio, not exp(log(r)) a rounding away from it
-        return Effect(float(ratios[0]), float(ratios[0]), float(ratios[0]), 0.0 if logs[0] != 0 else 1.0, n,
-                      f"t, {n} seeds")
-    low, high, p = _one_sample(logs)
-    kind = f"t, {n} seeds"
+        return _point(float(ratios[0]), n, 1.0)
+    test = stats.ttest_1samp(logs, 0.0)
+    interval = test.confidence_interval(1 - ALPHA)
+    low, high, kind = float(interval.low), float(interval.high), f"t, {n} seeds"
     if n >= BOOTSTRAP_FROM:
         boot = stats.bootstrap((logs,), np.mean, method="BCa", confidence_level=1 - ALPHA,
-                               rng=np.random.default_rng(seed))
+                               random_state=np.random.default_rng(seed))  # `rng` only from scipy 1.15
         low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
         kind = f"BCa bootstrap, {n} seeds"
-    return Effect(estimate, math.exp(low), math.exp(high), p, n, kind)
+    return Effect(estimate, math.exp(low), math.exp(high), float(test.pvalue), n, kind)
 
 
 def holm(pvalues) -> np.ndarray:

@@ -35,11 +35,17 @@ def t_power(n: int, effect: float, sd: float, alpha: float = ALPHA) -> float:
 
 
 def seeds_needed(effect: float, sd: float, power: float, alpha: float = ALPHA) -> int | None:
-    """The fewest seeds (2 at least: a t interval needs a spread) reaching `power`; None above MOST_SEEDS."""
-    for n in range(2, MOST_SEEDS + 1):
-        if t_power(n, effect, sd, alpha) >= power:
-            return n
-    return None
+    """The fewest seeds (2 at least: a t interval needs a spread) reaching `power`; None above MOST_SEEDS. Power
+    grows with n, so a doubling search then a bisection finds it."""
+    if t_power(MOST_SEEDS, effect, sd, alpha) < power:
+        return None
+    low, high = 1, 2  # power(low) < power <= power(high), once high is found
+    while t_power(high, effect, sd, alpha) < power:
+        low, high = high, min(2 * high, MOST_SEEDS)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if t_power(middle, effect, sd, alpha) < power else (low, middle)
+    return high
 
 
 def plan_table(study_dir: str | Path, speedup: float = 1.3, power: float = 0.8) -> pd.DataFrame:
