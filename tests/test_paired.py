@@ -155,3 +155,28 @@ def test_time_to_target_table_on_a_made_up_study():
     at_40 = table.iloc[1]
     assert at_40["ratio"] > 2 and not at_40["extrapolated"] and at_40["interval"] == "t, 3 seeds"
     assert table.iloc[2]["extrapolated"]  # 50 lies above the method's own ladder
+
+
+def test_seeds_that_agree_give_their_own_value_as_the_accuracy_interval():
+    # clipped to CLIP before the logit, identical 0s (or 100s) read [0.05, 0.05]: an interval that misses its mean
+    for value in (0.0, 100.0, 37.5):
+        interval = Interval.of([value, value, value])
+        assert (interval.low, interval.mean, interval.high) == (value, value, value)
+
+
+def test_a_missing_top1_leaves_the_budget_undefined_rather_than_failing():
+    missing = paired.reach(*LADDER, math.nan)
+    assert math.isnan(missing.budget) and "missing" in missing.why
+    found = paired.compute_multiplier({0: LADDER, 1: LADDER}, {0: 40.0, 1: math.nan}, 10.0)
+    assert math.isnan(found.effect.estimate) and "seed 1" in found.why
+    # a missing rung is left out of the ladder
+    gap = paired.reach([10.0, 20.0, 40.0], [30.0, math.nan, 50.0], 40.0)
+    assert gap.budget == pytest.approx(20.0) and not gap.extrapolated
+
+
+def test_the_accuracy_interval_holds_its_point_when_seeds_are_skewed():
+    # the logit interval is centred near 99.9 for nine seeds at 100 and one at 50; the mean is 95
+    for values in ([100.0] * 9 + [50.0], [1.0] * 9 + [50.0], [100.0, 100.0, 100.0, 99.99], [0.0, 0.0, 0.01]):
+        interval = Interval.of(values)
+        assert 0 <= interval.low <= interval.mean <= interval.high <= 100
+        assert interval.mean == pytest.approx(np.mean(values))

@@ -18,7 +18,7 @@ class Interval:
 
     The interval is a Student t interval on the logit scale of the per-seed accuracies (clipped to
     [CLIP, 100 - CLIP] first), back-transformed, so that it stays inside [0, 100]; the point is the arithmetic
-    mean."""
+    mean, and the interval is widened to hold it where skewed or clipped seeds put it outside."""
 
     mean: float
     low: float
@@ -34,10 +34,15 @@ class Interval:
         mean = float(values.mean())
         if n == 1:
             return cls(mean, math.nan, math.nan, 1)
+        if float(np.ptp(values)) == 0:  # seeds that agree: the point, not its clipped logit a CLIP away from it
+            return cls(mean, mean, mean, n)
         logits = special.logit(np.clip(values, CLIP, 100 - CLIP) / 100)
         centre = logits.mean()
         half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * logits.std(ddof=1) / math.sqrt(n)
-        return cls(mean, float(100 * special.expit(centre - half)), float(100 * special.expit(centre + half)), n)
+        low, high = float(100 * special.expit(centre - half)), float(100 * special.expit(centre + half))
+        # the logit interval is centred on the back-transformed mean logit, not the arithmetic mean: with skewed seeds
+        # (nine at 100, one at 50) or clipped ones the mean can fall outside it; it is widened to hold its point
+        return cls(mean, min(low, mean), max(high, mean), n)
 
     def __str__(self) -> str:
         if self.n == 1:

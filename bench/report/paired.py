@@ -119,9 +119,14 @@ def reach(budgets, top1, target: float) -> Reach:
     """The lowest budget at which top-1, interpolated piecewise-linearly against log(budget), reaches `target`
     (on a ladder that is not monotone, its first crossing). A target below the first rung is reached before the
     ladder starts and one above its highest point after it ends: there the nearest end segment is extended and the
-    result marked extrapolated; an end segment that does not rise leaves the budget undefined."""
-    order = np.argsort(np.asarray(budgets, float))
-    b, y = np.asarray(budgets, float)[order], np.asarray(top1, float)[order]
+    result marked extrapolated; an end segment that does not rise leaves the budget undefined. A missing (NaN)
+    rung is left out; a missing target leaves the budget undefined."""
+    if math.isnan(target):
+        return Reach(math.nan, why="the method's top-1 is missing")
+    b, y = np.asarray(budgets, float), np.asarray(top1, float)
+    kept = np.isfinite(b) & np.isfinite(y)
+    order = np.argsort(b[kept], kind="stable")
+    b, y = b[kept][order], y[kept][order]
     x = np.log(b)
     if len(x) < 2:
         return Reach(math.nan, why="a ladder needs two budgets or more")
