@@ -111,7 +111,7 @@ def _speedup_section(table: pd.DataFrame) -> list[str]:
             "which baseline seed s reaches method seed s's final top-1, read off the baseline's ladder (its final "
             "top-1 at each budget, interpolated against log budget; outside the ladder an end segment is extended "
             "and the row marked extrapolated), over the method's budget. The estimate is the geometric mean over "
-            "seeds, the interval a Student t interval on the log ratios (a BCa bootstrap from 10 seeds), "
+            "seeds, the interval a Student t interval on the log ratios, "
             "exponentiated. `resolves`: the interval's half-width on the log scale, the smallest speed-up this "
             "row's own spread could resolve. Controls are instrument checks, not claims: their p is unadjusted.",
             "", pd.DataFrame(rows).to_markdown(index=False), ""]
