@@ -28,11 +28,16 @@ start from (a linear function of the pixels has the same mean in both members of
 trained from scratch sat on a chance plateau that some seeds left within a minute and others did not. Two
 cues grade the task without letting one frame solve it:
 
-    appearance   the targets' colour is mixed with a colour of the class's *pair* (weight drawn per video in
-                 [0, appearance)): one frame tells the pair, never the member within it.
-    drift        every target also drifts sideways in its class's direction (+1 or -1, speed drawn per video in
-                 [0, drift) frame widths per video, from a uniformly drawn start): an order cue, the same in
+    appearance   the targets' colour is mixed with a colour of the class's *pair* (weight drawn per video up to
+                 `appearance`): one frame tells the pair, never the member within it.
+    drift        every target also drifts sideways in its class's direction (+1 or -1, speed drawn per video up to
+                 `drift` frame widths per video, from a uniformly drawn start): an order cue, the same in
                  every frame's distribution, that is shared by all processes and easier than each one.
+    grading      how the two cues' strengths are drawn per video: log-uniformly over `grading` decades below their
+                 maximum (default 1: from a tenth of it to all of it), or uniformly in [0, max) with 0. Graded
+                 difficulty spreads learning over budgets: strong cues are learnt first, weaker ones with more
+                 compute, so accuracy keeps rising over a doubling ladder of budgets and seeds agree on where it is
+                 (README, "The calibrated workload").
 
 Learning curves then rise from the first evaluations (the pair), and the members follow as motion is learnt.
 Other difficulty knobs (see `SyntheticVideos`): `noise`, `distractors`, `motion` and `targets`. The
@@ -134,6 +139,7 @@ class SyntheticVideos:
         targets: int = 10,
         appearance: float = 1.0,
         drift: float = 1.0,
+        grading: float = 1.0,
     ):
         if targets < 1:
             raise ValueError(f"targets must be at least 1, got {targets}")
@@ -147,6 +153,8 @@ class SyntheticVideos:
             raise ValueError(f"appearance must lie in [0, 1], got {appearance}")
         if drift < 0:
             raise ValueError(f"drift must be non-negative, got {drift}")
+        if not 0 <= grading <= 6:
+            raise ValueError(f"grading must lie in [0, 6] decades, got {grading}")
         if noise < 0 or distractors < 0 or motion < 0:
             raise ValueError(
                 f"noise, distractors and motion must be non-negative, got {noise}, {distractors}, {motion}"
@@ -163,6 +171,7 @@ class SyntheticVideos:
         self.motion = motion
         self.appearance = appearance
         self.drift = drift
+        self.grading = grading
 
     def __len__(self) -> int:
         """`length`; the train split without one is unbounded and says so with 2**31 - 1."""
@@ -207,13 +216,13 @@ class SyntheticVideos:
         canvas = _background(draws, coords)
         # the target draws first, so that its scene does not depend on the number of distractors
         targets = [_target_track(draws, labels, tau, self.motion) for _ in range(self.targets)]
-        if self.appearance > 0:  # the pair's colour, mixed in by a weight drawn per video in [0, appearance)
-            weight = self.appearance * self._uniform(indices, "appearance")
+        if self.appearance > 0:  # the pair's colour, mixed in by a weight drawn per video (graded)
+            weight = self.appearance * self._strength(indices, "appearance")
             pair_colour = PAIR_COLOURS[labels // 2]
             for track in targets:
                 track.colour = (1 - weight) * track.colour + weight * pair_colour
-        if self.drift > 0:  # every target drifts sideways in its class's direction, at a speed drawn per video
-            speed = self.drift * self._uniform(indices, "drift")
+        if self.drift > 0:  # every target drifts sideways in its class's direction, at a speed drawn per video (graded)
+            speed = self.drift * self._strength(indices, "drift")
             direction = torch.tensor([float(CLASSES[c][2]) for c in labels.tolist()])[:, None]
             for k, track in enumerate(targets):  # from anywhere on the (wrapping) frame: stationary in time
                 track.x = _fraction(track.x + self._uniform(indices, "drift start", k) + direction * speed * tau)
@@ -225,6 +234,11 @@ class SyntheticVideos:
             pixel_noise = torch.stack([torch.randn((3, frames, size, size), generator=g) for g in generators])
             video = video + (self.noise / PIXEL_STD) * pixel_noise
         return video.contiguous(), labels
+
+    def _strength(self, indices: list[int], what: str) -> torch.Tensor:
+        """(B, 1) strengths of a graded cue: uniform in [0, 1), or log-uniform in [10**-grading, 1]."""
+        u = self._uniform(indices, what)
+        return u if self.grading == 0 else 10 ** (-self.grading * u)
 
     def _uniform(self, indices: list[int], *what: object) -> torch.Tensor:
         """(B, 1) uniforms in [0, 1), one per video, from a stream of their own (the scene's draws stay as they are)."""

@@ -278,3 +278,15 @@ def test_drift_moves_every_target_in_its_class_direction():
         assert (sign * velocities(name) > 0).float().mean() > 0.9, name
     drifting, still = velocities("grow").abs().median(), velocities("grow", drift=0.0).abs().median()
     assert still < 0.05 * drifting  # without drift a growing target stays put
+
+
+def test_grading_draws_cue_strengths_log_uniformly_over_its_decades():
+    indices = list(range(2000))
+    uniform = SyntheticVideos("val", length=2000, grading=0)._strength(indices, "appearance").flatten()
+    graded = SyntheticVideos("val", length=2000, grading=2.0)._strength(indices, "appearance").flatten()
+    assert uniform.min() < 0.01 and abs(uniform.median().item() - 0.5) < 0.05  # uniform in [0, 1)
+    assert graded.min() >= 0.01 and graded.max() <= 1.0
+    assert abs(graded.log10().median().item() + 1) < 0.1  # half the videos below a tenth of the strongest cue
+    assert abs((graded < 0.1).float().mean().item() - 0.5) < 0.05
+    with pytest.raises(ValueError, match="grading"):
+        SyntheticVideos("val", grading=-1)
