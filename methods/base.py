@@ -65,7 +65,7 @@ class Method:
     # hooks whose answer one method of a list decides alone
     OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "eval_shape", "training_loss")
 
-    def seed(self, seed: int) -> int:
+    def random_seed(self, seed: int) -> int:
         """The seed the run draws its randomness from (initialisation, data order, augmentation): the run's own for
         every real method; a placebo draws an independent one."""
         return seed
@@ -162,9 +162,9 @@ class MethodStack:
     def leaves_parameters_unused(self) -> bool:
         return any(m.leaves_parameters_unused for m in self.methods)
 
-    def seed(self, seed: int) -> int:
+    def random_seed(self, seed: int) -> int:
         for method in self.methods:
-            seed = method.seed(seed)
+            seed = method.random_seed(seed)
         return seed
 
     def cost_share(self) -> float:

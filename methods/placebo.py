@@ -23,7 +23,7 @@ class Placebo(Method):
             raise ValueError(f"stream must be a whole number >= 1, got {stream!r}")
         self.stream = stream
 
-    def seed(self, seed: int) -> int:
+    def random_seed(self, seed: int) -> int:
         # a 63-bit seed from both numbers: never one of the small seeds a study runs
         return int(np.random.SeedSequence([seed, self.stream, 0x9ACEB0]).generate_state(2, np.uint64)[0] >> 1)
 

@@ -57,7 +57,8 @@ def test_the_placebo_draws_another_random_stream_and_changes_nothing_else(tmp_pa
     assert losses[0] != losses[1] and losses[0] == losses[2]  # independent of the baseline, reproducible itself
     assert _summary(placebo)["expected_speedup"] == 1.0 and _summary(placebo)["steps"] == _summary(baseline)["steps"]
     other = build_method(MethodSpec("placebo", {"stream": 2}))
-    assert len({build_method(MethodSpec("placebo", {})).seed(s) for s in range(3)} | {other.seed(0)}) == 4
+    placebo = build_method(MethodSpec("placebo", {}))
+    assert len({placebo.random_seed(s) for s in range(3)} | {other.random_seed(0)}) == 4
 
 
 @pytest.mark.parametrize("spec", [MethodSpec("control", {"speedup": 0.5}), MethodSpec("placebo", {"stream": 0}),

@@ -107,7 +107,7 @@ class Run:
             raise ConfigError(f"nproc is {config.nproc} but this process is one of {self.world.size}: start a run of "
                               f"nproc {config.nproc} with `vtbench run --nproc {config.nproc}` or torchrun")
         self.base = BatchShape(config.batch_size, config.frames, config.size, config.stride)
-        self.seed = self.methods.seed(config.seed)
+        self.seed = self.methods.random_seed(config.seed)
         _seed_everything(self.seed)
         self.train_data = build_dataset(config.dataset, "train", self.seed, **config.data_args)
         val_data = build_dataset(config.dataset, "val", 0, length=config.eval_clips, **config.data_args)
