@@ -11,7 +11,8 @@ import pytest
 from vtbench.cli import main
 
 BASE = ("base: {frames: 4, size: 16, batch_size: 4, eval_clips: 64, eval_every: 0.5, eval_sweep: [],\n"
-        "       data_args: {num_classes: 4, grading: 0}, model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")
+        "       data_args: {num_classes: 4, grading: 0},\n"
+        "       model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")
 # the baseline's ladder, and a method, the placebo and the positive control at the ladder's first rung, which rises
 # for every seed (asserted below): each seed's multiplier is defined
 GRID = ("methods: [{methods: [], budgets: [4steps, 8steps, 16steps]}, [{token_dropout: {keep: 0.5}}], [placebo],\n"
