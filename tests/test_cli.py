@@ -79,3 +79,30 @@ def test_the_demo_finds_its_grid_in_the_checkout():
     from vtbench.cli.main import DEMO_CONFIG
 
     assert DEMO_CONFIG == Path(__file__).resolve().parents[1] / "configs" / "demo.yaml" and DEMO_CONFIG.is_file()
+
+
+def test_the_demo_holds_a_ladder_and_both_controls_and_full_adds_every_method_to_its_cells():
+    from vtbench.cli.main import DEMO_CONFIG
+    from vtbench.methods import REGISTRY
+    from vtbench.studies.grid import load_grid
+
+    demo = load_grid(DEMO_CONFIG)
+    baseline_budgets = {c.budget for c in demo.cells if not c.methods}
+    assert len(baseline_budgets) >= 3 and all(len({c.seed for c in demo.cells if c.budget == b and not c.methods}) >= 3
+                                              for b in baseline_budgets)
+    assert {"control", "placebo"} <= {m.name for c in demo.cells for m in c.methods}
+    full = load_grid(DEMO_CONFIG.parent / "full.yaml")
+    assert full.study == demo.study  # run after the demo, it trains only what the demo has not
+    assert {c.run_id() for c in demo.cells} < {c.run_id() for c in full.cells}
+    assert {m.name for c in full.cells for m in c.methods} == set(REGISTRY) - {"baseline"}  # every method
+    assert {str(m) for c in full.cells for m in c.methods} >= {"token_dropout:keep=0.5,layers=middle", "flux"}
+
+
+def test_the_demo_prints_the_reports_opening_sections():
+    from vtbench.cli.main import _headline
+
+    report = ("# Study demo\n\n30 runs.\n\n## Speed-up at equal top-1\n\nHow it is read.\n\n| method | speed-up |\n"
+              "| --- | --- |\n| pss | 1.2x [1.0, 1.4] |\n\n## Resolving power\n\n- 1.42x\n\n"
+              "## Top-1 at equal budget\n\n| method | top-1 |\n")
+    assert _headline(report) == ("## Speed-up at equal top-1\n\n| method | speed-up |\n| --- | --- |\n"
+                                 "| pss | 1.2x [1.0, 1.4] |\n\n## Resolving power\n\n- 1.42x")
