@@ -157,16 +157,20 @@ def _status_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
 
 
+def _study_folder(path: str, command: str) -> Path:
+    study = Path(path)
+    if not study.is_dir():
+        raise VtbenchError(f"study folder {study} does not exist" if not study.exists() else
+                           f"{study} is a file; vtbench {command} takes a study folder (OUT/<study>/)")
+    return study
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from vtbench.studies.status import format_status, study_status
 
-    study = Path(args.study_dir)
-    if not study.is_dir():
-        raise VtbenchError(f"study folder {study} does not exist" if not study.exists() else
-                           f"{study} is a file; vtbench status takes a study folder (OUT/<study>/)")
-    status = study_status(study, args.storage)
+    status = study_status(_study_folder(args.study_dir, "status"), args.storage)
     print(json.dumps(status, indent=1) if args.json else format_status(status))
     return 0
 
@@ -206,10 +210,7 @@ def _plan_parser(sub) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from vtbench.report.plan import markdown, plan_table
 
-    study = Path(args.study_dir)
-    if not study.is_dir():
-        raise VtbenchError(f"study folder {study} does not exist" if not study.exists() else
-                           f"{study} is a file; vtbench plan takes a study folder (OUT/<study>/)")
+    study = _study_folder(args.study_dir, "plan")
     if not args.speedup > 0 or args.speedup == 1:
         raise VtbenchError(f"--speedup must be a positive ratio other than 1, got {args.speedup}")
     if not 0 < args.power < 1:
