@@ -1,4 +1,4 @@
-"""The Method interface (DESIGN.md, "The Method interface") and how a list of methods composes.
+"""The Method interface (docs/design.md, "The Method interface") and how a list of methods composes.
 
 A method changes training only through these hooks; each default does nothing. The runner calls them
 through a `MethodStack` and never names a method.

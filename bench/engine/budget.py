@@ -1,4 +1,5 @@
-"""Training budgets, the budget clock and the progress-driven learning-rate schedule (DESIGN.md, "The budget clock").
+"""Training budgets, the budget clock and the progress-driven learning-rate schedule
+(docs/design.md, "The budget clock").
 
 A budget is an amount of one unit: device seconds, counted FLOPs, optimizer steps or training samples.
 `progress = used / budget` drives every schedule, so one method definition fits any budget.

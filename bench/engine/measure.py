@@ -2,9 +2,9 @@
 device, the process's peak resident memory and CPU time. Figures that cannot be measured here are None, never
 zero, and `not_measured` says why.
 
-Peaks are kept per window, and a window is either training or evaluation (DESIGN.md: memory columns describe
-training only). The runner closes the training window when an evaluation begins and the evaluation window when
-it ends; checkpoint writes are left out of both. Resetting a peak: the CUDA allocator's
+Peaks are kept per window, and a window is either training or evaluation (docs/design.md, "What a run writes":
+memory columns describe training only). The runner closes the training window when an evaluation begins and the
+evaluation window when it ends; checkpoint writes are left out of both. Resetting a peak: the CUDA allocator's
 (`reset_peak_memory_stats`) and, on Linux, the resident-memory high-water mark (`/proc/self/clear_refs`), so
 `mem_rss` is a training peak too. A method may begin a named phase (frozen_spatial's stage 2): later training
 windows also count towards `<phase>_mem_*`.

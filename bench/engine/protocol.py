@@ -1,5 +1,5 @@
-"""The evaluation protocol every run shares, the baseline included (DESIGN.md, "Contracts added after the first
-build": evaluation settings are shared, not per method).
+"""The evaluation protocol every run shares, the baseline included (docs/design.md,
+"Comparisons": evaluation settings are shared, not per method).
 
 Besides the default evaluation (full clips through the methods' own evaluation-time selections), a run is
 evaluated under reduced-token settings named by what they do:

@@ -1,4 +1,5 @@
-"""The files a run writes (DESIGN.md, "What a run writes"), each written atomically: temporary file, then rename."""
+"""The files a run writes (docs/design.md, "What a run writes"), each written atomically: temporary file, then
+rename."""
 
 import io
 import json

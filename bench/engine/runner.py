@@ -1,4 +1,4 @@
-"""One budgeted training run (DESIGN.md, "One run"). The runner calls method hooks; it never names a method.
+"""One budgeted training run (docs/design.md, "One run"). The runner calls method hooks; it never names a method.
 
     run_dir = execute(config, out="results/runs")
 

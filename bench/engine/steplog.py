@@ -1,4 +1,4 @@
-"""steps.parquet: one row per `log_every` training steps (DESIGN.md, "What a run writes"), summarising them.
+"""steps.parquet: one row per `log_every` training steps (docs/design.md, "What a run writes"), summarising them.
 
 A row gives the running totals as of its last step (step, progress, budget used in every unit), the means over
 its steps of what varies per step (loss, learning rate, clips, frames, size, tokens per clip, step time), the

@@ -1,5 +1,5 @@
-"""Paired, seed-by-seed statistics of a method against its baseline (DESIGN.md, "Contracts of the verdict
-protocol"): the equal-accuracy speed-up read off the baseline's budget ladder, time to fixed targets, the
+"""Paired, seed-by-seed statistics of a method against its baseline (docs/design.md, "The
+verdict protocol"): the equal-accuracy speed-up read off the baseline's budget ladder, time to fixed targets, the
 difference in top-1 at equal budget, Holm's correction over a study's comparisons and the verdict texts.
 
 Every interval comes from scipy.stats: a Student t interval, on log ratios for speed-ups and on differences for top-1,

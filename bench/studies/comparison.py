@@ -1,5 +1,5 @@
-"""Which runs a comparison may set side by side (DESIGN.md: a comparison is made against the baseline that differs
-only in its method list).
+"""Which runs a comparison may set side by side (docs/design.md, "Comparisons": a comparison is made against the
+baseline that differs only in its method list).
 
 Every run has a `settings` key: a hash of its resolved configuration without the method list, the seed and the
 budget. Runs of one method list and one key form a row of the report, one per budget; its baseline is the row of

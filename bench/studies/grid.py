@@ -1,4 +1,4 @@
-"""Ablation grids (DESIGN.md, "Grids, tuning, reports"): the cartesian product of method lists x budgets x
+"""Ablation grids (docs/design.md, "Grids, tuning, reports"): the cartesian product of method lists x budgets x
 seeds over a base configuration, run so that a crash, a kill -9 or a reboot loses nothing.
 
 Each cell is an ordinary run under `OUT/<study>/<run_id>/`. Workers claim cells (vtbench.studies.folder.Claim),

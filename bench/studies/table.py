@@ -1,4 +1,4 @@
-"""A study's runs as one pandas table: one row per run and evaluation (DESIGN.md, "What a run writes").
+"""A study's runs as one pandas table: one row per run and evaluation (docs/design.md, "What a run writes").
 
 Reports, grids and tuning all read this table. Runs are the folders of a study that hold a summary.json;
 columns come from config.yaml (method, parameters, budget, seed), summary.json (status, totals, memory, the time

@@ -1,4 +1,4 @@
-"""`vtbench tune`: an Optuna study over method parameters, each trial a budgeted run (DESIGN.md, "Grids, tuning,
+"""`vtbench tune`: an Optuna study over method parameters, each trial a budgeted run (docs/design.md, "Grids, tuning,
 reports").
 
     study: keep-ratio
