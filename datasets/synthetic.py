@@ -37,11 +37,11 @@ cues grade the task without letting one frame solve it:
                  maximum (default 1: from a tenth of it to all of it), or uniformly in [0, max) with 0. Graded
                  difficulty spreads learning over budgets: strong cues are learnt first, weaker ones with more
                  compute, so accuracy keeps rising over a doubling ladder of budgets and seeds agree on where it is
-                 (README, "The calibrated workload").
+                 (README, docs/calibration.md).
 
 Learning curves then rise from the first evaluations (the pair), and the members follow as motion is learnt.
 Other difficulty knobs (see `SyntheticVideos`): `noise`, `distractors`, `motion` and `targets`. The
-defaults are README's calibrated workload ("The calibrated workload"): measured, not chosen by hand.
+defaults are the calibrated workload (docs/calibration.md): measured, not chosen by hand.
 
 Continuous time and space: a video is a scene defined for every time tau and every point of [0, 1]^2; one
 video of `NATIVE_FRAMES` native frames covers tau in [0, 1). A request for a clip of F frames at stride s

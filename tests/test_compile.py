@@ -1,7 +1,7 @@
 """Compiled steps (`compile: true`: each transformer block compiled on its own), bf16 on the CPU, and attention
 through scaled_dot_product_attention. Compiled runs here use torch.compile's `aot_eager` backend: the same
 tracing, guards and recompilations as inductor without its C++ code generation, which takes tens of seconds a
-shape on this CPU (README gives inductor's figures)."""
+shape on this CPU (docs/guide.md gives inductor's figures)."""
 
 import pandas as pd
 import pytest

@@ -29,7 +29,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # vit_tiny is sized for a 2-core CPU (not timm's vit_tiny): 16 frames x 32 px in 2x8x8 tubelets, 128 tokens,
-    # enough token work that the step is bound by it (README, "The calibrated workload").
+    # enough token work that the step is bound by it (README, docs/calibration.md).
     "vit_tiny": Preset(dim=128, depth=3, heads=4, tubelet=(2, 8, 8), frames=16, size=32, stride=2,
                        temporal_depth=1),
     "vit_small": Preset(dim=384, depth=12, heads=6, tubelet=(2, 16, 16), frames=16, size=224, stride=4,
