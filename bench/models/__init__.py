@@ -8,7 +8,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .tokens import Tokens
-from .video_vit import VideoViT
+from .video_vit import POS_EMBEDS, QKV_BIASES, VideoViT
 from .vivit import ViViTFactorised
 
 __all__ = ["PRESETS", "ARCHITECTURES", "Preset", "Tokens", "VideoViT", "ViViTFactorised", "build_model"]
@@ -44,7 +44,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 ARCHITECTURES = {"joint": VideoViT, "factorised": ViViTFactorised}
-JOINT_ONLY = ("cls_token", "pool")
+JOINT_ONLY = ("cls_token", "pool", "pos_embed", "fc_norm", "qkv_bias")
 FACTORISED_ONLY = ("temporal_depth",)
 
 
@@ -71,6 +71,12 @@ MODEL_ARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "drop_path": (_number_in(0.0, 1.0), "a number in [0, 1)"),
     "cls_token": (lambda v: isinstance(v, bool), "true or false"),
     "pool": (lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
+    # separable (default): learned space + time tables; sincos: VideoMAE's fixed sinusoid over the (t, y, x) index
+    "pos_embed": (lambda v: v in POS_EMBEDS, f"one of {', '.join(POS_EMBEDS)}"),
+    # true: no norm on the tokens, a LayerNorm (`fc_norm`) on the mean-pooled feature (VideoMAE); default false
+    "fc_norm": (lambda v: isinstance(v, bool), "true or false"),
+    # all (default): timm's q, k and v biases; qv: VideoMAE's q and v biases, the k bias held at zero; none
+    "qkv_bias": (lambda v: v in QKV_BIASES, f"one of {', '.join(QKV_BIASES)}"),
 }
 
 
@@ -95,6 +101,8 @@ def model_args(preset: str, arch: str, overrides: dict[str, Any]) -> dict[str, A
         accepts, expected = MODEL_ARGS[key]
         if not accepts(value):
             raise ConfigError(f"model_args.{key} must be {expected}, got {value!r}")
+    if overrides.get("fc_norm") and overrides.get("pool") == "cls":
+        raise ConfigError("model_args.fc_norm normalises the mean-pooled feature; it does not go with pool: cls")
     args.update(overrides)
     args["tubelet"] = tuple(args["tubelet"])
     if args["dim"] % args["heads"]:

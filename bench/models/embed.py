@@ -1,9 +1,12 @@
 """Tubelet embedding and a space-time position embedding that fits any token grid.
 
-The position embedding is separable: a learned 2D spatial table (resampled with timm's
+The default position embedding is separable: a learned 2D spatial table (resampled with timm's
 `resample_abs_pos_embed`) plus a learned 1D temporal table (linearly interpolated). Both resamplings are
 linear in the table, so for each new grid we cache the interpolation matrix (not its result): the
 embedding stays trainable and the cache never goes stale.
+
+The other (`pos_embed: sincos`) is VideoMAE's fixed joint sinusoid over the flattened (t, y, x) index of the
+nominal grid, a buffer resampled trilinearly for other grids (the result cached while the buffer is unchanged).
 """
 
 import torch
@@ -110,13 +113,57 @@ class SpaceTimePosEmbed(nn.Module):
         return (temporal[:, None, :] + spatial[None, :, :]).flatten(0, 1)
 
 
+def sinusoid_table(positions: int, dim: int) -> torch.Tensor:
+    """(positions, dim) VideoMAE sinusoid: angle = pos / 10000^(2 * (j // 2) / dim), sin on even channels j and
+    cos on odd ones; computed in float64 and rounded to float32, as VideoMAE does."""
+    pos = torch.arange(positions, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.empty_like(angle)
+    table[:, 0::2] = angle[:, 0::2].sin()
+    table[:, 1::2] = angle[:, 1::2].cos()
+    return table.float()
+
+
+class SinCosPosEmbed(nn.Module):
+    """VideoMAE's fixed position embedding: one sinusoid over the flattened (t, y, x) index of the nominal grid.
+
+    The (T*H*W, D) table is a persistent buffer, not a parameter: never trained, but saved with the model, so that
+    a checkpoint's own table (a learned one, resampled to this grid by the converter) can be loaded into it. A clip
+    of another grid gets the (T, H, W, D) table resampled trilinearly in float32, cached per grid and device for as
+    long as the buffer is the same tensor, unmodified."""
+
+    def __init__(self, dim: int, grid: tuple[int, int, int]):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.register_buffer("table", sinusoid_table(grid[0] * grid[1] * grid[2], dim))
+        self._resampled: dict[tuple, tuple[torch.Tensor, int, torch.Tensor]] = {}
+
+    def forward(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(T*H*W, D) embedding of every token of `grid`, in (t, y, x) raster order."""
+        grid = tuple(grid)
+        table = self.table
+        if grid == self.grid:
+            return table
+        key = (grid, table.device)
+        cached = self._resampled.get(key)
+        if cached is not None and cached[0] is table and cached[1] == table._version:
+            return cached[2]
+        volume = table.reshape(*self.grid, -1).permute(3, 0, 1, 2).unsqueeze(0).float()  # (1, D, T, H, W)
+        with torch.autocast(table.device.type, enabled=False):  # cached: never at an autocast precision
+            out = F.interpolate(volume, size=grid, mode="trilinear", align_corners=False)
+        out = out[0].permute(1, 2, 3, 0).reshape(-1, table.shape[-1]).to(table.dtype)
+        self._resampled[key] = (table, table._version, out)
+        return out
+
+
 def grid_positions(grid: tuple[int, int, int], device=None) -> torch.Tensor:
     """(T*H*W, 3) long (t, y, x) of every token in raster order."""
     axes = [torch.arange(n, device=device) for n in grid]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
-def embed_clip(patches: nn.Module, pos_embed: SpaceTimePosEmbed, video: torch.Tensor) -> Tokens:
+def embed_clip(patches: nn.Module, pos_embed: nn.Module, video: torch.Tensor) -> Tokens:
     """Tubelet-embed a clip and add the position embedding of its own grid."""
     raw = patches(video)  # (B, T, H, W, D)
     b, t, h, w, d = raw.shape

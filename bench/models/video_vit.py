@@ -3,22 +3,30 @@
 The forward pass is split where token methods act: `embed` (tubelets + position embedding -> Tokens),
 an optional `select` on those Tokens, then `encode` (CLS, blocks, norm, pooling) and `head`. A CLS token,
 when the model has one, is prepended after selection, so no selection can drop it.
+
+Three options make it the VideoMAE encoder exactly (`vtbench.models.videomae` loads its checkpoints): the fixed
+sinusoid position table (`pos_embed="sincos"`), LayerNorm after mean pooling instead of before
+(`fc_norm=True`), and q and v biases without a k bias (`qkv_bias="qv"`). Their defaults build the model as it was
+before they existed: the same parameters, names, initialisation and outputs.
 """
 
 from collections.abc import Callable
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
 from .blocks import Stream, run_block
-from .embed import SpaceTimePosEmbed, TubeletEmbed, embed_clip
+from .embed import SinCosPosEmbed, SpaceTimePosEmbed, TubeletEmbed, embed_clip
 from .heads import classify
 from .tokens import Tokens
 
 Select = Callable[[Tokens], Tokens]
+POS_EMBEDS = ("separable", "sincos")
+QKV_BIASES = ("all", "qv", "none")
 
 
 class VideoViT(nn.Module):
@@ -35,18 +43,28 @@ class VideoViT(nn.Module):
         cls_token: bool = False,
         pool: str = "mean",
         drop_path: float = 0.0,
+        pos_embed: str = "separable",
+        fc_norm: bool = False,
+        qkv_bias: str = "all",
     ):
         super().__init__()
         if pool not in ("mean", "cls"):
             raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
         if pool == "cls" and not cls_token:
             raise ValueError("pool 'cls' needs cls_token=True")
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {', '.join(POS_EMBEDS)}, got {pos_embed!r}")
+        if fc_norm and pool == "cls":
+            raise ValueError("fc_norm normalises the mean-pooled feature; it does not go with pool 'cls'")
         self.dim, self.pool = dim, pool
         self.patch_embed = TubeletEmbed(dim, tubelet)
-        self.pos_embed = SpaceTimePosEmbed(dim, self.patch_embed.grid(frames, size))
+        grid = self.patch_embed.grid(frames, size)
+        self.pos_embed = SpaceTimePosEmbed(dim, grid) if pos_embed == "separable" else SinCosPosEmbed(dim, grid)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
-        self.blocks = make_blocks(dim, depth, heads, mlp_ratio, drop_path)
-        self.norm = layer_norm(dim)
+        self.blocks = make_blocks(dim, depth, heads, mlp_ratio, drop_path, qkv_bias)
+        # fc_norm: no norm on the tokens, a LayerNorm on the pooled feature (timm's and VideoMAE's mean pooling)
+        self.norm = nn.Identity() if fc_norm else layer_norm(dim)
+        self.fc_norm = layer_norm(dim) if fc_norm else None
         self.head = nn.Linear(dim, num_classes)
         self.token_counts: list[float] = []  # real tokens per clip (CLS excluded), mean over the blocks, per pass
         self.token_lengths: list = []  # the blocks' sequence lengths (padding included, CLS excluded), per pass
@@ -58,7 +76,8 @@ class VideoViT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # qkv with qkv_bias "none"
+                    nn.init.zeros_(m.bias)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -82,7 +101,10 @@ class VideoViT(nn.Module):
                 stream = tokens.blocks.run(index, len(self.blocks), block, stream)
         self._record([c for c, _ in stream.seen], [n for _, n in stream.seen])
         x = self.norm(stream.x)
-        return x[:, 0] if self.pool == "cls" else stream.pool(x)
+        if self.pool == "cls":
+            return x[:, 0]
+        feature = stream.pool(x)
+        return feature if self.fc_norm is None else self.fc_norm(feature)
 
     def _record(self, counts: list, lengths: list[int]) -> None:
         """Tokens per clip that the blocks saw, averaged over the blocks (real tokens, mean over clips), and the
@@ -104,9 +126,40 @@ class VideoViT(nn.Module):
 layer_norm = partial(nn.LayerNorm, eps=1e-6)
 
 
-def make_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float) -> nn.ModuleList:
-    """timm ViT blocks with stochastic depth rising linearly to `drop_path`."""
+class QVBiasLinear(nn.Linear):
+    """timm's fused qkv projection with VideoMAE's biases: q and v have one, k has none. The state keeps timm's
+    `weight` and (3*dim) `bias`, whose k third is zero and multiplied by zero in every forward, so it gets no
+    gradient and never moves (a k bias would not change attention anyway: it adds the same q.b to every key's
+    logit). Whoever calls `attn.qkv(x)` (blocks.attend among them) gets the biases right."""
+
+    def __init__(self, linear: nn.Linear):
+        nn.Module.__init__(self)
+        if linear.bias is None or linear.out_features % 3:
+            raise ValueError("QVBiasLinear wraps a fused qkv Linear with a bias")
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        third = self.out_features // 3
+        mask = torch.ones(self.out_features, dtype=self.bias.dtype, device=self.bias.device)
+        mask[third:2 * third] = 0
+        self.register_buffer("bias_mask", mask, persistent=False)
+        with torch.no_grad():
+            self.bias.mul_(mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias * self.bias_mask)
+
+
+def make_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float,
+                qkv_bias: str = "all") -> nn.ModuleList:
+    """timm ViT blocks with stochastic depth rising linearly to `drop_path`; `qkv_bias` "all" (timm's fused bias),
+    "qv" (VideoMAE's q and v biases, no k bias) or "none"."""
+    if qkv_bias not in QKV_BIASES:
+        raise ValueError(f"qkv_bias must be one of {', '.join(QKV_BIASES)}, got {qkv_bias!r}")
     rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
-    return nn.ModuleList(
-        Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=r, norm_layer=layer_norm) for r in rates
+    blocks = nn.ModuleList(
+        Block(dim, heads, mlp_ratio, qkv_bias=qkv_bias != "none", drop_path=r, norm_layer=layer_norm) for r in rates
     )
+    if qkv_bias == "qv":
+        for block in blocks:
+            block.attn.qkv = QVBiasLinear(block.attn.qkv)
+    return blocks
