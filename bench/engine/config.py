@@ -19,6 +19,8 @@ import yaml
 
 from vtbench.errors import ConfigError
 
+from .init import check_init, fingerprint
+
 
 @dataclass
 class MethodSpec:
@@ -39,6 +41,9 @@ class RunConfig:
     arch: str = "joint"  # joint (VideoViT) | factorised (ViViT-FE)
     model_args: dict[str, Any] = field(default_factory=dict)
     methods: list[MethodSpec] = field(default_factory=list)
+    # where the weights start: {} (at random) or {file: PATH, format: timm | videomae | vtbench, ...}
+    # (vtbench.engine.init); the file enters the run id by its content, not its path
+    init: dict[str, Any] = field(default_factory=dict)
     # the base batch shape; frames, size and stride default to the preset's
     frames: int | None = None
     size: int | None = None
@@ -53,6 +58,7 @@ class RunConfig:
     lr_decay: str = "linear"  # linear | cosine
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     label_smoothing: float = 0.0
+    layer_decay: float = 1.0  # each block's learning rate times layer_decay per block above it (1: off)
     # evaluation, logging, checkpoints
     eval_every: float = 0.1  # fraction of progress between evaluations
     # one fixed evaluation set: the final point scores its first eval_clips clips (4096: a sampling error of at
@@ -132,7 +138,7 @@ class RunConfig:
                                   f"{', '.join(backends)}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
-        for name in ("lr", "weight_decay", "warmup", "grad_clip", "label_smoothing", "eval_every",
+        for name in ("lr", "weight_decay", "warmup", "grad_clip", "label_smoothing", "layer_decay", "eval_every",
                      "checkpoint_every", "monitor_interval"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
@@ -149,6 +155,10 @@ class RunConfig:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be in (0, 1] (1: every layer at the full learning rate), "
+                              f"got {self.layer_decay}")
+        check_init(self.init, self.arch)
         for name in ("weight_decay", "grad_clip", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -176,13 +186,15 @@ class RunConfig:
                 del data[name]
         for name in OBSERVERS:  # watching a run does not make it another run
             del data[name]
+        if data.get("init"):  # the weights it starts from, by their content: a moved file is the same start
+            data["init"] = fingerprint(data["init"])
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
 # settings added after results existed, with the value that runs made before them had: finished runs stay found
-LATER_FIELDS = {"nproc": 1, "compile": False, "compile_backend": "inductor"}
+LATER_FIELDS = {"nproc": 1, "compile": False, "compile_backend": "inductor", "init": {}, "layer_decay": 1.0}
 OBSERVERS = ("loggers",)  # settings of who watches a run, not of the run: outside its id and its comparisons
 MAX_PROCESSES = 65536
 LARGEST_COUNT = 2**31 - 1  # batch sizes, clip counts, frames, pixels

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from timm.optim import param_groups_weight_decay
 from tqdm import tqdm
 
 from vtbench.engine import cpu, measure, mfu, protocol, results
@@ -30,10 +29,12 @@ from vtbench.engine.config import RunConfig, save_yaml
 from vtbench.engine.distributed import ParallelLoss, World, rank_device
 from vtbench.engine.evaluate import EvalData, evaluate
 from vtbench.engine.flops import StepFlops
+from vtbench.engine.init import apply_init
 from vtbench.engine.shape import BatchShape
 from vtbench.engine.steplog import StepLog
 from vtbench.engine.trackers import RunInfo, Trackers
 from vtbench.errors import ConfigError
+from vtbench.models.param_groups import param_groups
 
 FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
 FAILURE_PREFIX = "failure-rank"  # + rank + .json: a rank's own account of how it failed
@@ -118,6 +119,7 @@ class Run:
                                   part=(self.world.rank, self.world.size))
         model = build_model(config.model, config.arch, self.train_data.num_classes, config.frames, config.size,
                             **config.model_args)
+        self.init = apply_init(model, config.init)  # before any method adapts the model
         self.clock = BudgetClock(self.budget, device=self.device, devices=self.world.size,
                                  charge=self.methods.cost_share())
         self.measure: measure.Measurements | None = None
@@ -135,9 +137,7 @@ class Run:
             _seed_everything(int(np.random.SeedSequence([self.seed, self.world.rank]).generate_state(1)[0]))
         self.eval_shape = self.methods.eval_shape(self.base)
         self.settings = self._sweep_settings()
-        no_decay = {n for n, p in self.model.named_parameters() if "pos" in n or n.endswith("_cls")
-                    or n.endswith("cls_token")}
-        groups = param_groups_weight_decay(self.model, config.weight_decay, no_weight_decay_list=no_decay)
+        groups = param_groups(self.model, config.weight_decay, config.layer_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
         self._parameters = list(self.model.parameters())
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
@@ -268,14 +268,21 @@ class Run:
             progress, due, stop = self.clock.fraction(), agreed_due > 0, agreed_stop > 0
         return progress, due, stop
 
+    def _set_learning_rate(self, progress: float, shape: BatchShape) -> float:
+        """The schedule's rate times the methods' factor (returned), times each group's own scale (layer-wise
+        decay)."""
+        config = self.config
+        lr = config.lr * lr_factor(progress, config.warmup, config.lr_decay) * self.methods.lr_scale(progress, shape)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
     def _step(self, progress: float) -> None:
         config, used = self.config, self.clock.used
         shape = self.methods.batch_shape(progress, used.steps, self.base)
         self._drop_frozen_state()
         self.last_shape = shape
-        lr = config.lr * lr_factor(progress, config.warmup, config.lr_decay) * self.methods.lr_scale(progress, shape)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self._set_learning_rate(progress, shape)
         began = time.perf_counter()
         video, labels = self._train_batch(shape)  # this rank's share of the batch
         share = len(labels) / shape.clips
@@ -541,7 +548,7 @@ class Run:
             "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
             "clips_per_s": used.samples / used.s if used.s else None,
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
-            "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
+            "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(), "init": self.init,
             **figures, **self.cpu.summary(), "precision": self.precision,
             **({"measured_on": figures.get("measured_on", f"rank 0 of {self.world.size}")}
                if self.world.size > 1 else {}),
