@@ -47,7 +47,7 @@ def test_an_entry_may_run_at_budgets_of_its_own(tmp_path):
     ("- a\n- b\n", "a grid is a mapping"),
     ("study: s\nmethods: [{methods: [], budgets: []}]\n", "budgets must be a non-empty list"),
     ("study: s\nmethods: [{methods: [], budget: [4steps]}]\n", "unknown key 'budget'; allowed: methods, set, budgets"),
-    ("study: s\nbudget: [10steps]\n", "unknown key 'budget'; allowed: study, base, methods, budgets, seeds"),
+    ("study: s\nbudget: [10steps]\n", "unknown key 'budget'; allowed: study, base, methods, inits, budgets, seeds"),
     ("study: s\nmethods: [[turbo]]\n", "unknown method 'turbo'"),
     ("study: s\nmethods: [[{pss: {speed: 2}}]]\n", "method 'pss' has no parameter speed"),
     ("study: s\nbudgets: []\n", "budgets must be a non-empty list"),

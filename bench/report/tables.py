@@ -34,7 +34,8 @@ def summary_table(final: pd.DataFrame, evals: pd.DataFrame, runs: pd.DataFrame) 
     rows = []
     for (method, budget), group in final.groupby(["method", "budget"], sort=False):
         interval = Interval.of(group["top1"])
-        row = {"method": method, "budget": budget, "seeds": len(group), "top1": interval.mean,  # completed seeds
+        row = {"method": method, "budget": budget, "init": group["init"].iloc[0] if "init" in group else "scratch",
+               "seeds": len(group), "top1": interval.mean,  # completed seeds
                "top1_low": interval.low, "top1_high": interval.high,  # 95% interval of the mean over seeds
                "top1_std": group["top1"].std(ddof=1) if len(group) > 1 else 0.0, "train_s": group["train_s"].mean(),
                "device_hours": group["device_hours"].mean(), "total_gflops": group["total_gflops"].mean(),

@@ -7,8 +7,9 @@ the empty method list with the same key, the same budget and the same set of see
 has none: it is never compared with another.
 
 Labels: the method list as written (`baseline`, `token_dropout:keep=0.5`), with the architecture when it is not the
-joint one (`baseline (factorised)`) and, where one study holds a method list under several settings, the settings in
-which each differs from the study's most common ones (`baseline (lr=0.01)`).
+joint one (`baseline (factorised)`), the start where a study has several (`baseline (init=scratch)`) and, where one
+study holds a method list under several settings, the settings in which each differs from the study's most common
+ones (`baseline (lr=0.01)`).
 """
 
 import hashlib
@@ -19,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from vtbench.engine.config import OBSERVERS, RunConfig
+from vtbench.engine.init import init_label
 
 NOT_SETTINGS = ("methods", "seed", "budget", *OBSERVERS)
 
@@ -49,12 +51,15 @@ def labels(configs: list[RunConfig]) -> list[str]:
     lists: dict[str, set[str]] = {}
     for config, key in zip(configs, keys, strict=True):
         lists.setdefault(config.label(), set()).add(key)
+    starts = len({init_label(c.init) for c in configs}) > 1  # then every label names its start
     out = []
     for config, mine in zip(configs, settings, strict=True):
         label = config.label()
         if len(lists[label]) > 1:
             differs = [f"{k}={_short(mine.get(k))}" for k in sorted(set(mine) | set(common))
-                       if k != "arch" and mine.get(k) != common.get(k)]
+                       if k != "arch" and not k.startswith("init.") and mine.get(k) != common.get(k)]
+            if starts:  # the start in one word: init=timm:image_vit.safetensors
+                differs.insert(0, f"init={init_label(config.init)}")
             if differs:
                 label = f"{label} ({', '.join(differs)})"
         out.append(label)

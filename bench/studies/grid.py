@@ -1,5 +1,5 @@
-"""Ablation grids (docs/design.md, "Grids, tuning, reports"): the cartesian product of method lists x budgets x
-seeds over a base configuration, run so that a crash, a kill -9 or a reboot loses nothing.
+"""Ablation grids (docs/design.md, "Grids, tuning, reports"): the cartesian product of method lists x starting
+weights (`inits`) x budgets x seeds over a base configuration, run so that a crash, a kill -9 or a reboot loses nothing.
 
 Each cell is an ordinary run under `OUT/<study>/<run_id>/`. Workers claim cells (vtbench.studies.folder.Claim),
 so no cell runs twice at once and a dead worker's cell is taken over. Finished cells are skipped, partial ones
@@ -19,7 +19,7 @@ from vtbench.engine.config import RunConfig, apply, method_spec
 from vtbench.errors import ConfigError
 from vtbench.studies.folder import Claim, read_study_yaml, slurm_options, validate_methods
 
-KEYS = ("study", "base", "methods", "budgets", "seeds", "retries", "slurm", "nproc_per_run")
+KEYS = ("study", "base", "methods", "inits", "budgets", "seeds", "retries", "slurm", "nproc_per_run")
 
 
 @dataclass
@@ -56,13 +56,14 @@ def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
         raise ConfigError(f"{where}: retries must be a whole number >= 0, got {retries!r}")
     slurm = slurm_options(data, where)
     cells, labels = [], {}
-    for entry, budget, seed in _cells(axes, where):
+    inits = _inits(data.get("inits", [base.init]), where)
+    for entry, init, budget, seed in _cells(axes, inits, where):
         methods, overrides = entry, {}
         if isinstance(entry, dict) and "methods" in entry:  # {methods: [...], set: {run settings}, budgets: [...]}
             methods, overrides = entry["methods"], entry.get("set") or {}
         entries = methods if isinstance(methods, list) else [methods]
         specs = [method_spec(m, f"{where}: methods") for m in entries]
-        cell = apply(base, {**overrides, "budget": budget, "seed": seed, **forced}, where=where)
+        cell = apply(base, {"init": init, **overrides, "budget": budget, "seed": seed, **forced}, where=where)
         cell.methods = specs
         cell = cell.resolve()
         validate_methods(cell, where)
@@ -75,8 +76,24 @@ def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
     return Grid(study, cells, retries, slurm, where, labels)
 
 
-def _cells(axes: dict[str, list], where: str):
-    """(methods entry, budget, seed) of every cell: the product of the axes, where an entry of the form
+def _inits(values: Any, where: str) -> list[dict]:
+    """The `inits` axis: each a start as `init` takes it, `scratch` (or an empty mapping) for random weights."""
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: inits must be a non-empty list of starts (scratch, or {{file: PATH, format: "
+                          f"timm | videomae | vtbench}}), got {values!r}")
+    out = []
+    for value in values:
+        if value in ("scratch", None):
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: inits: each start is scratch or a mapping such as {{file: PATH, format: "
+                              f"timm}}, got {value!r}")
+        out.append(value)
+    return out
+
+
+def _cells(axes: dict[str, list], inits: list[dict], where: str):
+    """(methods entry, init, budget, seed) of every cell: the product of the axes, where an entry of the form
     {methods: [...], set: {...}, budgets: [...]} runs at its own budgets (a baseline's ladder beside methods
     at one budget)."""
     for entry in axes["methods"]:
@@ -93,8 +110,8 @@ def _cells(axes: dict[str, list], where: str):
             if not isinstance(budgets, list) or not budgets:
                 raise ConfigError(f"{where}: methods entry {entry!r}: budgets must be a non-empty list, "
                                   f"got {budgets!r}")
-        for budget, seed in itertools.product(budgets, axes["seeds"]):
-            yield entry, budget, seed
+        for init, budget, seed in itertools.product(inits, budgets, axes["seeds"]):
+            yield entry, init, budget, seed
 
 
 # ---- running ----------------------------------------------------------------------------------------------

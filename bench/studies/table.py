@@ -14,6 +14,7 @@ import pandas as pd
 
 from vtbench.engine import results
 from vtbench.engine.config import RunConfig, load_run_config
+from vtbench.engine.init import init_label
 from vtbench.errors import VtbenchError
 from vtbench.studies import comparison
 
@@ -32,8 +33,8 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
             continue
         config, summary = _read_run(run_dir)
         row = {"run_id": run_dir.name, "budget": config.budget, "seed": config.seed, "model": config.model,
-               "dataset": config.dataset, "settings": comparison.settings_key(comparison.settings_of(config)),
-               "is_baseline": not config.methods}
+               "dataset": config.dataset, "init": init_label(config.init),
+               "settings": comparison.settings_key(comparison.settings_of(config)), "is_baseline": not config.methods}
         row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
         row["final_top1"] = row.pop("top1")
         rows.append(row)
