@@ -1,0 +1,170 @@
+"""A run's `init` setting end to end: the command line, the run id, a fine-tune from a finished run, refusals that
+write nothing, the grid's `inits` axis, layer-wise learning-rate decay and the pretrained image model."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import tiny
+from safetensors.torch import load_file
+
+from vtbench.cli.main import main
+from vtbench.engine.config import RunConfig, apply
+from vtbench.engine.pretrain import pretrain
+from vtbench.engine.runner import Run, execute
+from vtbench.errors import ConfigError
+from vtbench.models import build_model
+from vtbench.models.param_groups import param_groups
+from vtbench.studies.grid import load_grid
+
+TINY_IMAGE = {"model_args": {"dim": 128, "depth": 3, "heads": 4, "tubelet": [2, 8, 8]}, "frames": 4, "size": 32}
+
+
+@pytest.fixture(scope="module")
+def image_checkpoint(tmp_path_factory):
+    """The suite's own pretrained image model (vit_tiny's spatial side), briefly trained."""
+    path = tmp_path_factory.mktemp("image") / "image_vit_tiny.safetensors"
+    pretrain(path, "vit_tiny", steps=3, batch_size=8, eval_images=16)
+    return path
+
+
+def test_pretrain_writes_a_timm_state_dict_and_its_record(image_checkpoint):
+    state = load_file(str(image_checkpoint))
+    assert state["patch_embed.proj.weight"].shape == (128, 3, 8, 8) and state["head.weight"].shape == (9, 128)
+    assert state["cls_token"].shape == (1, 1, 128) and state["pos_embed"].shape == (1, 17, 128)
+    record = json.loads(image_checkpoint.with_suffix(".json").read_text())
+    assert record["steps"] == 3 and len(record["classes"]) == 9
+
+
+def test_a_run_from_an_image_checkpoint_on_the_command_line(image_checkpoint, tmp_path, capsys):
+    args = ["run", "--budget", "2steps", "--out", str(tmp_path), "--no-progress", "--set", "batch_size=4",
+            "--set", "eval_clips=8", "--set", "frames=4", "--set", f"init.file={image_checkpoint}",
+            "--set", "init.format=timm", "--set", "init.inflate=average"]
+    assert main(args) == 0
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    init = json.loads((run_dir / "summary.json").read_text())["init"]
+    assert init["format"] == "timm" and init["inflate"] == "average" and init["random"] == []
+    assert init["made"]["pos_embed.temporal"].startswith("zeros")
+    assert init["replaced"] == ["head.bias", "head.weight"]  # 9 image classes, 10 video classes
+    assert init["dropped"] == ["cls_token"]  # the joint model pools its tokens and has no class token
+    assert init["loaded"] > 30
+
+
+def test_the_run_id_follows_the_files_content_not_its_path(image_checkpoint, tmp_path):
+    moved = tmp_path / "elsewhere.safetensors"
+    shutil.copy(image_checkpoint, moved)
+    base = tiny(**TINY_IMAGE)
+    here = apply(base, {"init": {"file": str(image_checkpoint), "format": "timm"}}).resolve()
+    there = apply(base, {"init": {"file": str(moved), "format": "timm"}}).resolve()
+    assert here.run_id() == there.run_id() != base.resolve().run_id()
+    changed = load_file(str(moved))
+    changed["head.bias"] += 1
+    from safetensors.torch import save_file
+
+    save_file(changed, str(moved))
+    assert apply(base, {"init": {"file": str(moved), "format": "timm"}}).resolve().run_id() != here.run_id()
+    assert apply(here, {"init": {**here.init, "inflate": "average"}}).resolve().run_id() != here.run_id()
+
+
+def test_a_fine_tune_starts_from_its_parents_final_weights(tmp_path):
+    parent = execute(tiny(budget="6steps", eval_every=1.0), tmp_path / "parent", progress_bar=False)
+    parent_top1 = json.loads((parent / "summary.json").read_text())["top1"]
+    # the same model from the parent's weights, trained at a learning rate too small to move a float32 weight
+    child = tiny(budget="1steps", eval_every=1.0, lr=1e-30, seed=5, init={"file": str(parent), "format": "vtbench"})
+    child_dir = execute(child, tmp_path / "child", progress_bar=False)
+    summary = json.loads((child_dir / "summary.json").read_text())
+    assert summary["top1"] == parent_top1
+    assert summary["init"]["replaced"] == [] and summary["init"]["made"] == {}
+    weights = torch.load(parent / "checkpoint.pt", weights_only=True)["model"]
+    run = Run(child.resolve(), tmp_path / "unused")
+    assert all(torch.equal(run.model.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_a_run_that_has_not_completed_is_no_start(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"status": "failed"}))
+    with pytest.raises(ConfigError, match=r"is not a completed vtbench run \(its summary.json says failed\)"):
+        tiny(init={"file": str(tmp_path / "run"), "format": "vtbench"}).resolve()
+
+
+def test_a_misshapen_or_missing_key_is_one_line_and_nothing_is_written(image_checkpoint, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    state = load_file(str(image_checkpoint))
+    state["blocks.1.mlp.fc1.weight"] = state["blocks.1.mlp.fc1.weight"][:100]
+    del state["blocks.2.norm1.bias"]
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad))
+    out = tmp_path / "out"
+    code = main(["run", "--budget", "2steps", "--out", str(out), "--no-progress", "--set", "frames=4",
+                 "--set", f"init.file={bad}", "--set", "init.format=timm"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "missing blocks.2.norm1.bias" in err[0] and "wrong shape blocks.1.mlp.fc1.weight (100, 128)" in err[0]
+    assert not out.exists() or not any(out.iterdir())  # no run folder, no claim left behind
+
+
+@pytest.mark.parametrize("init, message", [
+    ({"format": "timm"}, "init needs a file"),
+    ({"file": "x.pth", "format": "onnx"}, "init.format must be one of timm, videomae, vtbench; got 'onnx'"),
+    ({"file": "x.pth", "format": "timm", "inflate": "first"}, "init.inflate must be one of central, average"),
+    ({"file": "x.pth", "format": "videomae", "inflate": "central"}, "init.inflate is not an option of format videomae"),
+    ({"file": "nowhere.pth", "format": "timm"}, "init.file nowhere.pth does not exist"),
+])
+def test_bad_init_settings_are_named(init, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tiny(init=init).resolve()
+
+
+def test_the_grids_inits_axis_matches_each_start_with_its_own_baseline(image_checkpoint, tmp_path):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(f"""
+study: starts
+base: {{model_args: {TINY_IMAGE['model_args']}, frames: 4, size: 32}}
+inits: [scratch, {{file: {image_checkpoint}, format: timm}}]
+methods: [[], ["token_dropout:keep=0.5"]]
+budgets: [2steps]
+seeds: [0, 1]
+""")
+    grid = load_grid(grid_file)
+    assert len(grid.cells) == 8
+    assert sum(1 for c in grid.cells if c.init) == 4
+    labels = sorted(set(grid.labels.values()))
+    assert "baseline @ 2steps, seed 0" in labels and "token_dropout:keep=0.5 @ 2steps, seed 1" in labels
+    from vtbench.studies.comparison import labels as row_labels
+
+    rows = sorted(set(row_labels(grid.cells)))
+    assert rows == ["baseline (init=scratch)", "baseline (init=timm:image_vit_tiny.safetensors)",
+                    "token_dropout:keep=0.5 (init=scratch)",
+                    "token_dropout:keep=0.5 (init=timm:image_vit_tiny.safetensors)"]
+
+
+def test_layer_decay_scales_each_blocks_rate_from_the_head_down():
+    model = build_model("vit_tiny", "joint", 5, 4, 32)  # 3 blocks
+    groups = param_groups(model, 0.05, layer_decay=0.5)
+    scale = {name: g["lr_scale"] for g in groups for p in g["params"]
+             for name, q in model.named_parameters() if q is p}
+    assert scale["head.weight"] == scale["norm.weight"] == 1.0
+    assert scale["blocks.2.mlp.fc1.weight"] == 0.5 and scale["blocks.0.attn.qkv.weight"] == 0.125
+    assert scale["patch_embed.proj.weight"] == scale["pos_embed.spatial"] == 0.0625
+    decays = {name: g["weight_decay"] for g in groups for p in g["params"]
+              for name, q in model.named_parameters() if q is p}
+    assert decays["pos_embed.spatial"] == 0 and decays["blocks.0.attn.qkv.bias"] == 0
+    assert decays["blocks.0.attn.qkv.weight"] == 0.05
+    factorised = build_model("vit_tiny", "factorised", 5, 4, 32)  # 3 spatial blocks, 1 temporal
+    order = {name: g["lr_scale"] for g in param_groups(factorised, 0.05, 0.5) for p in g["params"]
+             for name, q in factorised.named_parameters() if q is p}
+    assert order["head.weight"] == 1 > order["temporal_blocks.0.attn.qkv.weight"] > order["spatial_norm.weight"] \
+        > order["spatial_blocks.2.attn.qkv.weight"] > order["spatial_blocks.0.attn.qkv.weight"] \
+        > order["patch_embed.proj.weight"]
+
+
+def test_a_run_applies_the_scales_to_the_learning_rate(tmp_path):
+    config = tiny(budget="2steps", layer_decay=0.5, warmup=0.0)
+    run = Run(config.resolve(), tmp_path / "run")
+    run._set_learning_rate(0.5, run.base)
+    rates = {g["lr_scale"]: g["lr"] for g in run.optimizer.param_groups}
+    assert rates[1.0] == pytest.approx(config.lr * 0.5)  # linear decay at progress 0.5
+    assert rates[0.25] == pytest.approx(config.lr * 0.5 * 0.25)
+    assert RunConfig(layer_decay=0.75).resolve().run_id() != RunConfig().resolve().run_id()
