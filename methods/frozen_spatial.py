@@ -1,8 +1,16 @@
 """Frozen spatial encoder for the ViViT factorised encoder (Gowda, Arnab, Huang, "Optimizing ViViT Training:
-Time and Memory Reduction for Action Recognition", arXiv 2306.04822). No public code; ViViT-FE details
-follow google-research/scenic (projects/vivit), as in vtbench.models.vivit.
+Time and Memory Reduction for Action Recognition", arXiv 2306.04822; ECCV 2024 as "Optimizing Factorized Encoder
+Models"). No public code; ViViT-FE details follow google-research/scenic (projects/vivit), as in
+vtbench.models.vivit.
 
-Two stages inside one budget:
+What the paper says, as far as it could be read here: its abstract (the body text could not be had) freezes the
+spatial transformer, and says this works only with (1) an appropriately initialised temporal transformer and (2)
+a compact adapter between the frozen spatial outputs and the temporal transformer. A reader's summary of the
+body (github.com/bobochow/Study-notes, SFA-ViViT.md; second-hand) describes two stages: first the model, its
+spatial side from an image-pretrained ViT, trains on few frames (8); then the spatial transformer is frozen, an
+adapter is added, the clip grows, and the temporal transformer trained in the first stage carries on.
+
+How the suite runs it, inside one budget:
 
 1. the first `stage1` fraction of progress (default 0.3) trains the whole ViViT-FE end to end on shorter
    clips of `stage1_frames` frames (default half the base frames, and never fewer than two tubelets: the
@@ -12,30 +20,33 @@ Two stages inside one budget:
    activations are not kept, and their optimizer state is dropped), the temporal encoder carries on from stage
    1, an adapter sits between the two, and only adapter, temporal encoder and head train, on full-length
    clips. At the switch stage 2's temporal position table is stage 1's, linearly interpolated up to the full
-   length, so every entry the temporal encoder starts stage 2 with derives from trained stage-1 entries (the
-   paper's "well-initialised temporal encoder").
+   length, so every entry the temporal encoder starts stage 2 with derives from trained stage-1 entries.
+
+Where the weights start is the run's `init` setting, not the method's:
+
+- as published (per the summary above): `init: {file: IMAGE.safetensors, format: timm}` (the spatial side from
+  an image ViT, inflated; the temporal side at its initialisation) with the default two stages;
+- frozen from the first step: the same init with `stage1: 0`; the temporal encoder then starts as
+  `init.temporal` says: `random` (scenic's choice for an image checkpoint) or `from_spatial` (the image's first
+  blocks), or from a checkpoint that has one (`init.format: vtbench`, a finished ViViT-FE run);
+- from scratch (`init` empty): the suite's own approximation of the method, both stages on random weights.
 
 Adapters (the paper calls its adapter compact and focused on image regions; its form is not public, so these
 are ours): `attn_pool` (default: a learned query attends over each frame index's spatial outputs, added to the
 frame's CLS output) or `mlp` (a residual bottleneck MLP on each frame's CLS output). Both start close to the
 identity on the CLS output, so the temporal encoder sees at the switch what it saw in stage 1.
 
-The spatial encoder may instead start from an image checkpoint (`checkpoint: FILE`, a timm ViT state dict
-with the same width and depth; the 2D patch kernel is inflated over the tubelet's frames), with `stage1: 0`:
-then it is frozen from the first step.
-
-Departures and decisions: the split of the budget and the shorter stage-1 clips are ours (the paper's split is
-not public). METHODS.md's first default for `stage1_frames` was a quarter of the frames: on the default model that
-is one temporal token, from which stage 1 learns no order, hence half (rounded up to whole tubelets) and at least
-two tokens. Cost accounting: stage 1 is on the clock; summary.json also reports the stage-2 on-clock seconds
+Departures and decisions: trained from scratch by default (the paper starts from an image model: set `init`);
+the split of the budget and the length of stage-1 clips are ours (the paper's are not public here). The method
+document's first default for `stage1_frames` was a quarter of the frames: on the default model that is one
+temporal token, from which stage 1 learns no order, hence half (rounded up to whole tubelets) and at least two
+tokens. Cost accounting: stage 1 is on the clock; summary.json also reports the stage-2 on-clock seconds
 (`stage2_train_s`) and the peaks of the training windows after the switch (`stage2_mem_allocated`,
 `stage2_mem_reserved` on CUDA, `stage2_mem_rss` everywhere), without the optimizer state of what it froze.
 """
 
-from pathlib import Path
 
 import torch
-from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from vtbench.engine.shape import BatchShape
@@ -128,52 +139,6 @@ def freeze_spatial(model: ViViTFactorised) -> None:
         p.grad = None
 
 
-def load_image_checkpoint(model: ViViTFactorised, path: str | Path) -> None:
-    """Load a timm ViT state dict into the tubelet embedding and spatial encoder; name the first mismatch."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"method 'frozen_spatial': checkpoint file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
-    grid = model.pos_embed.grid[1:]
-    ours: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key == "patch_embed.proj.weight":
-            frames = model.patch_embed.tubelet[0]
-            ours[key] = value.unsqueeze(2).repeat(1, 1, frames, 1, 1) / frames  # inflate over the tubelet
-        elif key == "pos_embed":
-            table = resample_abs_pos_embed(value, list(grid), num_prefix_tokens=1)
-            ours["pos_embed.spatial"] = table[0, 1:]
-            cls_position = table[0, :1]
-        elif key == "cls_token":
-            ours["spatial_cls"] = value
-        elif key.startswith("blocks."):
-            ours["spatial_" + key] = value
-        elif key.startswith("norm."):
-            ours["spatial_" + key] = value
-        elif key.startswith("patch_embed."):
-            ours[key] = value
-    if "spatial_cls" in ours and "pos_embed.spatial" in ours:
-        ours["spatial_cls"] = ours["spatial_cls"] + cls_position
-    targets = dict(model.named_parameters())
-    needed = ["patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed.spatial", "spatial_cls"] + [
-        n for n in targets if n.startswith(("spatial_blocks.", "spatial_norm."))]
-    for name in needed:
-        if name not in ours:
-            raise ConfigError(f"method 'frozen_spatial': checkpoint {path} lacks {name!r} "
-                              f"(first mismatching key; expected a timm ViT state dict)")
-        if ours[name].shape != targets[name].shape:
-            raise ConfigError(f"method 'frozen_spatial': checkpoint {path} key {name!r} has shape "
-                              f"{tuple(ours[name].shape)}, the spatial encoder needs {tuple(targets[name].shape)}")
-    extra = sorted(k for k in ours if k.startswith("spatial_blocks.") and k not in targets)
-    if extra:
-        raise ConfigError(f"method 'frozen_spatial': checkpoint {path} has {extra[0]!r}, which the spatial encoder "
-                          f"lacks (first mismatching key: more blocks than depth {len(model.spatial_blocks)}?)")
-    with torch.no_grad():
-        for name in needed:
-            targets[name].copy_(ours[name])
-
-
 @register
 class FrozenSpatial(Method):
     name = "frozen_spatial"
@@ -184,16 +149,17 @@ class FrozenSpatial(Method):
 
     def __init__(self, stage1: float = 0.3, stage1_frames: int | None = None, adapter: str = "attn_pool",
                  checkpoint: str | None = None):
+        if checkpoint is not None:
+            raise ValueError(f"checkpoint={checkpoint!r}: the spatial encoder's start is now the run's init setting "
+                             f"(init.file={checkpoint}, init.format=timm; with stage1=0 to freeze it from the "
+                             "first step)")
         if not 0 <= stage1 < 1:
             raise ValueError(f"stage1={stage1!r} is outside the allowed range [0, 1)")
         if adapter not in ADAPTERS:
             raise ValueError(f"adapter={adapter!r} is not allowed; choose one of {', '.join(ADAPTERS)}")
         if stage1_frames is not None and (not isinstance(stage1_frames, int) or stage1_frames < 1):
             raise ValueError(f"stage1_frames={stage1_frames!r} must be a whole number of frames >= 1")
-        if checkpoint is not None and stage1 != 0:
-            raise ValueError(f"checkpoint={checkpoint!r} starts the spatial encoder from an image model: "
-                             f"set stage1=0 (got stage1={stage1})")
-        self.stage1, self.stage1_frames, self.adapter_kind, self.checkpoint = stage1, stage1_frames, adapter, checkpoint
+        self.stage1, self.stage1_frames, self.adapter_kind = stage1, stage1_frames, adapter
         self.stage = 1
         self.switch_used_s: float | None = None
         self.model: ViViTFactorised | None = None
@@ -217,8 +183,6 @@ class FrozenSpatial(Method):
         inner = AttentionPool(model.dim, model.spatial_blocks[0].attn.num_heads) if self.adapter_kind == "attn_pool" \
             else BottleneckMLP(model.dim)
         model.adapter = StagedAdapter(inner)
-        if self.checkpoint:
-            load_image_checkpoint(model, self.checkpoint)
         self.model, self.clock, self.begin_phase = model, run.clock, run.begin_phase
         if self.stage1 == 0:
             self._switch()

@@ -14,7 +14,9 @@ and in evaluation alike (it is part of the model's input).
 `threshold` is in grey levels of the 0-255 scale, whatever the data set's normalisation (the data set states its
 `pixel_std`). Its default, 5.74, is the reference's 0.1 on clips normalised with a standard deviation of 0.225.
 
-Departures from the reference: the reference packs a batch's tokens into one sequence with xformers' block-diagonal
+Departures from the reference: runs start from random weights unless the run sets `init` (the paper fine-tunes
+VideoMAE and VideoMAE-2 checkpoints: `init: {file: ..., format: videomae}` with `model_args` `pos_embed: sincos`,
+`fc_norm: true`, `qkv_bias: qv`). The reference packs a batch's tokens into one sequence with xformers' block-diagonal
 mask (a variable-length kernel); we pad to the batch's largest count, rounded up to a multiple of 16
 (scaled_dot_product_attention with a padding mask), which gives every clip the attention it would get alone but
 saves compute only when every clip of the batch drops tokens. Packing was measured against it

@@ -17,7 +17,8 @@ panel against the `keep` column, the share of tokens the blocks saw on average (
 Parameters: `r`, tokens merged per block (a constant schedule, ToMe's `r`), or `keep`, the share of the tokens left
 after the last block (r = the tokens to remove spread evenly over the blocks); `proportional` on or off.
 
-Departures from the reference: the model is our joint space-time ViT over tubelets (ToMe's video results use MAE
+Departures from the reference: runs start from random weights unless the run sets `init` (ToMe's video results
+fine-tune MAE-ST models). The model is our joint space-time ViT over tubelets (ToMe's video results use MAE
 ViT-L on Kinetics-400 clips). `keep`, our default of 0.5, is ours (ToMe sets r directly): each block merges the
 tokens still to remove spread over the blocks left, at most half of them per block (so a keep below 1 / (depth + 1)
 is not reached). ToMe's inflected schedules (r, inflection) are not offered. Proportional attention is the

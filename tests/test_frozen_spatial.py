@@ -5,12 +5,14 @@ import pytest
 import timm
 import torch
 from conftest import tiny
+from safetensors.torch import save_file
 
 from vtbench import methods
 from vtbench.engine.config import MethodSpec
 from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
 from vtbench.methods import Method, build_method
+from vtbench.models import build_model
 from vtbench.models.embed import temporal_resampler
 
 MODEL = {"dim": 32, "depth": 2, "heads": 2, "tubelet": [2, 8, 8], "temporal_depth": 1}
@@ -184,36 +186,45 @@ def test_the_stage_switch_survives_checkpoint_and_resume(monkeypatch, tmp_path):
 
 
 def _timm_state(tmp_path, depth=2):
+    """A tiny image ViT with every parameter random (nothing at zero), saved as timm saves it."""
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
                             depth=depth, num_heads=2, num_classes=0)
-    path = tmp_path / f"vit_depth{depth}.pth"
-    torch.save(vit.state_dict(), path)
-    return vit, path
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    path = tmp_path / f"vit_depth{depth}.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    return vit.eval(), path
 
 
-def test_the_spatial_encoder_can_start_from_an_image_checkpoint(tmp_path):
-    from vtbench.engine.shape import BatchShape
-    from vtbench.methods import RunContext
-    from vtbench.models import build_model
-
+def test_as_published_the_spatial_encoder_is_the_image_model_and_never_changes(snapshot, tmp_path):
     vit, path = _timm_state(tmp_path)
-    model = build_model("vit_tiny", "factorised", 5, 8, 32, **{**MODEL, "tubelet": (2, 8, 8)})
-    method = build_method(MethodSpec("frozen_spatial", {"stage1": 0, "checkpoint": str(path)}))
-    method.prepare(RunContext(tiny().resolve(), model, BatchShape(2, 8, 32, 2), 5, torch.device("cpu"), None))
-    assert torch.equal(model.spatial_blocks[1].mlp.fc2.weight, vit.blocks[1].mlp.fc2.weight)
-    assert torch.allclose(model.pos_embed.spatial, vit.pos_embed[0, 1:])
-    # a still image repeated over a tubelet embeds as the 2D patch embedding does
-    image = torch.randn(1, 3, 32, 32)
-    ours = model.patch_embed(image.unsqueeze(2).repeat(1, 1, 2, 1, 1))[0, 0]
-    assert torch.allclose(ours, vit.patch_embed(image)[0].reshape(4, 4, 32), atol=1e-5)
-    assert method.stage == 2 and not any(p.requires_grad for p in model.spatial_parameters())
+    config = tiny(arch="factorised", frames=8, size=32, budget="6steps", model_args=MODEL, lr=0.05,
+                  init={"file": str(path), "format": "timm"},
+                  methods=[MethodSpec("frozen_spatial", {"stage1": 0}), MethodSpec("snapshot")])
+    run_dir = execute(config, tmp_path / "out", progress_bar=False)
+    first, last = Snapshot.log[0], Snapshot.log[-1]
+    assert _same(first["spatial"], last["spatial"]) and not last["spatial_grads"]  # frozen from the first step
+    assert not _same(first["temporal"], last["temporal"])  # while the temporal encoder trains
+    model = build_model("vit_tiny", "factorised", 10, 8, 32, **MODEL)
+    with torch.no_grad():
+        for p, value in zip(model.spatial_parameters(), first["spatial"], strict=True):
+            p.copy_(value)
+        clip = torch.randn(2, 3, 8, 32, 32)
+        frames, _ = model.spatial(model.embed(clip))
+        for t in range(4):  # each frame index's CLS output is the image model's on that tubelet's central frame
+            image = vit.forward_features(clip[:, :, 2 * t + 1])[:, 0]
+            assert torch.allclose(frames[:, t, 0], image, atol=1e-4)
+    init = json.loads((run_dir / "summary.json").read_text())["init"]
+    assert init["format"] == "timm" and init["inflate"] == "central" and init["random"] == []
+    assert "patch_embed.proj.weight" in init["made"] and init["replaced"] == ["head.bias", "head.weight"]
 
 
-def test_a_mismatching_checkpoint_names_the_first_mismatching_key(tmp_path):
+def test_a_mismatching_checkpoint_names_the_key_and_writes_nothing(tmp_path):
     _, path = _timm_state(tmp_path, depth=3)
-    config = tiny(arch="factorised", frames=8, size=32, model_args=MODEL,
-                  methods=[MethodSpec("frozen_spatial", {"stage1": 0, "checkpoint": str(path)})])
-    with pytest.raises(ConfigError, match=r"has .spatial_blocks\.2\.[a-z0-9_.]+., which the spatial encoder lacks"):
+    config = tiny(arch="factorised", frames=8, size=32, model_args=MODEL, init={"file": str(path), "format": "timm"},
+                  methods=[MethodSpec("frozen_spatial", {"stage1": 0})])
+    with pytest.raises(ConfigError, match=r"unexpected spatial_blocks\.2\."):
         execute(config, tmp_path / "out", progress_bar=False)
     assert not (tmp_path / "out").exists()
 
@@ -231,7 +242,7 @@ def test_frozen_spatial_with_token_dropout(tmp_path):
     ({"stage1": 1.0}, r"stage1=1.0 is outside the allowed range \[0, 1\)"),
     ({"stage1": -0.1}, r"stage1=-0.1 is outside"),
     ({"adapter": "linear"}, "adapter='linear' is not allowed; choose one of attn_pool, mlp"),
-    ({"checkpoint": "vit.pth"}, "set stage1=0"),
+    ({"checkpoint": "vit.pth"}, "now the run's init setting"),
 ])
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(ConfigError, match=message):

@@ -12,7 +12,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.engine.config import MethodSpec, RunConfig, parse_method
 from vtbench.methods import REGISTRY
 from vtbench.methods.card import Claim
 
@@ -41,7 +41,8 @@ def reproduction_table(final: pd.DataFrame, evals: pd.DataFrame, table: pd.DataF
                 _final(chosen, row.baseline, row.budget, setting)
             seeds = sorted(set(measured.index) & set(baseline.index))
             difference = paired.paired_difference(measured.loc[seeds], baseline.loc[seeds])
-            compute, memory = paper_scale(name, claim)
+            params = tuple(sorted(parse_method(row.method.split(" ")[0]).params.items())) or claim.params
+            compute, memory = paper_scale(name, claim, params)  # of the setting measured here, at paper scale
             rows.append({
                 "paper": claim.paper, "claim": claim.claim, "method": row.method, "budget": row.budget,
                 "seeds": len(seeds), "evaluation": setting, "top1": str(Interval.of(measured)),
@@ -96,17 +97,18 @@ def claims() -> dict[str, Claim]:
 
 
 @cache
-def paper_scale(name: str, claim: Claim) -> tuple[float, float]:
+def paper_scale(name: str, claim: Claim, params: tuple = ()) -> tuple[float, float]:
     """(compute, memory): the baseline's compute per clip (training, or the forward pass where the claim is about
-    inference) over the method's, averaged over the run's progress (clips per FLOP gained), and the baseline's
-    activation memory per step over the method's peak, at the paper's model and input."""
+    inference) over the method's with `params` (default: the claim's), averaged over the run's progress (clips per
+    FLOP gained), and the baseline's activation memory per step over the method's peak, at the paper's model and
+    input."""
     from vtbench.engine.estimate import estimate, estimate_run
 
     if not claim.estimable:  # its cost depends on the content: the study's own `keep` column gives it
         return float("nan"), float("nan")
     config = RunConfig(model=claim.model, arch=claim.arch, frames=claim.frames, size=claim.size)
     base = estimate(config, [])
-    estimated = claim.estimated or ((name, claim.params),)
+    estimated = claim.estimated or ((name, params or claim.params),)
     steps = estimate_run(config, [MethodSpec(m, dict(p)) for m, p in estimated], POINTS)
     cost = f"{claim.cost}_gflops"
     compute = float(np.mean([getattr(base, cost) / getattr(s, cost) for s in steps]))
