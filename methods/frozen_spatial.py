@@ -28,7 +28,8 @@ Where the weights start is the run's `init` setting, not the method's:
   an image ViT, inflated; the temporal side at its initialisation) with the default two stages;
 - frozen from the first step: the same init with `stage1: 0`; the temporal encoder then starts as
   `init.temporal` says: `random` (scenic's choice for an image checkpoint) or `from_spatial` (the image's first
-  blocks), or from a checkpoint that has one (`init.format: vtbench`, a finished ViViT-FE run);
+  blocks); or every weight, the temporal encoder's included, from a finished frozen_spatial run
+  (`init.format: vtbench`: its weights load into the model frozen_spatial makes, adapter and tables included);
 - from scratch (`init` empty): the suite's own approximation of the method, both stages on random weights.
 
 Adapters (the paper calls its adapter compact and focused on image regions; its form is not public, so these

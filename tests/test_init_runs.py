@@ -10,7 +10,7 @@ from conftest import tiny
 from safetensors.torch import load_file
 
 from vtbench.cli.main import main
-from vtbench.engine.config import RunConfig, apply
+from vtbench.engine.config import MethodSpec, RunConfig, apply
 from vtbench.engine.pretrain import pretrain
 from vtbench.engine.runner import Run, execute
 from vtbench.errors import ConfigError
@@ -168,3 +168,58 @@ def test_a_run_applies_the_scales_to_the_learning_rate(tmp_path):
     assert rates[1.0] == pytest.approx(config.lr * 0.5)  # linear decay at progress 0.5
     assert rates[0.25] == pytest.approx(config.lr * 0.5 * 0.25)
     assert RunConfig(layer_decay=0.75).resolve().run_id() != RunConfig().resolve().run_id()
+
+
+def test_runs_without_a_start_keep_the_ids_they_had_before_starts_existed():
+    # ids of runs made before `init` and `layer_decay` were settings (computed at commit 33041f8): results found
+    assert RunConfig().resolve().run_id() == "60e862819d5e"
+    assert RunConfig(arch="factorised", model="vit_small").resolve().run_id() == "5d287089d5a0"
+
+
+def test_one_start_has_one_id_however_its_defaults_are_spelt(image_checkpoint):
+    bare = tiny(init={"file": str(image_checkpoint), "format": "timm"}).resolve()
+    spelt = tiny(init={"file": str(image_checkpoint), "format": "timm", "inflate": "central", "strict": True})
+    assert bare.run_id() == spelt.resolve().run_id()
+
+
+def test_a_finished_run_of_another_model_is_refused_by_name(tmp_path):
+    parent = execute(tiny(budget="1steps", eval_every=1.0), tmp_path / "parent", progress_bar=False)
+    with pytest.raises(ConfigError, match=r"the run trained another model: model_args .*'depth': 1.* \(this run: "):
+        tiny(model_args={"dim": 32, "depth": 2, "heads": 2, "tubelet": [2, 4, 4]},
+             init={"file": str(parent), "format": "vtbench"}).resolve()
+
+
+def test_a_run_of_a_method_that_changes_the_model_fine_tunes_the_same_method(tmp_path):
+    # frozen_spatial adds an adapter and a staged position table: its weights load into the model it makes again
+    model = {"dim": 32, "depth": 1, "heads": 2, "tubelet": [2, 8, 8], "temporal_depth": 1}
+    base = dict(arch="factorised", frames=8, size=32, model_args=model, eval_every=1.0)
+    parent = execute(tiny(budget="4steps", methods=[MethodSpec("frozen_spatial", {"stage1": 0.5})], **base),
+                     tmp_path / "parent", progress_bar=False)
+    child = tiny(budget="1steps", lr=1e-30, methods=[MethodSpec("frozen_spatial", {"stage1": 0})],
+                 init={"file": str(parent), "format": "vtbench"}, **base)
+    summary = json.loads((execute(child, tmp_path / "child", progress_bar=False) / "summary.json").read_text())
+    assert summary["init"]["random"] == [] and summary["init"]["unused"] == []
+    assert summary["top1"] == json.loads((parent / "summary.json").read_text())["top1"]
+
+
+def test_a_grid_whose_start_does_not_fit_is_refused_before_any_cell(image_checkpoint, tmp_path):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(f"""
+study: misfit
+base: {{model_args: {{dim: 64, depth: 3, heads: 4, tubelet: [2, 8, 8]}}, frames: 4, size: 32}}
+inits: [{{file: {image_checkpoint}, format: timm}}]
+budgets: [2steps]
+""")
+    misshapen = r"wrong shape .*blocks\.0\.attn\.qkv\.weight \(384, 128\) \(model: \(192, 64\)\)"
+    with pytest.raises(ConfigError, match=misshapen):
+        load_grid(grid_file)
+
+
+def test_a_training_scripts_checkpoint_with_its_arguments_loads(tmp_path):
+    import argparse
+
+    from vtbench.models.weights import read_state
+
+    torch.save({"model": {"blocks.0.norm1.weight": torch.ones(4)}, "epoch": 3,
+                "args": argparse.Namespace(lr=5e-4)}, tmp_path / "checkpoint-99.pth")  # as VideoMAE saves
+    assert list(read_state(tmp_path / "checkpoint-99.pth")) == ["blocks.0.norm1.weight"]

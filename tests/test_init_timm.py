@@ -1,7 +1,6 @@
 """Inflating a timm image ViT into vtbench's video models (vtbench.models.inflate): the inflated model computes on
 a clip of identical frames what the image model computes on the frame."""
 
-import inspect
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from torch import nn
 from vtbench.errors import ConfigError
 from vtbench.models import build_model
 from vtbench.models.inflate import from_timm
-from vtbench.models.video_vit import VideoViT
 from vtbench.models.weights import load_into, read_state
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -229,13 +227,6 @@ def test_fc_norm_loads_where_the_model_has_one(tmp_path):
     torch.testing.assert_close(model.fc_norm.weight, vit.fc_norm.weight)
 
 
-def needs(option: str):
-    return pytest.mark.skipif(option not in inspect.signature(VideoViT).parameters,
-                              reason=f"VideoViT has no {option} option yet")
-
-
-@needs("fc_norm")
-@needs("qkv_bias")
 @pytest.mark.parametrize("model_options, image_options", [
     (dict(fc_norm=True), dict(global_pool="avg")),  # pool then norm, on both sides
     (dict(qkv_bias="none"), dict(global_pool="avg", fc_norm=False, qkv_bias=False)),
@@ -252,7 +243,6 @@ def test_joint_model_options_on_a_still_clip(tmp_path, model_options, image_opti
         assert torch.count_nonzero(model.blocks[0].attn.qkv.bias[64:128]) == 0
 
 
-@needs("pos_embed")
 def test_fixed_position_table_is_kept(tmp_path):
     vit = image_vit(class_token=True, global_pool="token")
     model = joint(pos_embed="sincos", cls_token=True, pool="cls")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from vtbench.engine.config import RunConfig, apply, load_run_config, parse_method, parse_set
+from vtbench.engine.init import check_fits
 from vtbench.errors import VtbenchError
 from vtbench.studies.folder import writable_folder
 
@@ -307,6 +308,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     nproc = launched if launched > 1 else args.nproc
     config = (apply(config, {"nproc": nproc}) if nproc is not None else config).resolve()
     main_rank = launched <= 1 or os.environ.get("RANK", "0") == "0"
+    check_fits(config)  # a checkpoint that does not fit is refused before a folder or a process exists
     out = writable_folder(Path(args.out))
     claim = _claim_run(out, config.run_id(), args.wait) if main_rank else None
     try:

@@ -158,7 +158,7 @@ class RunConfig:
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1] (1: every layer at the full learning rate), "
                               f"got {self.layer_decay}")
-        check_init(self.init, self.arch)
+        check_init(self.init, self.arch, self.model, self.model_args)
         for name in ("weight_decay", "grad_clip", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -9,16 +9,22 @@ table), every key of the file must find its place, except the classifier, which 
 differs; anything else is one error naming the keys, unless `strict: false`. What was loaded, made, replaced or
 left at random goes into summary.json (`init`). The file enters the run id by its content (`fingerprint`), so a
 moved file is the same start and a changed one another.
+
+An image or VideoMAE checkpoint loads into the model as built, before the methods adapt it; a vtbench run's
+weights load after them, into the model its own methods made (a frozen_spatial run's adapter, Flux's heads).
 """
 
 import hashlib
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
 from torch import nn
 
 from vtbench.engine import results
-from vtbench.errors import ConfigError
+from vtbench.errors import ConfigError, VtbenchError
+from vtbench.models import build_model
 from vtbench.models.inflate import INFLATIONS, TEMPORAL, from_timm
 from vtbench.models.videomae import from_videomae
 from vtbench.models.weights import Converted, load_into, read_state
@@ -30,10 +36,11 @@ FORMATS: dict[str, dict[str, tuple]] = {
     "vtbench": {},
 }
 COMMON = ("file", "format", "strict")
+AFTER_METHODS = ("vtbench",)  # formats whose weights fit the model as the methods made it
 _hashes: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a checkpoint is hashed once per process
 
 
-def check_init(init: dict[str, Any], arch: str) -> None:
+def check_init(init: dict[str, Any], arch: str, model: str, model_args: dict[str, Any]) -> None:
     """Refuse, in one line naming the key, an init setting that cannot work, before anything is written."""
     if not init:
         return
@@ -51,25 +58,43 @@ def check_init(init: dict[str, Any], arch: str) -> None:
         raise ConfigError(f"init.strict must be true or false; got {init['strict']!r}")
     if fmt == "videomae" and arch != "joint":
         raise ConfigError("init.format videomae loads into the joint model: set arch=joint")
+    if "temporal" in init and arch != "factorised":
+        raise ConfigError(f"init.temporal starts the factorised model's temporal encoder; arch is {arch}")
     if "file" not in init:
         raise ConfigError(f"init needs a file (init.file=PATH) for format {fmt}")
     checkpoint_path(init)
+    if fmt == "vtbench":
+        _same_model(init, arch, model, model_args)
+
+
+def _same_model(init: dict[str, Any], arch: str, model: str, model_args: dict[str, Any]) -> None:
+    """A finished run's weights fit only the model it trained: the same preset, architecture and options."""
+    folder = checkpoint_path(init).parent
+    parent = yaml.safe_load((folder / results.CONFIG).read_text()) if (folder / results.CONFIG).is_file() else {}
+    theirs = {"model": parent.get("model", "vit_tiny"), "arch": parent.get("arch", "joint"),
+              "model_args": parent.get("model_args") or {}}
+    ours = {"model": model, "arch": arch, "model_args": model_args}
+    differs = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours if theirs[k] != ours[k]]
+    if differs:
+        raise ConfigError(f"init.file {init['file']}: the run trained another model: {'; '.join(differs)}")
 
 
 def checkpoint_path(init: dict[str, Any]) -> Path:
     """The file `init` names; for a vtbench run, its folder's checkpoint, and only once the run has ended."""
     path = Path(str(init["file"]))
+    if not path.exists():
+        raise ConfigError(f"init.file {path} does not exist")
     if init["format"] != "vtbench":
         if not path.is_file():
-            raise ConfigError(f"init.file {path} does not exist" if not path.exists() else
-                              f"init.file {path} is not a file")
+            raise ConfigError(f"init.file {path} is not a file")
         return path
     folder = path if path.is_dir() else path.parent
     summary = folder / results.SUMMARY
     status = results.read_json(summary).get("status") if summary.is_file() else None
     if status != "completed":
-        raise ConfigError(f"init.file {path} is not a completed vtbench run (its {results.SUMMARY} says "
-                          f"{status or 'nothing'}); give the folder of a run that completed")
+        said = f"its {results.SUMMARY} says {status}" if status else f"it has no {results.SUMMARY}"
+        raise ConfigError(f"init.file {path} is not a completed vtbench run ({said}); give the folder of a run "
+                          "that completed")
     checkpoint = folder / results.CHECKPOINT
     if not checkpoint.is_file():
         raise ConfigError(f"init.file {path}: the run's {results.CHECKPOINT} is missing")
@@ -88,9 +113,17 @@ def _sha256(path: Path) -> str:
     return _hashes[key]
 
 
+def options(init: dict[str, Any]) -> dict[str, Any]:
+    """`init` with every option of its format at its value or default (`strict` too): one start, one spelling."""
+    fmt = init["format"]
+    return {"file": init["file"], "format": fmt, "strict": init.get("strict", True),
+            **{key: init.get(key, values[0]) for key, values in FORMATS[fmt].items()}}
+
+
 def fingerprint(init: dict[str, Any]) -> dict[str, Any]:
-    """`init` with the file replaced by the sha256 of its content (what the run id hashes)."""
-    return {**init, "file": _sha256(checkpoint_path(init))}
+    """`init` with its defaults filled in and the file replaced by the sha256 of its content (what the run id
+    hashes)."""
+    return {**options(init), "file": _sha256(checkpoint_path(init))}
 
 
 def init_label(init: dict[str, Any]) -> str:
@@ -100,17 +133,43 @@ def init_label(init: dict[str, Any]) -> str:
     return f"{init['format']}:{Path(str(init['file'])).name}"
 
 
-def apply_init(model: nn.Module, init: dict[str, Any]) -> dict[str, Any] | None:
-    """Load `init` into `model` (before any method adapts it); what happened, for summary.json."""
-    if not init:
+def _run_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix: one line naming it
+        raise ConfigError(f"init.file {path} cannot be read as a vtbench checkpoint: "
+                          f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ConfigError(f"init.file {path} holds no model weights")
+    return dict(state["model"])
+
+
+def apply_init(model: nn.Module, init: dict[str, Any], after_methods: bool) -> dict[str, Any] | None:
+    """Load `init` into `model` if its format loads at this point (before the methods adapt the model, or after);
+    what happened, for summary.json, or None."""
+    if not init or (init["format"] in AFTER_METHODS) != after_methods:
         return None
     path = checkpoint_path(init)
-    fmt = init["format"]
-    options = {key: init.get(key, values[0]) for key, values in FORMATS[fmt].items()}
+    chosen = options(init)
+    fmt = chosen["format"]
     if fmt == "vtbench":
-        converted = Converted(dict(results.load_checkpoint(path)["model"]))
+        converted = Converted(_run_weights(path))
     else:
         state = read_state(path)
-        converted = from_timm(state, model, **options) if fmt == "timm" else from_videomae(state, model)
-    report = load_into(model, converted, f"{fmt} checkpoint {path}", strict=init.get("strict", True))
-    return {"format": fmt, "file": str(path), "sha256": _sha256(path), **options, **report.summary()}
+        converted = from_timm(state, model, chosen["inflate"], chosen["temporal"]) if fmt == "timm" else \
+            from_videomae(state, model)
+    report = load_into(model, converted, f"{fmt} checkpoint {path}", strict=chosen["strict"])
+    return {**chosen, "file": str(path), "sha256": _sha256(path), **report.summary()}
+
+
+def check_fits(config) -> None:
+    """Load `config.init` into a throw-away copy of its model, so that a checkpoint that does not fit is refused
+    before any process starts or any folder is written. A vtbench run's weights are checked by the run itself
+    (after its methods made the model); `check_init` has already refused one of another model."""
+    if not config.init or config.init["format"] in AFTER_METHODS:
+        return
+    try:
+        model = build_model(config.model, config.arch, 2, config.frames, config.size, **config.model_args)
+    except VtbenchError:
+        return  # the run names this itself
+    apply_init(model, config.init, after_methods=False)

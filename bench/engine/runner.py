@@ -119,7 +119,7 @@ class Run:
                                   part=(self.world.rank, self.world.size))
         model = build_model(config.model, config.arch, self.train_data.num_classes, config.frames, config.size,
                             **config.model_args)
-        self.init = apply_init(model, config.init)  # before any method adapts the model
+        self.init = apply_init(model, config.init, after_methods=False)  # an image or video model's weights
         self.clock = BudgetClock(self.budget, device=self.device, devices=self.world.size,
                                  charge=self.methods.cost_share())
         self.measure: measure.Measurements | None = None
@@ -127,6 +127,7 @@ class Run:
         context = RunContext(config, model, self.base, self.train_data.num_classes, self.device, self.train_data,
                              self.clock, begin_phase=self._begin_phase)
         self.methods.prepare(context)
+        self.init = self.init or apply_init(context.model, config.init, after_methods=True)  # a finished run's
         self.model = context.model.to(self.device)
         self.compiled = CompileStats() if config.compile else None
         if config.compile:

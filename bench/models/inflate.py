@@ -57,10 +57,10 @@ What the reference does (google-research/scenic, scenic/projects/vivit/model_uti
 - Embedding: `init_embedding` inflates the 2D kernel with `central_frame_initializer` (the kernel at t // 2,
   zeros elsewhere: what every published ViViT config uses, hence vtbench's default), `average_frame_initializer`
   (tiled over t, divided by t) or `average_arp_frame_initializer` (not offered here). Same as here.
-- Position embedding: `init_posemb` keeps the image's class position in front and, for the joint model, tiles
-  the image grid over time (`tile`, the configs' choice), after resizing it spatially with `resize_tile` (scipy
-  zoom, order 1: bilinear). vtbench's separable table with a zero temporal part is that tiling; its spatial
-  resampling is timm's bicubic one (a departure only where the grids differ).
+- Position embedding: `init_posemb` keeps the image's class position in front and, for the joint model, repeats
+  the image grid over time (`tile`, the configs' choice); `resize_tile` first resizes it spatially (scipy zoom,
+  order 1: bilinear) and then repeats it. vtbench's separable table with a zero temporal part is that repetition;
+  its spatial resampling, where the grids differ, is timm's bicubic one (a departure from `resize_tile`).
 - Class token: in scenic's ViT and joint ViViT the position embedding is added after the class token is
   prepended, so the class token has a position; the image's `cls` is copied where the target has `cls`, and
   dropped (with its position) where the target pools by average. vtbench folds the position into the class token
@@ -70,13 +70,13 @@ What the reference does (google-research/scenic, scenic/projects/vivit/model_uti
   here: `spatial_cls` gets the image's class token plus its position, so that the spatial encoder computes on
   each frame what the image model computes on it (its class-token output).
 - Temporal encoder of the factorised encoder: `initialise_from_train_state` loads the image's `Transformer` into
-  `SpatialTransformer` (`vivit_transformer_key`) and fills `TemporalTransformer` only from a checkpoint that has
-  one (a ViViT one); from an image checkpoint the temporal encoder (blocks, `encoder_norm`, 1D position table)
-  and its class token stay at the model's initialisation. Hence the default `temporal="random"`. scenic never
-  starts model 2's temporal encoder from image weights; it does copy the image's attention into the temporal
-  attention of factorised self-attention blocks (model 4, `init_temporal_transformer`, default true; model 3
-  likewise), while its `init_temporal_layer_norm` option only logs and copies nothing. `from_spatial` is
-  vtbench's extension by that analogy, offered as an option, never the default.
+  `SpatialTransformer` (`vivit_transformer_key`) and fills `TemporalTransformer` only from a checkpoint that has one
+  (a ViViT one); from an image checkpoint the temporal encoder (blocks, `encoder_norm`, 1D position table) and its
+  class token stay at the model's initialisation. Hence the default `temporal="random"`. scenic never starts model
+  2's temporal encoder from image weights; it does copy the image's attention into the temporal attention of
+  factorised self-attention blocks (model 3, `init_temporal_transformer`, default true; model 4, factorised
+  dot-product attention, copies the blocks as they are), while its `init_temporal_layer_norm` option only logs and
+  copies nothing. `from_spatial` is vtbench's extension by that analogy, offered as an option, never the default.
 - Classifier: scenic fine-tunes with `restore_output_proj=False`, so the output projection is never restored.
   vtbench loads the image's head when the class count matches; `load_into` replaces it otherwise (`replaced`).
 """
@@ -213,7 +213,8 @@ def _split_positions(pos: torch.Tensor, has_cls: bool, image_grid: tuple[int, in
                 break
         else:
             raise ConfigError(f"init: pos_embed has {n} positions, not a square grid"
-                              f"{' with or without a class position' if has_cls else ''}: give image_grid=(h, w)")
+                              f"{' with or without a class position' if has_cls else ''}; only square image grids "
+                              "are read")
     return pos[0, prefix:], (pos[:, :1] if prefix else None), (h, w)
 
 

@@ -17,12 +17,16 @@ def no_weight_decay(model: nn.Module) -> set[str]:
 
 
 def layer_order(model: nn.Module) -> Callable[[str], int]:
-    """name -> depth of the parameter from the input: the stem 0, block i of the first encoder i + 1, its final
-    norm next, then (factorised) the temporal encoder's blocks; everything else (norms, head, what methods add)
-    at the top, so that it trains at the full rate."""
+    """name -> depth of the parameter from the input: the stem 0, block i of the first encoder i + 1; in the
+    factorised model the spatial norm, the temporal position table and class token and an adapter between the
+    encoders next, then the temporal blocks; everything else (the final norm, the head, what methods add to the
+    model) at the top, at the full rate. A temporal encoder left at its initialisation trains at its lower rate
+    too, as BEiT's rule assumes every layer under the head was pretrained."""
     first = getattr(model, "spatial_blocks", None) or getattr(model, "blocks", None) or []
     temporal = getattr(model, "temporal_blocks", None) or []
-    top = len(first) + len(temporal) + 2 + (1 if temporal is not None and len(temporal) else 0)
+    # BEiT's numbering: stem 0, blocks 1..D, everything above them D + 1 (D counts both encoders' blocks and, in
+    # the factorised model, the step between them)
+    top = len(first) + 1 + (len(temporal) + 1 if len(temporal) else 0)
 
     def order(name: str) -> int:
         found = _BLOCK.match(name)

@@ -8,6 +8,8 @@ except the classifier, which is replaced (left at its fresh initialisation) when
 other mismatch is one error naming the keys, unless `strict=False`.
 """
 
+import argparse
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,9 +62,13 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # training scripts save their arguments beside the weights (VideoMAE: an argparse.Namespace)
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a corrupt or foreign file: say which, in one line
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        wanted = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(err))
+        reason = f"it needs {wanted.group(1)}, which a weights-only load does not run" if wanted else \
+            (str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
         raise ConfigError(f"init.file {path} cannot be read as a checkpoint: {reason}") from None
     while isinstance(state, dict) and len(state) >= 1 and any(k in state for k in WRAPPERS):
         inner = next(state[k] for k in WRAPPERS if k in state)

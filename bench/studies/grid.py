@@ -7,6 +7,7 @@ resume from their checkpoint, failed ones are retried `retries` more times.
 """
 
 import itertools
+import json
 import os
 import socket
 import time
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 
 from vtbench.engine import results
 from vtbench.engine.config import RunConfig, apply, method_spec
+from vtbench.engine.init import check_fits, init_label
 from vtbench.errors import ConfigError
 from vtbench.studies.folder import Claim, read_study_yaml, slurm_options, validate_methods
 
@@ -67,12 +69,19 @@ def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
         cell.methods = specs
         cell = cell.resolve()
         validate_methods(cell, where)
-        label = f"{cell.label()} @ {cell.budget}, seed {seed}"
+        start = f" from {init_label(cell.init)}" if cell.init else ""
+        label = f"{cell.label()}{start} @ {cell.budget}, seed {seed}"
         if cell.run_id() in labels:
             raise ConfigError(f"{where}: the cell {label} is listed twice; each cell must differ in its methods, "
                               "settings, budget or seed")
         labels[cell.run_id()] = label
         cells.append(cell)
+    fitted = set()
+    for cell in cells:  # a start that does not fit its model is refused before any cell runs
+        key = json.dumps([cell.init, cell.model, cell.arch, cell.model_args, cell.frames, cell.size], sort_keys=True)
+        if key not in fitted:
+            check_fits(cell)
+            fitted.add(key)
     return Grid(study, cells, retries, slurm, where, labels)
 
 
