@@ -19,6 +19,7 @@ from vtbench.models.blocks import BlockHook, BlockPlan
 from vtbench.models.tokens import Tokens
 
 from .card import Claim
+from .params import Param
 from .selection import with_motion
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (video (B, C, T, H, W), labels (B,))
@@ -56,6 +57,10 @@ class Method:
 
     name: ClassVar[str] = ""
     claim: ClassVar[Claim | None] = None  # the paper's headline claim, for the reproduction table (methods/card.py)
+    # the constructor's parameters, typed, with their defaults and allowed values (vtbench.methods.params): checked
+    # when a run's configuration resolves and handed to the constructor checked; None (undeclared) only for methods
+    # that tests define
+    params: ClassVar[dict[str, Param] | None] = None
     # selects by the change of each token against the previous frame: motion scores are computed on the full grid
     # before any selection of the list, so that they survive them (vtbench.methods.selection.with_motion)
     uses_motion: ClassVar[bool] = False
@@ -64,6 +69,10 @@ class Method:
     leaves_parameters_unused: ClassVar[bool] = False
     # hooks whose answer one method of a list decides alone
     OWNED_HOOKS: ClassVar[tuple[str, ...]] = ("batch_shape", "eval_shape", "training_loss")
+
+    @classmethod
+    def check_together(cls, values: dict[str, Any]) -> None:
+        """Rules across parameters, on every declared value (defaults filled in): raise ValueError naming them."""
 
     def random_seed(self, seed: int) -> int:
         """The seed the run draws its randomness from (initialisation, data order, augmentation): the run's own for

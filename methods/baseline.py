@@ -10,3 +10,4 @@ from .base import Method
 @register
 class Baseline(Method):
     name = "baseline"
+    params = {}

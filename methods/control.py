@@ -11,17 +11,17 @@ from typing import Any
 
 from . import register
 from .base import Method
+from .params import Param
 
 
 @register
 class Control(Method):
     name = "control"
+    params = {"speedup": Param(float, 2.0, low=1, high=100,
+                               help="the known speed-up: each step is charged 1/speedup of its time and FLOPs")}
 
     def __init__(self, speedup: float = 2.0):
-        speedup = float(speedup)
-        if not 1 <= speedup <= 100:
-            raise ValueError(f"speedup must lie in [1, 100], got {speedup}")
-        self.speedup = speedup
+        self.speedup = float(speedup)
 
     def cost_share(self) -> float:
         return 1 / self.speedup

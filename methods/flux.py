@@ -58,6 +58,7 @@ from vtbench.models.tokens import Tokens
 from . import register
 from .base import Method
 from .card import Claim
+from .params import Param
 from .selection import group_dynamic_select
 
 SEGMENTS = 0  # BatchShape.stride 0: one frame per equal segment of the whole video (TSN style)
@@ -69,6 +70,11 @@ def flexible_shapes(base: BatchShape, tubelet: tuple[int, int, int], budget: int
     frames = range(max(tt, _up(0.75 * base.frames, tt)), int(3 * base.frames) + 1, tt)
     sizes = range(max(p, _up(0.5 * base.size, p)), int(1.5 * base.size) + 1, p)
     return [(f, s) for f in frames for s in sizes if budget <= (f // tt) * (s // p) ** 2 <= 3 * budget]
+
+
+def _fractions(budgets: list) -> bool:
+    return len(budgets) >= 2 and all(isinstance(b, int | float) and not isinstance(b, bool) and 0 < b <= 1
+                                     for b in budgets)
 
 
 def _up(value: float, step: int) -> int:
@@ -84,16 +90,18 @@ class Flux(Method):
                   "here)", "ViT-B, 16 x 224^2, 1/4 of the tokens",
                   estimated=(("token_dropout", (("keep", 0.25),)),), cost="forward", setting="fewest tokens")
     uses_motion = True
+    params = {
+        "tokens": Param(int, None, low=1, rule="a positive whole number of tokens", unset="the base count",
+                        help="the token budget K kept per clip"),
+        "flexible": Param(bool, True, help="sample each batch at a random (frames, size) whose token count lies in "
+                                           "[K, 3K]"),
+        "budgets": Param(list, None, rule="a list of at least two fractions in (0, 1]", check=_fractions,
+                         unset="one budget", help="Flux-Multi: one pass and one head per budget, fractions of K"),
+        "align_weight": Param(float, 1.0, low=0, help="weight of the smaller budgets' feature alignment loss"),
+    }
 
     def __init__(self, tokens: int | None = None, flexible: bool = True, budgets: list[float] | None = None,
                  align_weight: float = 1.0):
-        if tokens is not None and (not isinstance(tokens, int) or tokens < 1):
-            raise ValueError(f"tokens={tokens!r} must be a positive whole number of tokens (or unset: the base count)")
-        if budgets is not None:
-            if not isinstance(budgets, list) or len(budgets) < 2 or not all(0 < b <= 1 for b in budgets):
-                raise ValueError(f"budgets={budgets!r} must be a list of at least two fractions in (0, 1]")
-        if align_weight < 0:
-            raise ValueError(f"align_weight={align_weight!r} must be >= 0")
         self.tokens, self.flexible, self.align_weight = tokens, flexible, align_weight
         self.budgets = sorted(budgets, reverse=True) if budgets else None
         self.shapes: list[tuple[int, int]] = []

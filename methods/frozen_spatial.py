@@ -58,6 +58,7 @@ from vtbench.models.vivit import ViViTFactorised
 from . import register
 from .base import Method
 from .card import Claim
+from .params import Param
 
 ADAPTERS = ("attn_pool", "mlp")
 
@@ -147,19 +148,20 @@ class FrozenSpatial(Method):
                   "about 50% less cost and memory, up to +1.79 top-1", "ViViT-FE B, 32 x 224^2, stage 1 counted",
                   arch="factorised", frames=32)
     leaves_parameters_unused = True  # the adapter and stage 2's position table wait, untouched, for stage 2
+    params = {
+        "stage1": Param(float, 0.3, low=0, high=1, high_open=True, help="the first fraction of progress, trained "
+                                                                          "end to end on shorter clips"),
+        "stage1_frames": Param(int, None, low=1, rule="a whole number of frames >= 1",
+                               unset="half the base frames, at least two tubelets", help="stage 1's clip length"),
+        "adapter": Param(str, "attn_pool", choices=ADAPTERS, help="between the frozen spatial encoder and the "
+                                                                   "temporal one"),
+        "checkpoint": Param(str, None, removed="the spatial encoder's start is now the run's init setting "
+                                              "(init.file: that file, init.format: timm; with stage1=0 to freeze it "
+                                              "from the first step)"),
+    }
 
     def __init__(self, stage1: float = 0.3, stage1_frames: int | None = None, adapter: str = "attn_pool",
                  checkpoint: str | None = None):
-        if checkpoint is not None:
-            raise ValueError(f"checkpoint={checkpoint!r}: the spatial encoder's start is now the run's init setting "
-                             f"(init.file={checkpoint}, init.format=timm; with stage1=0 to freeze it from the "
-                             "first step)")
-        if not 0 <= stage1 < 1:
-            raise ValueError(f"stage1={stage1!r} is outside the allowed range [0, 1)")
-        if adapter not in ADAPTERS:
-            raise ValueError(f"adapter={adapter!r} is not allowed; choose one of {', '.join(ADAPTERS)}")
-        if stage1_frames is not None and (not isinstance(stage1_frames, int) or stage1_frames < 1):
-            raise ValueError(f"stage1_frames={stage1_frames!r} must be a whole number of frames >= 1")
         self.stage1, self.stage1_frames, self.adapter_kind = stage1, stage1_frames, adapter
         self.stage = 1
         self.switch_used_s: float | None = None

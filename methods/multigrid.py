@@ -50,6 +50,7 @@ from vtbench.errors import ConfigError
 from . import register
 from .base import Method
 from .card import Claim
+from .params import Param
 
 LONG_FACTORS = ((0.25, 2**-0.5), (0.5, 2**-0.5), (0.5, 1.0), (1.0, 1.0))
 SHORT_FACTORS = (0.5, 2**-0.5)
@@ -149,15 +150,20 @@ class Multigrid(Method):
     name = "multigrid"
     claim = Claim("Multigrid (Wu et al., CVPR 2020)", "the same accuracy in less time",
                   "4.5x less wall-clock (R50 SlowFast, K400), +0.8 top-1", "ViT-B, 16 x 224^2, long + short cycle")
+    params = {
+        "long_cycle": Param(bool, True, help="cycle through the long cycle's stages (fewer frames, smaller sizes, "
+                                             "more clips)"),
+        "short_cycle": Param(bool, True, help="within a stage, cycle through smaller sizes step by step"),
+        "cycles": Param(int, 3, low=1, help="long cycles over the progress before the final phase"),
+        "final": Param(float, 0.2, low=0, high=1, high_open=True, help="the last fraction of progress, trained at "
+                                                                         "the base shape's stage"),
+        "lr_scaling": Param(str, "none", choices=LR_SCALINGS, help="the learning rate times a stage's batch "
+                                                                     "multiplier, its square root, or unchanged"),
+        "final_short_cycle": Param(bool, True, help="keep the short cycle in the final phase"),
+    }
 
     def __init__(self, long_cycle: bool = True, short_cycle: bool = True, cycles: int = 3, final: float = 0.2,
                  lr_scaling: str = "none", final_short_cycle: bool = True):
-        if not isinstance(cycles, int) or cycles < 1:
-            raise ValueError(f"cycles={cycles!r} must be a whole number >= 1")
-        if not 0 <= final < 1:
-            raise ValueError(f"final={final!r} is outside the allowed range [0, 1)")
-        if lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling={lr_scaling!r} is not allowed; choose one of {', '.join(LR_SCALINGS)}")
         self.long_cycle, self.short_cycle, self.cycles, self.final = long_cycle, short_cycle, cycles, final
         self.lr_scaling, self.final_short_cycle = lr_scaling, final_short_cycle
         self.stages: list[Stage] = []

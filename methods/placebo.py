@@ -12,15 +12,16 @@ import numpy as np
 
 from . import register
 from .base import Method
+from .params import Param
 
 
 @register
 class Placebo(Method):
     name = "placebo"
+    params = {"stream": Param(int, 1, low=1, help="which independent stream of randomness: the seed drawn from "
+                                                  "(seed, stream)")}
 
     def __init__(self, stream: int = 1):
-        if isinstance(stream, bool) or not isinstance(stream, int) or stream < 1:
-            raise ValueError(f"stream must be a whole number >= 1, got {stream!r}")
         self.stream = stream
 
     def random_seed(self, seed: int) -> int:

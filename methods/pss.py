@@ -38,6 +38,7 @@ from vtbench.models.tokens import Tokens
 from . import register
 from .base import Method
 from .card import Claim
+from .params import Param
 from .selection import random_subset, top_magnitude
 
 SCHEDULES = ("linear", "cosine", "cyclic")
@@ -81,21 +82,23 @@ class PatchSamplingSchedule(Method):
     claim = Claim("PSS (McDanel and Huynh, 2022)", "about 30% less training time at equal accuracy",
                   "24.6 h -> 17.0 h (-31%), -0.26 top-1 (SimMIM ViT-B)", "ViT-B, 16 x 224^2, cyclic",
                   params=(("schedule", "cyclic"),))
+    params = {
+        "schedule": Param(str, "cyclic", choices=SCHEDULES, help="how the drop ratio goes from start to end"),
+        "start": Param(float, 0.8, low=-1, high=1, note="(a drop ratio)", help="the drop ratio at the start (linear, "
+                                                                                "cosine) or at each period's edges"),
+        "end": Param(float, -0.1, low=-1, high=1, note="(a drop ratio)", help="the drop ratio at the end (linear, "
+                                                                               "cosine) or in each period's middle"),
+        "period": Param(float, 0.1, low=0, high=1, low_open=True, help="the cyclic period, a fraction of progress"),
+        "quantum": Param(float, 0.2, low=0, high=1, low_open=True, help="the drop ratio is rounded to a multiple "
+                                                                         "of this"),
+        "cooldown": Param(float, 0.0, low=0, high=1, high_open=True, help="the last fraction of progress, trained "
+                                                                            "at full tokens"),
+        "selection": Param(str, "magnitude", choices=SELECTIONS, help="which tokens: the largest L1 norms, or at "
+                                                                      "random"),
+    }
 
     def __init__(self, schedule: str = "cyclic", start: float = 0.8, end: float = -0.1, period: float = 0.1,
                  quantum: float = 0.2, cooldown: float = 0.0, selection: str = "magnitude"):
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule={schedule!r} is not allowed; choose one of {', '.join(SCHEDULES)}")
-        if selection not in SELECTIONS:
-            raise ValueError(f"selection={selection!r} is not allowed; choose one of {', '.join(SELECTIONS)}")
-        for key, value, low, high, closed in (("quantum", quantum, 0, 1, "(0, 1]"), ("period", period, 0, 1, "(0, 1]")):
-            if not low < value <= high:
-                raise ValueError(f"{key}={value!r} is outside the allowed range {closed}")
-        if not 0 <= cooldown < 1:
-            raise ValueError(f"cooldown={cooldown!r} is outside the allowed range [0, 1)")
-        for key, value in (("start", start), ("end", end)):
-            if not -1 <= value <= 1:
-                raise ValueError(f"{key}={value!r} is outside the allowed range [-1, 1] (a drop ratio)")
         self.schedule, self.start, self.end, self.period = schedule, start, end, period
         self.quantum, self.cooldown, self.selection = quantum, cooldown, selection
 

@@ -47,6 +47,7 @@ from vtbench.models.tokens import Tokens
 from . import register
 from .base import Method, RunContext
 from .card import Claim
+from .params import Param
 from .selection import PAD_MULTIPLE, keep_per_clip
 
 DEFAULT_THRESHOLD = 5.74  # the reference's 0.1 in units of a normalisation with std 0.225: 0.1 x 0.225 x 255
@@ -85,12 +86,13 @@ class RunLengthTokenization(Method):
     claim = Claim("RLT (Choudhury et al., NeurIPS 2024)", "fewer tokens where the video stands still, same accuracy",
                   "30% less fine-tuning wall-clock at matched accuracy; up to 80% fewer tokens on long videos",
                   "ViT-B, 16 x 224^2", estimable=False)
+    params = {
+        "threshold": Param(float, DEFAULT_THRESHOLD, low=0, high=255, note="(grey levels)",
+                           help="a tubelet is dropped when its mean change from the one before is at most this"),
+        "length_embedding": Param(bool, False, help="add a learned embedding of each kept token's run length"),
+    }
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, length_embedding: bool = False):
-        if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0 <= threshold <= 255:
-            raise ValueError(f"threshold={threshold!r} is outside the allowed range [0, 255] (grey levels)")
-        if not isinstance(length_embedding, bool):
-            raise ValueError(f"length_embedding={length_embedding!r} must be true or false")
         self.threshold, self.length_embedding = float(threshold), length_embedding
         self.pixel_std: torch.Tensor | None = None
         self.lengths: TemporalTable | None = None

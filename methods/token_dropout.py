@@ -42,6 +42,7 @@ from vtbench.models.tokens import Tokens
 from . import register
 from .base import EvalSetting, Method
 from .card import Claim
+from .params import Param
 from .selection import PAD_MULTIPLE, choose_per_clip, keep_per_clip, random_subset
 
 MODES = ("random", "tube", "frame")
@@ -91,6 +92,14 @@ def parse_layers(layers: str) -> str | tuple[int, int]:
     raise ValueError(f"layers={layers!r} is not allowed; choose input, middle, or a-b (blocks a to b, from 0)")
 
 
+def _is_layers(layers: str) -> bool:
+    try:
+        parse_layers(layers)
+    except ValueError:
+        return False
+    return True
+
+
 def dropped_blocks(layers: str | tuple[int, int], depth: int) -> range:
     if layers == "input":
         return range(0)
@@ -137,16 +146,24 @@ class TokenDropout(Method):
     claim = Claim("Turbo training (Han et al., BMVC 2022)", "near-baseline accuracy at a fraction of the cost",
                   "almost 4x training speed-up, much less memory", "ViT-B, 16 x 224^2, keep 0.25 (a FLOP ratio of 4.8; "
                   "keep 0.5 gives 2.3)", params=(("keep", 0.25),))
+    params = {
+        "keep": Param(float, 0.5, low=0, high=1, low_open=True, help="the share of each training clip's tokens kept"),
+        "mode": Param(str, "random", choices=MODES, help="which tokens: an independent subset per clip, whole tubes "
+                                                          "(the same places in every frame) or whole frames"),
+        "layers": Param(str, "input", rule="input, middle, or a-b (blocks a to b, from 0)", check=_is_layers,
+                        help="where tokens are dropped: before the first block (Turbo), or per block (random-LTD)"),
+    }
+
+    @classmethod
+    def check_together(cls, values) -> None:
+        """mode tube or frame applies to dropping before the first block (layers: input); layer-wise dropping
+        draws at random."""
+        if values["layers"] != "input" and values["mode"] != "random":
+            raise ValueError(f"mode={values['mode']!r} applies to dropping before the first block; "
+                             f"layers={values['layers']!r} draws at random")
 
     def __init__(self, keep: float = 0.5, mode: str = "random", layers: str = "input"):
-        if not isinstance(keep, int | float) or isinstance(keep, bool) or not 0 < keep <= 1:
-            raise ValueError(f"keep={keep!r} is outside the allowed range (0, 1]")
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not allowed; choose one of {', '.join(MODES)}")
         self.layers = parse_layers(layers)
-        if self.layers != "input" and mode != "random":
-            raise ValueError(f"mode={mode!r} applies to dropping before the first block; layers={layers!r} draws "
-                             "at random")
         self.keep, self.mode = float(keep), mode
 
     def prepare(self, run) -> None:

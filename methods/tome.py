@@ -43,6 +43,7 @@ from vtbench.models.tokens import Tokens
 from . import register
 from .base import EvalSetting, Method
 from .card import Claim
+from .params import Param
 
 Merge = Callable[[torch.Tensor, str], torch.Tensor]
 EVAL_KEEPS = (0.75, 0.5, 0.25)  # shares left after the last block at which a run is also evaluated
@@ -130,18 +131,23 @@ class TokenMerging(Method):
     claim = Claim("ToMe (Bolya et al., ICLR 2023)", "about 2x throughput at a fraction of a point",
                   "about 2x throughput on video ViTs, training speed-ups of up to 2x on video MAE fine-tuning",
                   "ViT-B, 16 x 224^2, keep 0.5", params=(("keep", 0.5),))
+    params = {
+        "r": Param(int, None, low=0, rule="a whole number of tokens, 0 or more", unset="keep decides",
+                   help="tokens merged in every block (a constant schedule)"),
+        "keep": Param(float, None, low=0, high=1, low_open=True, unset="0.5 unless r is given",
+                      help="the share of tokens left after the last block"),
+        "proportional": Param(bool, True, help="proportional attention: log(size) added to the attention logits"),
+    }
+
+    @classmethod
+    def check_together(cls, values) -> None:
+        """r and keep are two ways to set the merge rate: give one, not both."""
+        if values["r"] is not None and values["keep"] is not None:
+            raise ValueError(f"give r={values['r']!r} or keep={values['keep']!r}, not both")
 
     def __init__(self, r: int | None = None, keep: float | None = None, proportional: bool = True):
-        if r is not None and keep is not None:
-            raise ValueError(f"give r={r!r} or keep={keep!r}, not both")
-        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 0):
-            raise ValueError(f"r={r!r} is outside the allowed range: a whole number of tokens, 0 or more")
         if r is None and keep is None:
             keep = 0.5
-        if keep is not None and (not isinstance(keep, int | float) or isinstance(keep, bool) or not 0 < keep <= 1):
-            raise ValueError(f"keep={keep!r} is outside the allowed range (0, 1]")
-        if not isinstance(proportional, bool):
-            raise ValueError(f"proportional={proportional!r} must be true or false")
         self.r, self.keep, self.proportional = r, None if keep is None else float(keep), proportional
 
     def prepare(self, run) -> None:

@@ -68,6 +68,26 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _methods_parser(sub) -> None:
+    p = sub.add_parser("methods", help="the registered methods: their papers and parameters (type, default, allowed "
+                                       "values)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="one method: every parameter, what it does, and the "
+                                                           "method's description")
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from vtbench.methods import REGISTRY
+    from vtbench.methods.params import card, catalogue
+
+    if args.name is None:
+        print(catalogue(dict(sorted(REGISTRY.items()))))
+        return 0
+    if args.name not in REGISTRY:
+        raise VtbenchError(f"unknown method {args.name!r}; known: {', '.join(sorted(REGISTRY))}")
+    print(card(args.name, REGISTRY[args.name]))
+    return 0
+
+
 def _grid_parser(sub) -> None:
     p = sub.add_parser("grid", help="run a whole ablation grid; run it again to resume after any crash")
     p.add_argument("config", metavar="CONFIG.yaml")
@@ -372,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _estimate_parser(sub)
+    _methods_parser(sub)
     _grid_parser(sub)
     _tune_parser(sub)
     _data_parser(sub)
@@ -384,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"run": cmd_run, "estimate": cmd_estimate, "grid": cmd_grid, "tune": cmd_tune, "data": cmd_data,
                     "report": cmd_report, "plan": cmd_plan, "status": cmd_status, "demo": cmd_demo,
-                    "pretrain": cmd_pretrain}
+                    "pretrain": cmd_pretrain, "methods": cmd_methods}
         return commands[args.command](args)
     except VtbenchError as err:
         print(f"vtbench: error: {err}", file=sys.stderr)

@@ -102,6 +102,9 @@ class RunConfig:
         if any(m.name == "baseline" and m.params for m in resolved.methods):
             raise ConfigError("method 'baseline' has no parameters; it is the empty method list")
         resolved.methods = [m for m in resolved.methods if m.name != "baseline"]
+        from vtbench.methods import check_methods
+
+        check_methods(resolved.methods)  # each against its method's declared parameters, before a run id exists
         resolved.validate()
         sweep = DEFAULT_SWEEP if self.eval_sweep is None else self.eval_sweep
         resolved.eval_sweep = resolve_sweep(sweep, resolved.token_grid(preset.tubelet))

@@ -67,7 +67,10 @@ def load_grid(path: str | Path, nproc: int | None = None) -> Grid:
         specs = [method_spec(m, f"{where}: methods") for m in entries]
         cell = apply(base, {"init": init, **overrides, "budget": budget, "seed": seed, **forced}, where=where)
         cell.methods = specs
-        cell = cell.resolve()
+        try:
+            cell = cell.resolve()
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
         validate_methods(cell, where)
         start = f" from {init_label(cell.init)}" if cell.init else ""
         label = f"{cell.label()}{start} @ {cell.budget}, seed {seed}"
