@@ -31,7 +31,7 @@ from vtbench.engine.evaluate import EvalData, evaluate
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.init import apply_init
 from vtbench.engine.shape import BatchShape
-from vtbench.engine.steplog import StepLog
+from vtbench.engine.steplog import DATA_BOUND_SHARE, StepLog
 from vtbench.engine.trackers import RunInfo, Trackers
 from vtbench.errors import ConfigError
 from vtbench.models.param_groups import param_groups
@@ -160,6 +160,7 @@ class Run:
         self.tracked = 0  # steps.parquet rows the trackers were sent
         self.status = "interrupted"  # how the run ended, once it has
         self.skipped_before: dict[str, str] = {}  # unreadable videos met before a resume
+        self.data_wait_s = 0.0  # training time this process spent waiting for its batches (on the clock)
 
     def _sweep_settings(self) -> list:
         """The shared reduced-token settings, then the methods' own that the sweep does not already name."""
@@ -247,6 +248,13 @@ class Run:
             bar.close()
         self._finish(status, error)
 
+    def _data_wait(self, used: Used) -> dict[str, Any]:
+        """How much of its training time this process waited for batches; over DATA_BOUND_SHARE the run is data-bound:
+        its figures count (the wait is on the clock, as it is for a user) but a saving in model work could not show."""
+        wall = used.s / self.world.size
+        share = self.data_wait_s / wall if wall else None
+        return {"data_wait_s": self.data_wait_s, "data_wait_share": share, "data_bound": _data_bound(share)}
+
     def _rank_failed(self, status: str, error: str, trace: str) -> None:
         """This rank's own account of its failure, for the launcher to find the rank that failed first."""
         failure = {"rank": self.world.rank, "status": status, "error": error, "time": time.time(), "traceback": trace}
@@ -286,6 +294,8 @@ class Run:
         lr = self._set_learning_rate(progress, shape)
         began = time.perf_counter()
         video, labels = self._train_batch(shape)  # this rank's share of the batch
+        data_s = time.perf_counter() - began
+        self.data_wait_s += data_s
         share = len(labels) / shape.clips
         shape_key = (len(labels), *video.shape[2:])
         self.model.token_counts, self.model.token_lengths = [], []
@@ -311,7 +321,8 @@ class Run:
         if self.world.size > 1:
             loss = loss * share  # the ranks' shares add up to the batch's loss when read (`_read_losses`)
         if self.log.add({"loss": loss.detach(), "lr": lr, "clips": len(labels), "frames": video.shape[2],
-                         "size": video.shape[3], "tokens": kept, "keep": kept / full, "step_s": step_s}):
+                         "size": video.shape[3], "tokens": kept, "keep": kept / full, "step_s": step_s,
+                         "data_s": data_s}):
             self._close_log_interval(progress)
 
     def _close_log_interval(self, progress: float) -> None:
@@ -467,7 +478,7 @@ class Run:
                 "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
                 "world_size": self.world.size, "ranks_rng": ranks and [rng for rng, _ in ranks],
                 "ranks_measure": ranks and [measured for _, measured in ranks],
-                "compiled": self.compiled.state_dict() if self.compiled else None,
+                "compiled": self.compiled.state_dict() if self.compiled else None, "data_wait_s": self.data_wait_s,
             }
             results.save_checkpoint(self.dir / results.CHECKPOINT, state)
             self._write_tables()
@@ -486,6 +497,7 @@ class Run:
         self.clock.off_clock_s = state["off_clock_s"]
         self.flops.load_state_dict(state["flops"])
         self.next_eval, self.eval_rows = state["next_eval"], state["eval_rows"]
+        self.data_wait_s = state.get("data_wait_s", 0.0)
         self.log.rows, self.log.read = state["step_rows"], len(state["step_rows"])
         _set_rng_state(state["ranks_rng"][self.world.rank] if self.world.size > 1 else state["rng"])
         self.resumed_at = [*state.get("resumed_at", []), self.clock.used.steps]
@@ -548,6 +560,7 @@ class Run:
             "checkpoint_s": self.clock.off_clock_s.get("checkpoint", 0.0),
             "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
             "clips_per_s": used.samples / used.s if used.s else None,
+            **self._data_wait(used),
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
             "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(), "init": self.init,
             **figures, **self.cpu.summary(), "precision": self.precision,
@@ -568,6 +581,10 @@ class Run:
         self.status = status
         if self.trackers is not None:
             self.trackers.summary(summary)
+
+
+def _data_bound(share: float | None) -> bool | None:
+    return None if share is None else share > DATA_BOUND_SHARE
 
 
 def _after(select, chain):

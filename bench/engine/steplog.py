@@ -1,9 +1,10 @@
 """steps.parquet: one row per `log_every` training steps (docs/design.md, "What a run writes"), summarising them.
 
-A row gives the running totals as of its last step (step, progress, budget used in every unit), the means over
-its steps of what varies per step (loss, learning rate, clips, frames, size, tokens per clip, step time), the
-interval's throughput, and the figures the runner adds at its end (memory, method columns). Losses stay on the
-device until `read_losses`, so logging costs no synchronisation per step.
+A row gives the running totals as of its last step (step, progress, budget used in every unit), the means over its
+steps of what varies per step (loss, learning rate, clips, frames, size, tokens per clip, step time and the time of
+it spent waiting for the batch), the interval's throughput and the share of its step time spent waiting, and the
+figures the runner adds at its end (memory, method columns). Losses stay on the device until `read_losses`, so
+logging costs no synchronisation per step.
 """
 
 import math
@@ -11,7 +12,8 @@ from typing import Any
 
 import torch
 
-MEANS = ("lr", "clips", "frames", "size", "tokens", "keep", "step_s")
+DATA_BOUND_SHARE = 0.1  # a run that waited longer than this share of its training time for batches is data-bound
+MEANS = ("lr", "clips", "frames", "size", "tokens", "keep", "step_s", "data_s")
 
 
 class StepLog:
@@ -22,7 +24,8 @@ class StepLog:
         self.read = 0  # rows whose loss is on the host
 
     def add(self, step: dict[str, Any]) -> bool:
-        """Record one step (loss, lr, clips, frames, size, tokens, keep, step_s); True when an interval is full."""
+        """Record one step (loss, lr, clips, frames, size, tokens, keep, step_s and data_s, the part of step_s spent
+        waiting for the batch); True when an interval is full."""
         self.pending.append(step)
         return len(self.pending) >= self.every
 
@@ -37,6 +40,7 @@ class StepLog:
         for key in MEANS:
             row[key] = sum(s[key] for s in steps) / len(steps)
         row["clips_per_s"] = sum(s["clips"] for s in steps) / sum(s["step_s"] for s in steps)
+        row["data_share"] = sum(s["data_s"] for s in steps) / sum(s["step_s"] for s in steps)
         self.rows.append(row)
         self.pending = []
 

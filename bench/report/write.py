@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vtbench.engine.steplog import DATA_BOUND_SHARE
 from vtbench.studies.table import runs_table, study_table
 
 from . import paired
@@ -62,7 +63,7 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
              *_speedup_section(table), *_targets_section(targets, out / "tables"),
              *_instrument_checks(table), *_resolving_power(table), *_accuracy_section(final, table),
              "## Summary", "", "Final top-1 on the default evaluation, costs and both comparisons per row "
-             "(tables/summary.csv holds every column).", "", markdown, "", *_loaded_runs(runs),
+             "(tables/summary.csv holds every column).", "", markdown, "", *_loaded_runs(runs), *_data_bound_runs(runs),
              *_reproduction(final, evals, table, out / "tables"), "",
              *(["![ladder](figures/ladder.png)", ""] if has_ladder else []),
              *[f"![{cost}](figures/pareto_{cost}.png)" for cost in COSTS], "",
@@ -258,6 +259,23 @@ def _loaded_runs(runs: pd.DataFrame) -> list[str]:
              ""]
     lines += [f"- {r.method}, {r.budget}, seed {r.seed} ({r.run_id}): {r.threads} threads waited "
               f"{100 * r.wait_share:.0f}% of their time" for r in loaded.itertuples()]
+    return [*lines, ""]
+
+
+def _data_bound_runs(runs: pd.DataFrame) -> list[str]:
+    """A section naming the runs that waited for their batches longer than DATA_BOUND_SHARE of their training time:
+    their figures count (a user's run waits too), but a method's saving in model work could not show in them."""
+    if "data_bound" not in runs or not (runs["data_bound"] == True).any():  # noqa: E712 - None where not measured
+        return []
+    bound = runs[runs["data_bound"] == True]  # noqa: E712
+    lines = ["## Data-bound runs", "",
+             f"**{len(bound)} of {len(runs)} runs** waited for their batches more than "
+             f"{100 * DATA_BOUND_SHARE:.0f}% of their training time. The wait is on their clock, as it would be for a "
+             "user, so their figures stand; but a method that saves model work cannot show its saving in a run "
+             "that waits on its data. Feed them faster (docs/data.md: decoded caches, more decoding workers) to "
+             "compare the methods themselves.", ""]
+    lines += [f"- {r.method}, {r.budget}, seed {r.seed} ({r.run_id}): {100 * r.data_wait_share:.0f}% waiting"
+              for r in bound.itertuples()]
     return [*lines, ""]
 
 
