@@ -32,4 +32,5 @@ def test_a_run_that_waits_for_its_batches_says_so(monkeypatch, tmp_path):
     assert (steps["data_s"] < steps["step_s"]).all()  # the wait is part of the step, not all of it
     report = write_report(tmp_path / "study", tmp_path / "report").read_text()
     section = report[report.index("## Data-bound runs"):]
-    assert f"seed 1 ({waiting.name})" in section and f"({fast.name})" not in section or not quick["data_bound"]
+    assert f"seed 1 ({waiting.name})" in section
+    assert (f"({fast.name})" in section) == quick["data_bound"]  # rendering clips for a tiny model can bind it too
