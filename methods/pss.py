@@ -17,16 +17,16 @@ included, deterministic) or `random` (vtbench.methods.selection). Evaluation: fu
 (keep 0.8, 0.6, 0.4, 0.2 under magnitude and random selection, beside the baseline's) comes from the shared
 evaluation protocol (vtbench.engine.protocol) that every run gets.
 
-Departures: runs start from random weights unless the run sets `init` (the headline, -31% time, is SimMIM
-fine-tuning). PSS is an image-ViT method; here its patches are space-time tubelets of the flattened clip (our
-adaptation). The original's cyclic period is one epoch; here it is a fraction of the budget (default 0.1,
-since the synthetic data is endless and budgets are not counted in epochs). The original's DeiT runs reserve
-the learning rate's cooldown epochs (`--cooldown-epochs`, 10 of 300) at full patches; here `cooldown` is a
-fraction of progress and defaults to 0 (METHODS.md; the original's SimMIM configs also use 0). The original
-counts the CLS token in N and always keeps it (K = round(keep x N) - 1 patches); here the CLS token is outside
-the selected set (the model adds it afterwards) and K = round(keep x N) of the N patches. The original's PSS
-model also differs from its baseline (relative position bias, mean pooling); here PSS trains the very model
-the baseline does, so the comparison isolates the schedule.
+Departures: runs start from random weights unless the run sets `init` (the headline, -31% time, is SimMIM fine-
+tuning). PSS is an image-ViT method; here its patches are space-time tubelets of the flattened clip (our
+adaptation). The original's cyclic period is one epoch; here it is a fraction of the budget (default 0.1, since the
+synthetic data is endless and budgets are not counted in epochs). The original's DeiT runs reserve the learning
+rate's cooldown epochs (`--cooldown-epochs`, 10 of 300) at full patches; here `cooldown` is a fraction of progress
+and defaults to 0 (the method specification's default; the original's SimMIM configs also use 0). The original
+counts the CLS token in N and always keeps it (K = round(keep x N) - 1 patches); here the CLS token is outside the
+selected set (the model adds it afterwards) and K = round(keep x N) of the N patches. The original's PSS model also
+differs from its baseline (relative position bias, mean pooling); here PSS trains the very model the baseline does,
+so the comparison isolates the schedule.
 """
 
 import math
