@@ -5,14 +5,18 @@ data_args: `split` (1, 2 or 3 for ucf101 and hmdb51), `views` ([clips, crops] av
 default [1, 1]), `workers` (decoding processes beside training, default 0: decode in the training process),
 `cache` (true: use the cache when one exists, the default; false: always decode), `flip` (default: true,
 false for ssv2, where left and right matter), `decoder` (auto, the default, pyav or torchcodec:
-datasets/decoders.py).
+datasets/decoders.py), `repeats` (clips taken from each training video in a row, default 1: repeated sampling,
+VideoMAE's `--num_sample 2`, MAE-ST's 4; ignored in evaluation).
 
-Training indices count clips drawn so far: index i is video perm_e[i mod N] of epoch e = i div N, with a
-permutation per (seed, epoch). Evaluation takes the first `length` videos of one fixed permutation
-(independent of the run's seed, so that every run is scored on the same videos). Augmentation draws come from
-(seed, split, index) alone, so a resumed run sees the same clips. An unreadable video is skipped with a
-warning naming it and counted in `skipped_videos()`; in training the next video stands in for it, in evaluation
-it is dropped (the batch comes back shorter), so that no video is scored twice.
+Training indices count clips drawn so far: with R repeats, index i is video perm_e[j mod N] of epoch e = j div N,
+where j = i div R, with a permutation per (seed, epoch): R consecutive clips come from one video (an epoch holds
+R x N clips, each a sample for the budget) and differ by their draws. The clips of one video within one batch
+(one worker task) are decoded once: the union of the frames they need, each clip cut from it. Evaluation takes
+the first `length` videos of one fixed permutation (independent of the run's seed, so that every run is scored on
+the same videos). Augmentation draws come from (seed, split, index) alone, so a resumed run sees the same clips.
+An unreadable video is skipped with a warning naming it and counted in `skipped_videos()`; in training the next
+video stands in for it, in evaluation it is dropped (the batch comes back shorter), so that no video is scored
+twice.
 """
 
 import functools
@@ -55,25 +59,50 @@ class ClipRequest:
 
 def load_clip(request: ClipRequest) -> np.ndarray:
     """uint8 (views, T, S, S, 3) for one clip; raises Unreadable. Runs in a decoding worker or in place."""
-    cache = _open_cache(request.cache_folder, request.root) if request.cache_folder else None
-    count = cache.frames(request.path) if cache else None
+    return _load_video([request])[0]
+
+
+def _video_key(request: ClipRequest) -> tuple:
+    """Requests with the same key read the same frames (the same video at the same short side)."""
+    return request.path, request.size, request.cache_folder, request.root, request.decoder
+
+
+def _load_video(requests: list[ClipRequest]) -> list[np.ndarray]:
+    """The clips of several requests of one video (one `_video_key`), the union of the frames they need read
+    once; each clip's draws come from its own request, in the order a lone request makes them, so a clip is the
+    same whether read alone or with others. Raises Unreadable."""
+    first = requests[0]
+    cache = _open_cache(first.cache_folder, first.root) if first.cache_folder else None
+    count = cache.frames(first.path) if cache else None
     if count is None:
         cache = None
-        count = _frame_count(request.path, request.decoder)
-    rng = np.random.default_rng(_seed(request.seed, request.index)) if request.training else None
-    clip_views, crop_views = (1, 1) if request.training else request.views
-    if request.stride == 0:
-        selections = [sampling.segment_indices(count, request.frames, rng, v, clip_views) for v in range(clip_views)]
-    else:
-        starts = sampling.dense_starts(count, request.frames, request.stride, rng, clip_views)
-        selections = [sampling.dense_indices(count, request.frames, request.stride, s) for s in starts]
-    short = sampling.short_side(request.size)
-    needed = sorted({k for s in selections for k in s})
+        count = _frame_count(first.path, first.decoder)
+    plans = []
+    for request in requests:
+        rng = np.random.default_rng(_seed(request.seed, request.index)) if request.training else None
+        clip_views = 1 if request.training else request.views[0]
+        if request.stride == 0:
+            selections = [sampling.segment_indices(count, request.frames, rng, v, clip_views)
+                          for v in range(clip_views)]
+        else:
+            starts = sampling.dense_starts(count, request.frames, request.stride, rng, clip_views)
+            selections = [sampling.dense_indices(count, request.frames, request.stride, s) for s in starts]
+        plans.append((selections, rng))
+    short = sampling.short_side(first.size)
+    needed = sorted({k for selections, _ in plans for s in selections for k in s})
     if cache is not None:
-        decoded = sampling.resize_short(cache.read(request.path, needed), short)
+        decoded = sampling.resize_short(cache.read(first.path, needed), short)
     else:
-        decoded = decoders.module(request.decoder).read_frames(request.path, needed, count, short)
+        decoded = decoders.module(first.decoder).read_frames(first.path, needed, count, short)
     position = {k: n for n, k in enumerate(needed)}
+    return [_cut(request, decoded, position, selections, rng)
+            for request, (selections, rng) in zip(requests, plans, strict=True)]
+
+
+def _cut(request: ClipRequest, decoded: np.ndarray, position: dict[int, int], selections: list[list[int]],
+         rng: np.random.Generator | None) -> np.ndarray:
+    """One clip's views from the decoded frames (`position`: where frame k lies in them), cropped and flipped."""
+    crop_views = 1 if request.training else request.views[1]
     views = []
     for selection in selections:
         frames = decoded[[position[k] for k in selection]]
@@ -86,15 +115,39 @@ def load_clip(request: ClipRequest) -> np.ndarray:
     return views[0][None] if len(views) == 1 else np.stack(views)
 
 
+def group_by_video(requests: list[ClipRequest]) -> list[list[int]]:
+    """Positions of the requests, grouped by video (`_video_key`), groups in the order of their first request."""
+    groups: dict[tuple, list[int]] = {}
+    for n, request in enumerate(requests):
+        groups.setdefault(_video_key(request), []).append(n)
+    return list(groups.values())
+
+
 def load_clips(requests: list[ClipRequest]) -> list[np.ndarray | Unreadable]:
-    """A decoding worker's task: several clips, an unreadable one returned as its error."""
-    out = []
-    for request in requests:
+    """A decoding worker's task (or the training process's, without workers): several clips, in order, those
+    of one video decoded together (once), an unreadable one returned as its error."""
+    out: list[np.ndarray | Unreadable | None] = [None] * len(requests)
+    for members in group_by_video(requests):
         try:
-            out.append(load_clip(request))
+            clips: list = _load_video([requests[n] for n in members])
         except Unreadable as err:
-            out.append(err)
+            clips = [err] * len(members)
+        for n, clip in zip(members, clips, strict=True):
+            out[n] = clip
     return out
+
+
+def chunk_groups(groups: list[list[int]], workers: int) -> list[list[int]]:
+    """At most `workers` chunks of about equal clip counts, each whole groups (a video's clips in one task)."""
+    total = sum(len(g) for g in groups)
+    chunks: list[list[int]] = [[]]
+    done = 0
+    for group in groups:
+        chunks[-1].extend(group)
+        done += len(group)
+        if done * workers >= len(chunks) * total and done < total:  # past this chunk's share of the clips
+            chunks.append([])
+    return chunks
 
 
 _caches: dict[Path, Cache] = {}
@@ -121,12 +174,20 @@ class VideoDataset:
 
     def __init__(self, layout: str, root: str | Path, part: str, seed: int, length: int | None = None,
                  views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
-                 flip: bool | None = None, decoder: str = "auto", **layout_args: Any):
-        """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51."""
+                 flip: bool | None = None, decoder: str = "auto", repeats: int = 1, **layout_args: Any):
+        """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51.
+
+        `repeats` R: training indices i with the same i div R are clips of one video (`_video(i)`), so a batch of
+        B clips holds B / R videos, each decoded once. A batch size that is not a multiple of R is
+        allowed: a video's clips may then straddle two batches (or the parts of a batch that several processes
+        take) and that video is decoded twice, once for each. Evaluation ignores repeats (one clip per video)."""
         unknown = sorted(set(layout_args) - {"split"})
         if unknown:
             raise ConfigError(f"data_args for {layout}: unknown key {unknown[0]!r}; allowed: split, views, workers, "
-                              "cache, flip, decoder")
+                              "cache, flip, decoder, repeats")
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ConfigError(f"data_args.repeats is a whole number >= 1 (clips taken from each training video), "
+                              f"got {repeats!r}")
         self.decoder = decoders.resolve(decoder)
         if (not isinstance(views, (list, tuple)) or len(views) != 2
                 or not all(isinstance(v, int) and v >= 1 for v in views)):
@@ -157,8 +218,9 @@ class VideoDataset:
         self.order = np.random.default_rng(EVAL_ORDER_SEED).permutation(len(self.videos))
         self.length = len(self.videos) if length is None else min(length, len(self.videos))
         self.workers = workers
+        self.repeats = repeats if part == "train" else 1
         self._pool: ProcessPoolExecutor | None = None
-        self._ahead: tuple[tuple, list[Future]] | None = None
+        self._ahead: tuple[tuple, list[tuple[list[int], Future]]] | None = None  # (key, [(positions, task)])
         self._caches: dict[int, Cache | None] = {}  # by clip size
         self._epoch: tuple[int, np.ndarray | None] = (-1, None)  # the training order of the current epoch
         self._draw_seed = _seed(seed, part) % 2**63
@@ -172,7 +234,7 @@ class VideoDataset:
     def _video(self, index: int) -> int:
         n = len(self.videos)
         if self.part == "train":
-            epoch, k = divmod(index, n)
+            epoch, k = divmod(index // self.repeats, n)
             if self._epoch[0] != epoch:
                 self._epoch = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
             return int(self._epoch[1][k])
@@ -215,17 +277,30 @@ class VideoDataset:
         return ClipRequest(self.videos[video][0], index, frames, size, stride, training, self.flip, self.views,
                            self._draw_seed, cache.folder if cache else None, self.root, self.decoder)
 
-    def _submit(self, key: tuple) -> list[Future]:
-        """One task per worker, each a chunk of the batch's clips (one round trip per worker, not per clip)."""
+    def _requests(self, key: tuple) -> list[ClipRequest]:
         indices, frames, size, strides, training = key
+        return [self._request(i, self._video(i), frames, size, s, training)
+                for i, s in zip(indices, strides, strict=True)]
+
+    def _submit(self, key: tuple) -> list[tuple[list[int], Future]]:
+        """One task per worker, each a chunk of the batch's clips (one round trip per worker, not per clip) with
+        all the clips of a video in one chunk, decoded once; each task with the positions of its clips."""
         if self._pool is None:
             import multiprocessing
 
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-        requests = [self._request(i, self._video(i), frames, size, s, training)
-                    for i, s in zip(indices, strides, strict=True)]
-        chunk = -(-len(requests) // self.workers)
-        return [self._pool.submit(load_clips, requests[k:k + chunk]) for k in range(0, len(requests), chunk)]
+        requests = self._requests(key)
+        return [(chunk, self._pool.submit(load_clips, [requests[n] for n in chunk]))
+                for chunk in chunk_groups(group_by_video(requests), self.workers)]
+
+    def _load_in_place(self, key: tuple) -> list[np.ndarray | Unreadable | None]:
+        """The batch's clips decoded here, a video's clips once (None for videos already known unreadable)."""
+        requests = self._requests(key)
+        readable = [n for n, r in enumerate(requests) if str(r.path) not in self.skipped]
+        loaded: list[np.ndarray | Unreadable | None] = [None] * len(requests)
+        for n, clip in zip(readable, load_clips([requests[n] for n in readable]), strict=True):
+            loaded[n] = clip
+        return loaded
 
     def _take(self, key: tuple) -> tuple[list[np.ndarray], list[int]]:
         indices, frames, size, strides, training = key
@@ -233,12 +308,18 @@ class VideoDataset:
         if self._ahead is not None and self._ahead[0] == key:
             futures = self._ahead[1]
         elif self._ahead is not None:
-            for future in self._ahead[1]:
+            for _, future in self._ahead[1]:
                 future.cancel()
         self._ahead = None
         if futures is None and self.workers:
             futures = self._submit(key)
-        loaded = [clip for f in futures for clip in f.result()] if futures else [None] * len(indices)
+        if futures:
+            loaded: list = [None] * len(indices)
+            for positions, future in futures:
+                for n, clip in zip(positions, future.result(), strict=True):
+                    loaded[n] = clip
+        else:
+            loaded = self._load_in_place(key)
         clips, labels = [], []
         for index, stride, clip in zip(indices, strides, loaded, strict=True):
             video = self._video(index)
