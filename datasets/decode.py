@@ -3,6 +3,8 @@ clip is short against the video rather than decoding the whole file. Frames come
 (frames, height, width, 3), resized on the way out by libswscale so that the short side is `short`, and turned
 upright where the container's display matrix says so (as TorchCodec turns them)."""
 
+import functools
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -103,6 +105,23 @@ def read_frames(path: Path, indices: list[int], count: int, short: int | None = 
     return np.stack(out)
 
 
+def _display_rotation(frame, stream) -> float | None:
+    """The counter-clockwise angle of the video's display matrix: with the frame in PyAV >= 14, with the stream
+    before it; None where this PyAV gives neither."""
+    if hasattr(frame, "rotation"):
+        return frame.rotation or 0
+    side_data = getattr(stream, "side_data", None)
+    if isinstance(side_data, dict):
+        return side_data.get("DISPLAYMATRIX") or 0
+    return None
+
+
+@functools.cache
+def _cannot_turn_upright(version: str) -> None:
+    warnings.warn(f"PyAV {version} gives no display matrix: videos are decoded as stored (a phone's portrait video "
+                  "on its side), where TorchCodec and players turn them upright", stacklevel=4)
+
+
 def _decode(path: Path, wanted: set[int], short: int | None, seek: bool) -> tuple[dict[int, np.ndarray], int | None]:
     """The wanted frames found by decoding (after a seek to the first of them, if asked), and the index of the
     first frame the decoder produced."""
@@ -131,7 +150,10 @@ def _decode(path: Path, wanted: set[int], short: int | None, seek: bool) -> tupl
                 continue
             if size is None:
                 # a display matrix (a phone's portrait video) turns the frame upright, as TorchCodec and players do
-                turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # PyAV >= 14 reads it
+                angle = _display_rotation(frame, stream)
+                if angle is None:
+                    _cannot_turn_upright(av.__version__)
+                turns = round((angle or 0) / 90) % 4
                 width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
                 size = output_size(width, height, short)
                 if turns % 2:

@@ -8,8 +8,14 @@ from conftest import tiny
 from vtbench import methods
 from vtbench.engine import mfu
 from vtbench.engine.config import MethodSpec
+from vtbench.engine.measure import reset_peak_rss
 from vtbench.engine.runner import execute
 from vtbench.methods import EvalSetting, Method
+
+# These compare resident-memory peaks of parts of a run, which needs the peak reset between them
+# (/proc/self/clear_refs); where it cannot be, the run says so in not_measured and these cannot check anything.
+needs_rss_reset = pytest.mark.skipif(not reset_peak_rss(), reason="/proc/self/clear_refs is not writable here: the "
+                                     "resident-memory peak cannot be reset between parts of a run")
 
 
 class RunOutOfMemory(Method):
@@ -54,6 +60,61 @@ def test_gpu_peaks_by_name_and_precision():
     assert mfu.gpu_peak("Some Future GPU", "bf16") is None
 
 
+# device names as nvidia-smi, NVML and torch.cuda.get_device_name give them -> (the table's row, bf16 and fp32 dense
+# TFLOP/s of the card's own datasheet), or None where the table has no row for that card (never a neighbour's)
+DEVICE_NAMES = {
+    "NVIDIA L4": ("L4", 121.0, 30.3),
+    "NVIDIA L40S": ("L40S", 362.0, 91.6),
+    "NVIDIA L40": ("L40", 181.0, 90.5),  # not the L4's
+    "NVIDIA H100 80GB HBM3": ("H100", 989.4, 66.9),
+    "NVIDIA H100 PCIe": ("H100 PCIE", 756.0, 51.2),
+    "NVIDIA H100 NVL": ("H100 NVL", 835.5, 60.0),  # not the SXM part's
+    "NVIDIA H200": ("H200", 989.4, 66.9),
+    "NVIDIA H200 NVL": ("H200 NVL", 835.5, 60.0),
+    "NVIDIA GH200 480GB": ("GH200", 989.4, 66.9),  # its own row, not the H200's by substring
+    "NVIDIA A100-SXM4-80GB": ("A100", 312.0, 19.5),
+    "NVIDIA A100-SXM4-40GB": ("A100", 312.0, 19.5),
+    "NVIDIA A100-PCIE-40GB": ("A100 PCIE", 312.0, 19.5),
+    "NVIDIA A100 80GB PCIe": ("A100 PCIE", 312.0, 19.5),
+    "NVIDIA A10": ("A10", 125.0, 31.2),
+    "Tesla V100-SXM2-16GB": ("V100", 125.0, 15.7),
+    "Tesla V100-SXM2-32GB": ("V100", 125.0, 15.7),
+    "Tesla V100-PCIE-32GB": ("V100 PCIE", 112.0, 14.0),
+    "Tesla T4": ("T4", 65.0, 8.1),
+    "NVIDIA GeForce RTX 4090": ("RTX 4090", 165.2, 82.6),
+    "NVIDIA A10G": None,  # not an A10
+    "Tesla V100S-PCIE-32GB": None,  # not a V100
+    "NVIDIA GeForce RTX 4090 D": None,  # not a 4090
+    "NVIDIA RTX A6000": None,
+    "NVIDIA RTX 6000 Ada Generation": None,
+    "NVIDIA A800-SXM4-80GB": None,
+    "NVIDIA H800": None,
+    "NVIDIA B200": None,
+    "NVIDIA A100-SXM4-40GB MIG 3g.20gb": None,  # a slice of the card: not the card's peak
+}
+
+
+@pytest.mark.parametrize("name", DEVICE_NAMES)
+def test_each_gpu_name_gets_its_own_peak_or_none(name):
+    expected = DEVICE_NAMES[name]
+    got = tuple(mfu.gpu_peak(name, p) for p in ("bf16", "fp32"))
+    if expected is None:
+        assert got == (None, None)
+    else:
+        row, bf16, fp32 = expected
+        assert getattr(mfu, "gpu_model", lambda name: None)(name) == row and row in mfu.GPU_PEAKS_TFLOPS
+        assert got == pytest.approx((bf16 * 1e12, fp32 * 1e12))
+
+
+def test_an_unknown_gpu_has_no_peak_and_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA L40")
+    peak, source = mfu.device_peak(torch.device("cuda", 0), "bf16")
+    assert peak == pytest.approx(181e12) and source.startswith("table: NVIDIA L40")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA RTX A6000")
+    assert mfu.device_peak(torch.device("cuda", 0), "bf16") == (
+        None, "unknown GPU 'NVIDIA RTX A6000' (model 'RTX A6000'): no peak in the table, no MFU")
+
+
 def test_the_cpu_peak_is_measured_once_and_cached(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(mfu, "CACHE", tmp_path / "cpu_peak.json")
@@ -76,6 +137,7 @@ class HeavyEvaluation(Method):
         return [EvalSetting("heavy", select=heavy)]
 
 
+@needs_rss_reset
 def test_memory_columns_describe_training_and_evaluation_peaks_have_their_own(monkeypatch, tmp_path):
     monkeypatch.setitem(methods.REGISTRY, "heavy_eval", HeavyEvaluation)
     config = tiny(methods=[MethodSpec("heavy_eval")], eval_sweep=[], eval_sweep_at="every", eval_every=0.5)
@@ -104,6 +166,7 @@ class OutOfMemoryInEvaluation(Method):
         return [EvalSetting("fails", select=fails)]
 
 
+@needs_rss_reset
 def test_an_evaluation_out_of_memory_is_reported_as_evaluation(monkeypatch, tmp_path):
     monkeypatch.setitem(methods.REGISTRY, "eval_oom", OutOfMemoryInEvaluation)
     config = tiny(methods=[MethodSpec("eval_oom")], eval_sweep=[], eval_batch_size=8)
@@ -113,6 +176,7 @@ def test_an_evaluation_out_of_memory_is_reported_as_evaluation(monkeypatch, tmp_
     assert summary["eval_mem_rss"] - summary["mem_rss"] > 300 * 2**20  # its peak is the evaluation's
 
 
+@needs_rss_reset
 def test_validation_clips_are_not_resident_during_training(tmp_path):
     # 512 clips of 16 x 32^2 are 100 MB of floats; kept in memory they would sit in every later training window
     config = tiny(frames=16, size=32, eval_clips=512, eval_batch_size=64, eval_every=0.5, budget="20steps",

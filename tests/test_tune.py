@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import signal
@@ -127,13 +128,48 @@ def test_sqlite_is_refused_for_several_workers(tmp_path):
     tune.open_storage(loaded, tmp_path, f"sqlite:///{tmp_path}/s.db", workers=1)  # one worker is fine
 
 
+SEED_OF_A_NEW_STUDY = """
+import sys
+from pathlib import Path
+
+from vtbench.studies import tune
+
+seeds, make = [], tune.make_sampler
+tune.make_sampler = lambda loaded, seed: seeds.append(seed) or make(loaded, seed)
+tune.open_study(tune.load_tune(Path(sys.argv[1])), Path(sys.argv[2]))
+print(seeds[0])
+"""
+
+
+def test_a_new_study_draws_with_the_same_seed_in_every_process(tmp_path):
+    """Python salts hash() of a string per process (PYTHONHASHSEED): the seed must not come from it."""
+    path = _config(tmp_path, "sampler: random\n")
+    seeds = []
+    for salt in ("1", "2", "12345"):
+        folder = tmp_path / f"study-{salt}"
+        folder.mkdir()
+        done = subprocess.run([sys.executable, "-c", SEED_OF_A_NEW_STUDY, str(path), str(folder)], check=True,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": salt})
+        seeds.append(int(done.stdout.split()[-1]))
+    assert len(set(seeds)) == 1 and 0 <= seeds[0] < 2**32, seeds
+    assert tune.sampler_seed(0, 1, 0, "host") != tune.sampler_seed(0, 0, 0, "host")  # another worker, other draws
+
+
 # ---- trials are runs ------------------------------------------------------------------------------------
 
 
-def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(tmp_path):
+@pytest.fixture(scope="module")
+def three_trials(tmp_path_factory):
+    """A finished study of three trials (the journal and the runs' folders), read by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("three_trials")
     loaded = tune.load_tune(_config(tmp_path, trials=3))
     folder = prepare_study(tmp_path / "out", loaded)
     assert tune.work(loaded, folder, progress_bar=False) == 3
+    return folder
+
+
+def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(three_trials):
+    folder = three_trials
     study = _study(folder)
     trials = study.get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -152,15 +188,6 @@ def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(tmp_path
         assert sorted(t.intermediate_values) == [250, 500, 750, 1000]
     best = load_run_config(folder / "best.yaml")  # a run YAML `vtbench run --config` accepts
     assert best.run_id() == study.best_trial.user_attrs["run_id"]
-    dashboard = _dashboard(folder / "optuna.journal")  # optuna-dashboard, opening the journal as it is
-    (summary,) = dashboard("/api/studies")["study_summaries"]
-    assert summary["study_name"] == "keep" and summary["directions"] == ["maximize"]
-    served = dashboard(f"/api/studies/{summary['study_id']}")["trials"]
-    assert [(t["number"], t["values"]) for t in served] == [(t.number, [t.value]) for t in trials]
-    for shown, t in zip(served, trials, strict=True):  # beside each trial: its run's folder, budget and methods
-        attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
-        assert attrs["run_dir"] == str((folder / t.user_attrs["run_id"]).resolve()) and attrs["budget"] == "12steps"
-        assert attrs["methods"].startswith("token_dropout:keep=")
     status = study_status(folder)  # `vtbench status`: each trial with its state and top-1
     assert [(e["trial"], e["state"], e["top1"]) for e in status["entries"]] == [(t.number, "completed", t.value)
                                                                                   for t in trials]
@@ -171,11 +198,28 @@ def test_a_study_runs_its_trials_records_both_ways_and_writes_best_yaml(tmp_path
     assert "trial_param token_dropout.keep" in study_table(folder).columns
 
 
+@pytest.mark.skipif(importlib.util.find_spec("optuna_dashboard") is None,
+                    reason="optuna-dashboard is not installed (the optional `dashboard` extra)")
+def test_optuna_dashboard_serves_the_study_with_each_trials_run(three_trials):
+    folder = three_trials
+    trials = _study(folder).get_trials()
+    dashboard = _dashboard(folder / "optuna.journal")  # optuna-dashboard, opening the journal as it is
+    (summary,) = dashboard("/api/studies")["study_summaries"]
+    assert summary["study_name"] == "keep" and summary["directions"] == ["maximize"]
+    served = dashboard(f"/api/studies/{summary['study_id']}")["trials"]
+    assert [(t["number"], t["values"]) for t in served] == [(t.number, [t.value]) for t in trials]
+    for shown, t in zip(served, trials, strict=True):  # beside each trial: its run's folder, budget and methods
+        attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
+        assert attrs["run_dir"] == str((folder / t.user_attrs["run_id"]).resolve()) and attrs["budget"] == "12steps"
+        assert attrs["methods"].startswith("token_dropout:keep=")
+
+
 def _dashboard(storage: Path):
     """GET from optuna-dashboard's own application on `storage` (what `optuna-dashboard PATH` serves)."""
     from wsgiref.util import setup_testing_defaults
 
-    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    import optuna_dashboard
+
     app = optuna_dashboard.wsgi(str(storage))
 
     def get(path: str):

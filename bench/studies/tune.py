@@ -21,6 +21,8 @@ and retried up to `retries` times as new trials with the same parameters.
 
 import dataclasses
 import datetime
+import hashlib
+import json
 import os
 import socket
 import time
@@ -230,9 +232,16 @@ def open_study(tune: Tune, folder: Path, url: str | None = None, workers: int = 
                           f"{', '.join(tune.objectives)}; use another study name to search another objective")
     # Reproducible for a new study on one machine; a continued study, another worker or another machine does
     # not redraw the same values.
-    seed = hash((tune.base.seed, worker, len(study.get_trials(deepcopy=False)), socket.gethostname())) % 2**32
+    seed = sampler_seed(tune.base.seed, worker, len(study.get_trials(deepcopy=False)), socket.gethostname())
     study.sampler = make_sampler(tune, seed)
     return study
+
+
+def sampler_seed(base_seed: int, worker: int, trials_so_far: int, host: str) -> int:
+    """The sampler's seed, a 32-bit digest of its inputs: the same in every process (Python's hash() of a string
+    is salted per process by PYTHONHASHSEED, so it would make a new study draw other values on each start)."""
+    text = json.dumps([base_seed, worker, trials_so_far, host])
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
 
 
 # ---- counting trials ----------------------------------------------------------------------------------------
