@@ -129,21 +129,42 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _data_parser(sub) -> None:
-    p = sub.add_parser("data", help="real video data sets: cache decoded frames, check a data set")
+    p = sub.add_parser("data", help="real video data sets: check a data set, cache decoded frames, re-encode it")
     actions = p.add_subparsers(dest="action", required=True)
     cache = actions.add_parser("cache", help="decode every video once to memory-mapped uint8 arrays")
-    check = actions.add_parser("check", help="count videos, classes and unreadable files; measure decode speed")
-    for q in (cache, check):
+    check = actions.add_parser("check", help="count videos, classes and unreadable files; measure decode speed "
+                                             "and the cores it takes to feed a model on a GPU")
+    reencode = actions.add_parser("reencode", help="a copy of the data set in the same layout, every video "
+                                                   "re-encoded for training: smaller, H.264, short GOPs")
+    for q in (cache, check, reencode):
         q.add_argument("--dataset", required=True, metavar="FORMAT:ROOT",
                        help="folder, list, kinetics, ssv2, ucf101 or hmdb51, then the data set's root")
+        q.add_argument("--no-progress", action="store_true")
+    for q in (cache, check):
         q.add_argument("--split", type=int, default=1, help="ucf101 / hmdb51 split (1, 2 or 3)")
         q.add_argument("--decoder", default="auto", choices=("auto", "pyav", "torchcodec"),
                        help="as data_args.decoder (default auto: the one measured faster here)")
-        q.add_argument("--no-progress", action="store_true")
     cache.add_argument("--size", type=int, required=True, help="the clip size training will ask for (pixels)")
     cache.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this one)")
     check.add_argument("--limit", type=int, help="check at most this many videos per split")
-    check.add_argument("--size", type=int, default=224, help="clip size for the decode-speed figure")
+    check.add_argument("--size", type=int, default=224, help="clip size for the decode-speed figure (default 224)")
+    check.add_argument("--frames", type=int, default=16, help="frames per clip for the decode speed (default 16)")
+    check.add_argument("--stride", type=int, default=2, help="frame stride of the clip (default 2)")
+    check.add_argument("--compare", metavar="DIR", help="also time the same videos in a re-encoded copy "
+                                                        "(vtbench data reencode --out DIR)")
+    check.add_argument("--model", metavar="PRESET", help="with --gpu: the decoding cores it takes to feed this model "
+                                                         "preset's training at the clip shape")
+    check.add_argument("--gpu", metavar="NAME", help="the GPU, as NVML names it (e.g. 'NVIDIA H100 80GB HBM3')")
+    check.add_argument("--mfu", type=float, default=0.35, help="the model FLOP utilisation assumed (default 0.35)")
+    check.add_argument("--repeats", type=int, default=2, metavar="N",
+                       help="data_args.repeats for the last column: clips per decode (default 2)")
+    reencode.add_argument("--out", required=True, metavar="DIR", help="where the copy goes (not inside ROOT)")
+    reencode.add_argument("--short-side", type=int, default=256, help="short side of the copy in pixels, never "
+                                                                      "upscaled (default 256)")
+    reencode.add_argument("--gop", type=int, default=16, help="a keyframe every this many frames (default 16)")
+    reencode.add_argument("--crf", type=int, default=23, help="x264's constant rate factor: lower is better and "
+                                                              "larger (default 23)")
+    reencode.add_argument("--workers", type=int, default=0, help="encoding processes (default 0: this one)")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -162,11 +183,34 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"{done['videos']} videos cached ({done['cached']} new, {done['unreadable']} unreadable), "
               f"{done['bytes'] / 2**30:.2f} GiB at short side {done['short']}: {done['folder']}")
         return 0
-    from vtbench.datasets.check import check, table
+    if args.action == "reencode":
+        from vtbench.datasets.reencode import reencode, summary
 
-    report = check(layout, root, args.split, args.limit, size=args.size, progress=not args.no_progress,
-                   decoder=args.decoder)
-    print(table(report))
+        outcome = reencode(layout, root, args.out, args.short_side, args.gop, args.workers, args.crf,
+                           progress=not args.no_progress)
+        print(summary(outcome, args.dataset, args.out))
+        return 0 if not outcome.unreadable else 1
+    from vtbench.datasets.check import check, feeding, gpu_peak, table
+
+    for flag in ("size", "frames", "stride"):
+        if getattr(args, flag) < 1:
+            raise VtbenchError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if (args.model is None) != (args.gpu is None):
+        raise VtbenchError("--model and --gpu go together: the cores to feed that model's training on that GPU")
+    if args.gpu is not None:
+        from vtbench.models import PRESETS
+
+        gpu_peak(args.gpu)  # an unknown GPU or preset is refused before anything is decoded
+        if args.model not in PRESETS:
+            raise VtbenchError(f"unknown model preset {args.model!r}; known: {', '.join(PRESETS)}")
+        if not 0 < args.mfu <= 1:
+            raise VtbenchError(f"--mfu is a fraction in (0, 1], got {args.mfu}")
+        if args.repeats < 1:
+            raise VtbenchError(f"--repeats must be at least 1, got {args.repeats}")
+    report = check(layout, root, args.split, args.limit, frames=args.frames, stride=args.stride, size=args.size,
+                   progress=not args.no_progress, decoder=args.decoder, compare=args.compare)
+    feed = feeding(report, args.model, args.gpu, args.mfu, args.repeats) if args.gpu is not None else None
+    print(table(report, feed))
     return 0 if not report["unreadable"] else 1
 
 
