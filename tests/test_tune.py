@@ -547,3 +547,12 @@ def test_status_counts_a_shared_run_once_and_a_waiting_retry_where_its_run_stand
     assert status["entries"][1]["error"] == "its worker died; its parameters run again"
     assert status["entries"][2]["progress"] == 0.25  # the retry resumes the run of trial 1
     assert status["device_s_used"] == 125.0 and status["device_s_left"] == 75.0
+
+
+def test_a_bare_postgresql_url_names_the_driver_the_postgres_extra_installs():
+    from vtbench.studies.tune import _with_driver
+
+    assert _with_driver("postgresql://u:p@h:5432/db") == "postgresql+psycopg://u:p@h:5432/db"
+    assert _with_driver("postgres://h/db") == "postgresql+psycopg://h/db"
+    assert _with_driver("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"  # a driver named stays
+    assert _with_driver("sqlite:///x.db") == "sqlite:///x.db"

@@ -160,6 +160,7 @@ def open_storage(tune: Tune, folder: Path, url: str | None, workers: int):
         path = Path(url) if url else folder / "optuna.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path), JournalFileOpenLock(str(path))))
+    url = _with_driver(url)
     scheme = url.split("://", 1)[0]
     if scheme.startswith("sqlite") and workers > 1:
         raise ConfigError(f"storage {url}: SQLite takes one writer at a time and its file locks fail across "
@@ -176,6 +177,13 @@ def open_storage(tune: Tune, folder: Path, url: str | None, workers: int):
     except Exception as err:  # sqlalchemy's OperationalError and friends: say which host and why
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         raise ConfigError(f"storage {_hide_password(url)} cannot be reached: {reason}") from None
+
+
+def _with_driver(url: str) -> str:
+    """A bare `postgresql://` (or `postgres://`) URL names psycopg 3, which `vtbench[postgres]` installs: SQLAlchemy
+    before 2.1 reads a bare scheme as psycopg2."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
 
 
 def _hide_password(url: str) -> str:
