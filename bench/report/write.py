@@ -272,8 +272,9 @@ def _data_bound_runs(runs: pd.DataFrame) -> list[str]:
              f"**{len(bound)} of {len(runs)} runs** waited for their batches more than "
              f"{100 * DATA_BOUND_SHARE:.0f}% of their training time. The wait is on their clock, as it would be for a "
              "user, so their figures stand; but a method that saves model work cannot show its saving in a run "
-             "that waits on its data. Feed them faster (docs/data.md: decoded caches, more decoding workers) to "
-             "compare the methods themselves.", ""]
+             "that waits on its data: on a time budget it saves less time than its FLOPs promise (a FLOP budget "
+             "does not count the wait). Real videos can be fed faster (docs/data.md: decoding workers, a re-encoded "
+             "copy, the decoded cache, repeats); the synthetic data renders its clips in the training process.", ""]
     lines += [f"- {r.method}, {r.budget}, seed {r.seed} ({r.run_id}): {100 * r.data_wait_share:.0f}% waiting"
               for r in bound.itertuples()]
     return [*lines, ""]
