@@ -223,3 +223,23 @@ def test_a_training_scripts_checkpoint_with_its_arguments_loads(tmp_path):
     torch.save({"model": {"blocks.0.norm1.weight": torch.ones(4)}, "epoch": 3,
                 "args": argparse.Namespace(lr=5e-4)}, tmp_path / "checkpoint-99.pth")  # as VideoMAE saves
     assert list(read_state(tmp_path / "checkpoint-99.pth")) == ["blocks.0.norm1.weight"]
+
+
+def test_a_run_from_a_hugging_face_videomae_checkpoint_on_the_command_line(tmp_path):
+    transformers = pytest.importorskip("transformers")  # a dev dependency: present wherever the tests are
+    config = transformers.VideoMAEConfig(image_size=32, patch_size=8, num_frames=16, tubelet_size=2, hidden_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                                         use_mean_pooling=True, qkv_bias=True, num_labels=5)
+    transformers.VideoMAEForVideoClassification(config).save_pretrained(tmp_path / "videomae")
+    args = ["run", "--budget", "1steps", "--out", str(tmp_path / "out"), "--no-progress", "--set", "batch_size=4",
+            "--set", "eval_clips=8", "--set", f"init.file={tmp_path / 'videomae' / 'model.safetensors'}",
+            "--set", "init.format=videomae"]
+    for key, value in {"dim": 64, "depth": 2, "heads": 4, "tubelet": "[2,8,8]", "pos_embed": "sincos",
+                       "fc_norm": "true", "qkv_bias": "qv"}.items():
+        args += ["--set", f"model_args.{key}={value}"]
+    assert main(args) == 0
+    (run_dir,) = [d for d in (tmp_path / "out").iterdir() if d.is_dir()]
+    init = json.loads((run_dir / "summary.json").read_text())["init"]
+    assert init["format"] == "videomae" and init["random"] == [] and init["unused"] == []
+    assert init["replaced"] == ["head.bias", "head.weight"]  # 5 labels in the checkpoint, 10 video classes here
+    assert init["loaded"] == len(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]) - 2

@@ -32,7 +32,8 @@ def study(tmp_path_factory) -> Path:
 def report(study) -> Path:
     out = study.parent.parent / "report"
     with pytest.MonkeyPatch.context() as patch:  # the paper-scale estimate (tested in test_report.py) takes 10 s
-        patch.setattr("vtbench.report.reproduction.paper_scale", lambda name, claim: (float("nan"), float("nan")))
+        patch.setattr("vtbench.report.reproduction.paper_scale",
+                      lambda name, claim, params=(): (float("nan"), float("nan")))
         assert main(["report", str(study), "--out", str(out)]) == 0
     return out
 

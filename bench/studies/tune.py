@@ -160,7 +160,6 @@ def open_storage(tune: Tune, folder: Path, url: str | None, workers: int):
         path = Path(url) if url else folder / "optuna.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path), JournalFileOpenLock(str(path))))
-    url = _with_driver(url)
     scheme = url.split("://", 1)[0]
     if scheme.startswith("sqlite") and workers > 1:
         raise ConfigError(f"storage {url}: SQLite takes one writer at a time and its file locks fail across "
@@ -168,7 +167,7 @@ def open_storage(tune: Tune, folder: Path, url: str | None, workers: int):
                           "postgresql:// URL")
     try:
         return optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True} if not scheme.startswith("sqlite") else None,
+            _with_driver(url), engine_kwargs={"pool_pre_ping": True} if not scheme.startswith("sqlite") else None,
             heartbeat_interval=tune.heartbeat, grace_period=2 * tune.heartbeat,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=tune.retries))
     except ImportError as err:
