@@ -3,14 +3,12 @@ side, H.264 with a keyframe every --gop frames, frame rate and count kept, uprig
 untouched, unreadable inputs reported and skipped, an output inside ROOT refused."""
 
 import hashlib
-import math
-import struct
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from videos import encode, folder_layout, frame_of, ucf101_layout
+from videos import encode, folder_layout, frame_of, rotated_video, ucf101_layout
 
 from vtbench.cli import main
 from vtbench.datasets import reencode as reencoding
@@ -100,31 +98,11 @@ def test_ucf101_layout_in_parallel_with_its_split_lists(tmp_path, capsys):
     assert [frame_of(f) for f in read_frames(video, [0, 5, 23], 24)] == [0, 5, 23]
 
 
-def _rotated_video(path: Path, rotation: int) -> np.ndarray:
-    """An MP4 whose display matrix turns its 40 x 32 picture `rotation` degrees counter-clockwise (written into
-    the track header after encoding); returns the stored picture, bright on its left."""
-    image = np.zeros((32, 40, 3), dtype=np.uint8)
-    image[:, :10] = 200
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt, stream.options = 40, 32, "yuv420p", {"crf": "10"}
-        for _ in range(8):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    data = bytearray(path.read_bytes())
-    at = data.index(b"tkhd") + 4
-    at += 4 + (20 if data[at] == 0 else 32) + 16
-    cos, sin = round(math.cos(math.radians(rotation))), round(math.sin(math.radians(rotation)))
-    struct.pack_into(">9i", data, at, cos << 16, -sin << 16, 0, sin << 16, cos << 16, 0, 0, 0, 1 << 30)
-    path.write_bytes(bytes(data))
-    return image
-
-
 def test_rotation_is_applied_to_the_pixels(tmp_path):
     root = tmp_path / "f"
     for split in ("train", "val"):
         (root / split / "a").mkdir(parents=True)
-        _rotated_video(root / split / "a" / "v.mp4", 90)
+        rotated_video(root / split / "a" / "v.mp4", 90)
     outcome = reencoding.reencode("folder", root, tmp_path / "copy", short=16, gop=4, progress=False)
     assert outcome.written == 2 and not outcome.unreadable
     copy = tmp_path / "copy" / "train" / "a" / "v.mp4"

@@ -18,6 +18,7 @@ from videos import (
     kinetics_layout,
     level,
     list_layout,
+    rotated_video,
     ssv2_layout,
     ucf101_layout,
 )
@@ -119,39 +120,12 @@ def test_a_video_whose_header_gives_no_duration_is_read_by_both_decoders(tmp_pat
     assert [frame_of(f) for f in decoder.read_frames(path, [0, 5, 23, 7], count, short=16)] == [0, 5, 23, 7]
 
 
-def _rotated_video(path: Path, rotation: int) -> np.ndarray:
-    """An MP4 whose display matrix (a phone's portrait video) turns its pictures `rotation` degrees counter-clockwise;
-    returns the stored picture. The matrix is written into the track header ('tkhd') after encoding, as FFmpeg's
-    muxer writes it, so that any PyAV the project takes can make the file (set_display_rotation is recent)."""
-    import math
-    import struct
-
-    import av
-
-    image = np.zeros((32, 40, 3), dtype=np.uint8)
-    image[:, :10] = 200  # a bright band on the left of the stored picture
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt, stream.options = 40, 32, "yuv420p", {"crf": "10"}
-        for _ in range(8):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    data = bytearray(path.read_bytes())
-    at = data.index(b"tkhd") + 4  # the box's version and flags
-    at += 4 + (20 if data[at] == 0 else 32) + 16  # times, track id, duration, reserved, layer, group, volume
-    assert struct.unpack_from(">9i", data, at) == (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)  # identity
-    cos, sin = round(math.cos(math.radians(rotation))), round(math.sin(math.radians(rotation)))
-    struct.pack_into(">9i", data, at, cos << 16, -sin << 16, 0, sin << 16, cos << 16, 0, 0, 0, 1 << 30)
-    path.write_bytes(bytes(data))
-    return image
-
-
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_pyav_turns_a_rotated_video_upright(rotation, tmp_path):
     """A display matrix (a phone's portrait video): the frames come out upright, with every PyAV the project takes
     (PyAV >= 14 gives the matrix with each frame, older PyAV with the stream)."""
     path = tmp_path / "v.mp4"
-    image = _rotated_video(path, rotation)
+    image = rotated_video(path, rotation)
     pyav = decoders.module("pyav")
     upright = np.rot90(image, round(rotation / 90) % 4)  # counter-clockwise, as the matrix says
     with warnings.catch_warnings():
@@ -168,7 +142,7 @@ def test_a_pyav_that_gives_no_display_matrix_warns_that_videos_stay_as_stored(tm
     from vtbench.datasets import decode
 
     path = tmp_path / "v.mp4"
-    image = _rotated_video(path, 90)
+    image = rotated_video(path, 90)
     monkeypatch.setattr(decode, "_display_rotation", lambda frame, stream: None)  # as a PyAV that reads neither
     decode._cannot_turn_upright.cache_clear()
     with pytest.warns(UserWarning, match=r"^PyAV \S+ gives no display matrix: .*stored.*on its side") as caught:
@@ -183,7 +157,7 @@ def test_a_pyav_that_gives_no_display_matrix_warns_that_videos_stay_as_stored(tm
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_torchcodec_turns_a_rotated_video_upright_as_pyav_does(rotation, tmp_path):
     path = tmp_path / "v.mp4"
-    image = _rotated_video(path, rotation)
+    image = rotated_video(path, rotation)
     pyav, torchcodec = decoders.module("pyav"), decoders.module("torchcodec")
     upright = np.rot90(image, round(rotation / 90) % 4)
     for short in (None, 16):

@@ -2,6 +2,8 @@
 every video is a uniform grey of level 8k + 4, so the frame a clip took can be read back from its pixels."""
 
 import json
+import math
+import struct
 from pathlib import Path
 
 import av
@@ -123,3 +125,25 @@ def hmdb51_layout(root: Path) -> Path:
             lines.append(f"{name} {mark} ")
         (splits / f"{c}_test_split1.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def rotated_video(path: Path, rotation: int) -> np.ndarray:
+    """An MP4 whose display matrix (a phone's portrait video) turns its pictures `rotation` degrees counter-clockwise;
+    returns the stored picture. The matrix is written into the track header ('tkhd') after encoding, as FFmpeg's
+    muxer writes it, so that any PyAV the project takes can make the file (set_display_rotation is recent)."""
+    image = np.zeros((32, 40, 3), dtype=np.uint8)
+    image[:, :10] = 200  # a bright band on the left of the stored picture
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 40, 32, "yuv420p", {"crf": "10"}
+        for _ in range(8):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd") + 4  # the box's version and flags
+    at += 4 + (20 if data[at] == 0 else 32) + 16  # times, track id, duration, reserved, layer, group, volume
+    assert struct.unpack_from(">9i", data, at) == (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)  # identity
+    cos, sin = round(math.cos(math.radians(rotation))), round(math.sin(math.radians(rotation)))
+    struct.pack_into(">9i", data, at, cos << 16, -sin << 16, 0, sin << 16, cos << 16, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return image
