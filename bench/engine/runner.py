@@ -31,7 +31,7 @@ from vtbench.engine.evaluate import EvalData, evaluate
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.init import apply_init
 from vtbench.engine.shape import BatchShape
-from vtbench.engine.steplog import DATA_BOUND_SHARE, StepLog
+from vtbench.engine.steplog import StepLog, data_wait_figures
 from vtbench.engine.trackers import RunInfo, Trackers
 from vtbench.errors import ConfigError
 from vtbench.models.param_groups import param_groups
@@ -247,13 +247,6 @@ class Run:
         finally:
             bar.close()
         self._finish(status, error)
-
-    def _data_wait(self, used: Used) -> dict[str, Any]:
-        """How much of its training time this process waited for batches; over DATA_BOUND_SHARE the run is data-bound:
-        its figures count (the wait is on the clock, as it is for a user) but a saving in model work could not show."""
-        wall = used.s / self.world.size
-        share = self.data_wait_s / wall if wall else None
-        return {"data_wait_s": self.data_wait_s, "data_wait_share": share, "data_bound": _data_bound(share)}
 
     def _rank_failed(self, status: str, error: str, trace: str) -> None:
         """This rank's own account of its failure, for the launcher to find the rank that failed first."""
@@ -560,7 +553,7 @@ class Run:
             "checkpoint_s": self.clock.off_clock_s.get("checkpoint", 0.0),
             "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
             "clips_per_s": used.samples / used.s if used.s else None,
-            **self._data_wait(used),
+            **data_wait_figures(self.data_wait_s, used.s / self.world.size),
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
             "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(), "init": self.init,
             **figures, **self.cpu.summary(), "precision": self.precision,
@@ -581,10 +574,6 @@ class Run:
         self.status = status
         if self.trackers is not None:
             self.trackers.summary(summary)
-
-
-def _data_bound(share: float | None) -> bool | None:
-    return None if share is None else share > DATA_BOUND_SHARE
 
 
 def _after(select, chain):

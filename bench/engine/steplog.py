@@ -55,3 +55,12 @@ class StepLog:
         for row, value in zip(unread, values, strict=True):
             row["loss"] = value
         return next((r for r in unread if not math.isfinite(r["loss"])), None)
+
+
+def data_wait_figures(wait_s: float, wall_s: float) -> dict[str, Any]:
+    """How much of its training time (`wall_s`, on the clock) a process waited for batches; over DATA_BOUND_SHARE the
+    run is data-bound: its figures count (the wait is on the clock, as it is for a user) but a saving in model work
+    could not show."""
+    share = wait_s / wall_s if wall_s else None
+    return {"data_wait_s": wait_s, "data_wait_share": share,
+            "data_bound": None if share is None else share > DATA_BOUND_SHARE}
