@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vtbench.engine.monitor import GpuMonitor, open_monitor
+from vtbench.engine.monitor import GpuMonitor, nvml_device, open_monitor
 
 
 class FakeNVML:
@@ -126,3 +126,21 @@ def test_the_thread_samples_until_stopped():
 def test_without_a_gpu_the_monitor_says_why():
     monitor, reason = open_monitor(torch.device("cpu"))
     assert monitor is None and "no GPU" in reason
+
+
+class _Props:
+    def __init__(self, uuid):
+        self.uuid = uuid
+
+
+@pytest.mark.parametrize("uuid, visible, expected", [
+    ("58e0e3a4-1111-2222-3333-444455556666", "3", "GPU-58e0e3a4-1111-2222-3333-444455556666"),  # torch knows it
+    ("MIG-9a1b", "", "MIG-9a1b"),
+    ("", "2,5", 5),  # no UUID from torch: the visible index mapped back to NVML's
+    ("", "GPU-abc,GPU-def", "GPU-def"),  # a list of UUIDs, not numbers
+    ("", "", 1),
+])
+def test_nvml_is_asked_for_the_gpu_cuda_runs_on(monkeypatch, uuid, visible, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: _Props(uuid))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert nvml_device(torch.device("cuda", 1)) == expected

@@ -13,12 +13,16 @@ from typing import Any
 
 
 class GpuMonitor:
-    def __init__(self, device_index: int = 0, interval: float = 0.1, nvml: Any = None):
+    def __init__(self, device: int | str = 0, interval: float = 0.1, nvml: Any = None):
+        """`device`: NVML's index of the GPU, or its UUID ("GPU-..." or "MIG-...")."""
         if nvml is None:
             import pynvml as nvml
         self.nvml, self.interval = nvml, interval
         nvml.nvmlInit()
-        self.handle = nvml.nvmlDeviceGetHandleByIndex(device_index)
+        if isinstance(device, str):
+            self.handle = nvml.nvmlDeviceGetHandleByUUID(device)
+        else:
+            self.handle = nvml.nvmlDeviceGetHandleByIndex(device)
         self.energy_source = "counter" if self._energy_mj() is not None else "integrated power"
         self.memory_scope = "process" if self._process_memory() is not None else "device"
         self._lock = threading.Lock()
@@ -131,6 +135,22 @@ class GpuMonitor:
             pass
 
 
+def nvml_device(device) -> int | str:
+    """NVML's name for a CUDA device: its UUID where torch knows it (NVML numbers every GPU of the machine, CUDA only
+    the visible ones, and CUDA_VISIBLE_DEVICES may list UUIDs), else the visible index mapped back to NVML's."""
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
+    if uuid:
+        return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if not visible:
+        return index
+    entry = visible[index]
+    return int(entry) if entry.isdigit() else entry
+
+
 def open_monitor(device, interval: float = 0.1) -> tuple[GpuMonitor | None, str | None]:
     """A started monitor for a CUDA device, or None and the reason it could not measure."""
     if device.type != "cuda":
@@ -138,10 +158,6 @@ def open_monitor(device, interval: float = 0.1) -> tuple[GpuMonitor | None, str 
     try:
         import pynvml
 
-        index = device.index if device.index is not None else 0
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible:  # NVML numbers every GPU of the machine; CUDA only the visible ones
-            index = int(visible.split(",")[index])
-        return GpuMonitor(index, interval, pynvml).start(), None
+        return GpuMonitor(nvml_device(device), interval, pynvml).start(), None
     except Exception as err:  # noqa: BLE001 - any NVML failure leaves the run without these figures, said why
         return None, f"NVML unavailable: {type(err).__name__}: {err}"
