@@ -11,7 +11,7 @@ from vtbench.engine.config import MethodSpec
 from vtbench.errors import ConfigError
 
 from .base import EvalSetting, Method, MethodStack, RunContext
-from .params import Param
+from .params import NOTHING, Param
 
 REGISTRY: dict[str, type[Method]] = {}
 
@@ -71,6 +71,22 @@ def check_methods(specs: list[MethodSpec]) -> None:
     """Every spec against its method's declaration, building nothing (`RunConfig.resolve` calls it)."""
     for spec in specs:
         check_spec(spec)
+
+
+def identity_params(spec: MethodSpec) -> dict[str, Any]:
+    """The parameters a run id holds for `spec`: those given, and those whose default changed since runs were made
+    (`Param.previously`) at the value in effect, unless it is the earlier one."""
+    cls = method_class(spec.name)
+    values = dict(spec.params)
+    for key, param in (cls.params or {}).items():
+        if param.previously is NOTHING:
+            continue
+        value = values.get(key, param.default)
+        if value == param.previously:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    return values
 
 
 def build_method(spec: MethodSpec) -> Method:

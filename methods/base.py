@@ -6,7 +6,7 @@ through a `MethodStack` and never names a method.
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,14 @@ from .selection import with_motion
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (video (B, C, T, H, W), labels (B,))
 Select = Callable[[Tokens], Tokens]
+
+
+class Seeds(NamedTuple):
+    """The seeds a run draws its randomness from: `weights` seeds the initialisation and the global generators (a
+    method's own draws, such as token masks); `data` the clips drawn and their augmentation."""
+
+    weights: int
+    data: int
 
 
 @dataclass
@@ -74,10 +82,10 @@ class Method:
     def check_together(cls, values: dict[str, Any]) -> None:
         """Rules across parameters, on every declared value (defaults filled in): raise ValueError naming them."""
 
-    def random_seed(self, seed: int) -> int:
-        """The seed the run draws its randomness from (initialisation, data order, augmentation): the run's own for
-        every real method; a placebo draws an independent one."""
-        return seed
+    def random_seeds(self, seeds: Seeds) -> Seeds:
+        """The seeds the run draws its randomness from: the run's own for every real method; a placebo draws
+        independent ones."""
+        return seeds
 
     def cost_share(self) -> float:
         """The share of each step's cost charged to the budget clock: 1 for every real method; a positive control
@@ -171,10 +179,11 @@ class MethodStack:
     def leaves_parameters_unused(self) -> bool:
         return any(m.leaves_parameters_unused for m in self.methods)
 
-    def random_seed(self, seed: int) -> int:
+    def random_seeds(self, seed: int) -> Seeds:
+        seeds = Seeds(seed, seed)
         for method in self.methods:
-            seed = method.random_seed(seed)
-        return seed
+            seeds = method.random_seeds(seeds)
+        return seeds
 
     def cost_share(self) -> float:
         share = 1.0

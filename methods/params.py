@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = (bool, int, float, str, list)
+NOTHING = object()  # `Param.previously` unset
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Param:
     note: str = ""  # after a range: its unit, say "(grey levels)"
     removed: str = ""  # a parameter that is gone: why, and what replaces it (only None, its default, is taken)
     help: str = ""  # what the parameter does, one line
+    # what runs did before this parameter, or its present default, existed: a run id then holds the value in effect
+    # (given or default) unless it is this one, so that a new default makes new runs and finished runs stay found
+    previously: Any = NOTHING
 
     def __post_init__(self):
         if self.kind not in KINDS:

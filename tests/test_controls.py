@@ -8,10 +8,11 @@ import pytest
 from conftest import tiny
 
 from vtbench.engine.budget import Budget, BudgetClock
-from vtbench.engine.config import MethodSpec
+from vtbench.engine.config import MethodSpec, RunConfig
 from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
 from vtbench.methods import build_method
+from vtbench.methods.base import Seeds
 
 
 def test_a_charged_clock_pays_its_share_of_time_flops_and_counted_steps():
@@ -58,7 +59,7 @@ def test_the_placebo_draws_another_random_stream_and_changes_nothing_else(tmp_pa
     assert _summary(placebo)["expected_speedup"] == 1.0 and _summary(placebo)["steps"] == _summary(baseline)["steps"]
     other = build_method(MethodSpec("placebo", {"stream": 2}))
     placebo = build_method(MethodSpec("placebo", {}))
-    assert len({placebo.random_seed(s) for s in range(3)} | {other.random_seed(0)}) == 4
+    assert len({placebo.derived_seed(s) for s in range(3)} | {other.derived_seed(0)}) == 4
 
 
 @pytest.mark.parametrize("spec", [MethodSpec("control", {"speedup": 0.5}), MethodSpec("placebo", {"stream": 0}),
@@ -66,3 +67,23 @@ def test_the_placebo_draws_another_random_stream_and_changes_nothing_else(tmp_pa
 def test_bad_control_parameters_are_refused_naming_them(spec):
     with pytest.raises(ConfigError, match="speedup|stream"):
         build_method(spec)
+
+
+def test_the_placebo_varies_what_it_is_asked_to_and_keeps_the_rest():
+    seeds = Seeds(3, 3)
+    weights = build_method(MethodSpec("placebo", {})).random_seeds(seeds)  # the default
+    data = build_method(MethodSpec("placebo", {"vary": "data"})).random_seeds(seeds)
+    both = build_method(MethodSpec("placebo", {"vary": "all"})).random_seeds(seeds)
+    assert weights.data == 3 and weights.weights != 3
+    assert data.weights == 3 and data.data != 3
+    assert both.weights != 3 and both.data != 3
+
+
+def test_a_changed_default_makes_another_run_and_finished_runs_stay_found():
+    def run_id(params):
+        return RunConfig(methods=[MethodSpec("placebo", params)], budget="6e11flops", eval_clips=2048, eval_subset=512,
+                         eval_every=0.25, eval_sweep=[]).resolve().run_id()
+
+    # the calibration's placebo of seed 0, made before `vary` existed (when it varied all), keeps its id
+    assert run_id({"vary": "all"}) == "8eb02a08ebad"
+    assert run_id({}) == run_id({"vary": "weights"}) != run_id({"vary": "all"})

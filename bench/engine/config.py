@@ -191,6 +191,9 @@ class RunConfig:
             del data[name]
         if data.get("init"):  # the weights it starts from, by their content: a moved file is the same start
             data["init"] = fingerprint(data["init"])
+        from vtbench.methods import identity_params
+
+        data["methods"] = [{m.name: identity_params(m)} for m in self.methods]  # a changed default: another run
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

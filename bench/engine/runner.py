@@ -108,9 +108,9 @@ class Run:
             raise ConfigError(f"nproc is {config.nproc} but this process is one of {self.world.size}: start a run of "
                               f"nproc {config.nproc} with `vtbench run --nproc {config.nproc}` or torchrun")
         self.base = BatchShape(config.batch_size, config.frames, config.size, config.stride)
-        self.seed = self.methods.random_seed(config.seed)
-        _seed_everything(self.seed)
-        self.train_data = build_dataset(config.dataset, "train", self.seed, **config.data_args)
+        self.seeds = self.methods.random_seeds(config.seed)
+        _seed_everything(self.seeds.weights)
+        self.train_data = build_dataset(config.dataset, "train", self.seeds.data, **config.data_args)
         val_data = build_dataset(config.dataset, "val", 0, length=config.eval_clips, **config.data_args)
         # a data set whose evaluation clips depend on nothing but its arguments lets one process's runs share them
         # (decoded videos are not shared: a run reports the videos it could not read)
@@ -135,7 +135,7 @@ class Run:
         self.loss = ParallelLoss(self.model, self.methods.loss, self.world, self.device,
                                  find_unused=self.methods.leaves_parameters_unused)
         if self.world.size > 1:  # every rank built the same model; now each draws its own random numbers
-            _seed_everything(int(np.random.SeedSequence([self.seed, self.world.rank]).generate_state(1)[0]))
+            _seed_everything(int(np.random.SeedSequence([self.seeds.weights, self.world.rank]).generate_state(1)[0]))
         self.eval_shape = self.methods.eval_shape(self.base)
         self.settings = self._sweep_settings()
         groups = param_groups(self.model, config.weight_decay, config.layer_decay)
@@ -353,7 +353,7 @@ class Run:
         indices = list(range(first, first + shape.clips))
         stride = shape.stride
         if isinstance(stride, tuple):  # each clip draws its own stride, reproducibly from its index
-            rng = np.random.default_rng([self.seed, first])
+            rng = np.random.default_rng([self.seeds.data, first])
             stride = rng.integers(stride[0], stride[1] + 1, size=shape.clips).tolist()
         part = self.world.part(shape.clips)
         indices, stride = indices[part], stride[part] if isinstance(stride, list) else stride
