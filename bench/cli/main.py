@@ -316,7 +316,7 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # i
 
 
 def _demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the demo grid on the synthetic data (three seeds per method, about 15 minutes "
+    p = sub.add_parser("demo", help="the demo grid on the synthetic data (four seeds per method, about 15 minutes "
                                     "on a 2-core CPU), then its report")
     p.add_argument("--out", default="results")
     p.add_argument("--report", default="reports/demo")
