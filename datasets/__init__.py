@@ -13,14 +13,15 @@ from vtbench.errors import ConfigError
 DATASETS = ("synthetic", "folder:ROOT", "list:ROOT", "kinetics:ROOT", "ssv2:ROOT", "ucf101:ROOT", "hmdb51:ROOT")
 
 
-def build_dataset(name: str, part: str, seed: int, length: int | None = None, **args: Any):
+def build_dataset(name: str, part: str, seed: int, length: int | None = None, ahead: bool = False, **args: Any):
     """The `part` ("train" or "val") of data set `name` (`args` are its data_args); `length` caps an endless
-    (synthetic) part or a validation set."""
+    (synthetic) part or a validation set; `ahead` asks rendered data to prepare each next batch in the background
+    (decoded videos read ahead in their own worker processes)."""
     if name == "synthetic":
         from .synthetic import SyntheticVideos
 
         try:
-            return SyntheticVideos(split=part, seed=seed, length=length, **args)
+            return SyntheticVideos(split=part, seed=seed, length=length, **{"ahead": ahead, **args})
         except TypeError as err:
             raise ConfigError(f"data_args for synthetic: {err}") from None
     if ":" in name:

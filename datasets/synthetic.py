@@ -65,6 +65,8 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import torch
 
 # (name, process the target follows, direction in which the process runs)
@@ -140,6 +142,7 @@ class SyntheticVideos:
         appearance: float = 1.0,
         drift: float = 1.0,
         grading: float = 1.0,
+        ahead: bool = False,
     ):
         if targets < 1:
             raise ValueError(f"targets must be at least 1, got {targets}")
@@ -172,6 +175,10 @@ class SyntheticVideos:
         self.appearance = appearance
         self.drift = drift
         self.grading = grading
+        self.ahead = ahead  # render the next training batch in the background (the runner asks where the model is
+        # not on the CPU: on a CPU the two share its cores, and rendering ahead made a run slower, docs/data.md)
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: tuple[tuple, Future] | None = None
 
     def __len__(self) -> int:
         """`length`; the train split without one is unbounded and says so with 2**31 - 1."""
@@ -197,8 +204,24 @@ class SyntheticVideos:
         zero mean and unit variance, and labels int64 (B,). `stride` is one int or one per clip; stride 0 asks
         for segment (TSN-style) sampling: one frame per equal segment of the whole video, at a random place in
         its segment in training and at its centre otherwise. `advance` (where the next batch starts, relative to
-        this one) matters only to data sets that read ahead; rendering reads nothing ahead."""
+        this one): given to a set made with `ahead`, the next batch of the same shape is rendered in a background
+        thread while the caller trains on this one (rendering is torch work, which leaves the interpreter free)."""
         indices = self._checked(indices)
+        key = (tuple(indices), frames, size, stride if isinstance(stride, int) else tuple(stride), training)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] != key:
+            ahead[1].cancel()
+        result = ahead[1].result() if ahead is not None and ahead[0] == key else None
+        following = [i + advance for i in indices] if advance and self.ahead else []
+        if following and isinstance(stride, int) and max(following) < self.length:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="render")
+            next_key = (tuple(following), frames, size, stride, training)
+            self._ahead = (next_key, self._pool.submit(self._render, following, frames, size, stride, training))
+        return result if result is not None else self._render(indices, frames, size, stride, training)
+
+    def _render(self, indices: list[int], frames: int, size: int, stride: int | Sequence[int],
+                training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if not indices:
             raise ValueError("indices is empty")
         if frames < 1 or size < 1:

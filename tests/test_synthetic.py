@@ -290,3 +290,16 @@ def test_grading_draws_cue_strengths_log_uniformly_over_its_decades():
     assert abs((graded < 0.1).float().mean().item() - 0.5) < 0.05
     with pytest.raises(ValueError, match="grading"):
         SyntheticVideos("val", grading=-1)
+
+
+def test_rendering_ahead_gives_the_same_clips_and_renders_the_next_batch_in_the_background():
+    plain, ahead = SyntheticVideos("train", seed=4), SyntheticVideos("train", seed=4, ahead=True)
+    for first in (0, 6, 12):  # each batch asks for the one after it
+        indices = range(first, first + 6)
+        expected = plain.batch(indices, 8, 16, 2, training=True)
+        got = ahead.batch(indices, 8, 16, 2, training=True, advance=6)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        assert ahead._ahead is not None and ahead._ahead[0][0] == tuple(range(first + 6, first + 12))
+    other = ahead.batch(range(100, 104), 8, 16, 2, training=True)  # not the batch prepared: rendered here
+    assert torch.equal(other[0], plain.batch(range(100, 104), 8, 16, 2, training=True)[0])
+    assert ahead._ahead is None  # nothing asked for next

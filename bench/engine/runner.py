@@ -110,7 +110,10 @@ class Run:
         self.base = BatchShape(config.batch_size, config.frames, config.size, config.stride)
         self.seeds = self.methods.random_seeds(config.seed)
         _seed_everything(self.seeds.weights)
-        self.train_data = build_dataset(config.dataset, "train", self.seeds.data, **config.data_args)
+        # rendering the next batch while this one trains pays where the model is not on the CPU; on a CPU the two
+        # share its cores, and rendering ahead made a run slower (docs/data.md)
+        self.train_data = build_dataset(config.dataset, "train", self.seeds.data, ahead=self.device.type != "cpu",
+                                        **config.data_args)
         val_data = build_dataset(config.dataset, "val", 0, length=config.eval_clips, **config.data_args)
         # a data set whose evaluation clips depend on nothing but its arguments lets one process's runs share them
         # (decoded videos are not shared: a run reports the videos it could not read)

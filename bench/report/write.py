@@ -48,7 +48,7 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
         has_settings = settings_figure(evals, figures / f"settings{suffix}", width, styles)
         has_ladder = ladder_figure(final, table, figures / f"ladder{suffix}", width, styles)
     markdown = _write_tables(table, out / "tables")
-    unended = _unended(study_dir)
+    unended = _stale(study_dir) + _unended(study_dir)
     if tuning:  # the trials are the study: their section, then the runs' curves (tables/ has the rest)
         lines = [f"# Study {study_dir.name}", "", *unended, *tuning, "", "## Runs", "",
                  f"{len(final)} runs; their final top-1 and costs in tables/summary.md.", "",
@@ -223,6 +223,18 @@ def _accuracy_section(final: pd.DataFrame, table: pd.DataFrame) -> list[str]:
             "Final top-1 (mean over seeds, 95% interval on the logit scale) against the baseline's at the same "
             "budget; the difference is paired by seed (method seed s minus baseline seed s, Student t).", "",
             pd.DataFrame(rows).to_markdown(index=False), ""]
+
+
+def _stale(study_dir: Path) -> list[str]:
+    """Runs left out because their settings now make another run (a method's default changed since they ran)."""
+    from vtbench.studies.table import stale_runs
+
+    stale = stale_runs(study_dir)
+    if not stale:
+        return []
+    return [f"**{len(stale)} runs left out**: their config.yaml now names another run (a method's default changed "
+            f"since they ran), so they are not its results: {', '.join(stale)}. Delete them, or give the old value "
+            "(`vtbench methods NAME` lists each parameter's default) to keep them in a study.", ""]
 
 
 def _unended(study_dir: Path) -> list[str]:

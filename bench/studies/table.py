@@ -25,13 +25,16 @@ SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clip
 
 
 def runs_table(study_dir: str | Path) -> pd.DataFrame:
-    """One row per run: its configuration and summary, its label and settings key (vtbench.studies.comparison)."""
+    """One row per run: its configuration and summary, its label and settings key (vtbench.studies.comparison).
+    Runs whose settings now mean another run (`stale_runs`) are left out."""
     rows, configs = [], []
     for run_dir in sorted(Path(study_dir).iterdir()):
         summary_path = run_dir / results.SUMMARY
         if not run_dir.is_dir() or not summary_path.exists():
             continue
         config, summary = _read_run(run_dir)
+        if _stale(config, run_dir.name):
+            continue
         row = {"run_id": run_dir.name, "budget": config.budget, "seed": config.seed, "model": config.model,
                "dataset": config.dataset, "init": init_label(config.init),
                "settings": comparison.settings_key(comparison.settings_of(config)), "is_baseline": not config.methods}
@@ -51,6 +54,24 @@ def runs_table(study_dir: str | Path) -> pd.DataFrame:
                                                                                      "trial_run_id": "run_id"})
         table = table.merge(trials, on="run_id", how="left")
     return table
+
+
+def stale_runs(study_dir: str | Path) -> list[str]:
+    """The finished runs of a study whose configuration no longer gives their own id: a method's default changed
+    since they ran (`Param.previously`), so the settings their config.yaml names now make another run, and they
+    are not that run's results."""
+    stale = []
+    for run_dir in sorted(Path(study_dir).iterdir()):
+        if run_dir.is_dir() and (run_dir / results.SUMMARY).exists() and _stale(_read_run(run_dir)[0], run_dir.name):
+            stale.append(run_dir.name)
+    return stale
+
+
+def _stale(config: RunConfig, run_id: str) -> bool:
+    try:
+        return config.run_id() != run_id
+    except (OSError, VtbenchError):  # a start whose file is gone cannot be hashed again: the run stands as it is
+        return False
 
 
 def _read_run(run_dir: Path) -> tuple[RunConfig, dict]:
