@@ -63,9 +63,8 @@ import hashlib
 import math
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
-
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 
