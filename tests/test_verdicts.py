@@ -13,10 +13,10 @@ from vtbench.cli import main
 BASE = ("base: {frames: 4, size: 16, batch_size: 4, eval_clips: 64, eval_every: 0.5, eval_sweep: [],\n"
         "       data_args: {num_classes: 4, grading: 0},\n"
         "       model_args: {dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}}\n")
-# the baseline's ladder, and a method, the placebo and the positive control at the ladder's first rung, which rises
-# for every seed (asserted below): each seed's multiplier is defined
+# the baseline's ladder, and a method, two placebos and the positive control at the ladder's first rung, which rises
+# for every seed (asserted below)
 GRID = ("methods: [{methods: [], budgets: [4steps, 8steps, 16steps]}, [{token_dropout: {keep: 0.5}}], [placebo],\n"
-        "          [{control: {speedup: 2}}]]\nbudgets: [4steps]\nseeds: [0, 1, 2]\n")
+        "          [{placebo: {vary: all}}], [{control: {speedup: 2}}]]\nbudgets: [4steps]\nseeds: [0, 1, 2]\n")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,9 @@ def test_the_report_opens_with_the_speedup_then_checks_power_and_paired_top1(rep
     assert "| verdict" in speed and "| p (Holm)" in speed and "t, 3 seeds" in speed
     assert "control:speedup=2 (control)" in speed and "| 2.00x [2.00, 2.00]" in speed
     power = text.split(headings[2])[1].split("\n## ")[0]
-    assert "From the positive control" in power and "From the placebo's paired spread" in power
+    assert "From the positive control" in power
+    for placebo in ("placebo", "placebo:vary=all"):  # its paired spread, or why its speed-up has none
+        assert any(x.startswith("- From the placebo") and f"({placebo}, 4steps" in x for x in power.splitlines())
     assert "Per method" in power
     paired = text.split(headings[3])[1].split("\n## ")[0]
     assert "| token_dropout:keep=0.5 " in paired and "| placebo " in paired
@@ -102,12 +104,12 @@ def test_plan_gives_the_seeds_each_comparison_needs(study, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "speed-up of 1.5x with power 0.8" in printed and "seeds needed" in printed
     plan = pd.read_csv(tmp_path / "plan" / "plan.csv").set_index("method")
-    assert set(plan.index) == {"token_dropout:keep=0.5", "placebo", "control:speedup=2"}
+    assert set(plan.index) == {"token_dropout:keep=0.5", "placebo", "placebo:vary=all", "control:speedup=2"}
     assert (tmp_path / "plan" / "plan.md").read_text().startswith("Seeds for a paired t-test")
     control = plan.loc["control:speedup=2"]  # no spread: two seeds resolve anything
-    assert str(control["seeds needed"]) == "2" and control["status"] == "enough: power 1.00 at 3 seeds"
+    assert float(control["seeds needed"]) == 2 and control["status"] == "enough: power 1.00 at 3 seeds"
     assert control["budget cost"] == "2 x (4 + 4 + 8) = 32steps" and control["overhead (s)"] > 0
-    for method in ("token_dropout:keep=0.5", "placebo"):
+    for method in ("token_dropout:keep=0.5", "placebo", "placebo:vary=all"):
         row = plan.loc[method]
         assert row["status"].startswith(("under-powered", "enough", "cannot plan"))
         if not row["status"].startswith("cannot plan"):

@@ -96,7 +96,7 @@ def _plan_row(r, final: pd.DataFrame, overhead: pd.Series, speedup: float, power
            f"expects {r.expected_speedup:g}x", "seeds now": r.seeds}
     if not isinstance(r.speedup_ratios, str) or len(r.speedup_ratios.split()) < 2:
         why = r.speedup_note if isinstance(r.speedup_note, str) else "fewer than two seeds"
-        return {**row, "sd(log r)": math.nan, "seeds needed": None, "power now": math.nan, "budget cost": "",
+        return {**row, "sd(log r)": math.nan, "seeds needed": "", "power now": math.nan, "budget cost": "",
                 "overhead (s)": math.nan, "status": f"cannot plan: {why}"}
     ratios = [float(x) for x in r.speedup_ratios.split()]
     sd = float(np.std(np.log(ratios), ddof=1))

@@ -178,6 +178,10 @@ def _resolving_power(table: pd.DataFrame) -> list[str]:
     lines = ["## Resolving power", ""]
     controls = _controls(table)
     for r in controls.itertuples():
+        if r.expected_speedup == 1 and isinstance(r.speedup_note, str):
+            lines.append(f"- From the placebo ({r.method}, {r.budget}): none, its speed-up is {r.speedup_note} "
+                         "(a longer ladder would hold it); its top-1 at equal budget is in the paired table below.")
+            continue
         if math.isnan(r.speedup_low) or r.speedup_low <= 0:
             continue
         if r.expected_speedup > 1:
