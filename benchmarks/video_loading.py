@@ -1,14 +1,18 @@
-"""Video loading against training: clips per second decoded from files and read from the decoded cache, with 0,
-1 and 2 decoding workers, beside the default model's training throughput, all measured in one process on
-videos this script encodes (UCF101-like: 320 x 240, 25 fps, 5 s, H.264).
+"""Video loading against training: clips per second decoded from the original files, from a re-encoded copy
+(`vtbench data reencode`: short side 128, a keyframe every 16 frames), from the decoded cache and with repeated
+sampling (`data_args.repeats: 2`), with 0, 1 and 2 decoding workers, beside the default model's training throughput
+here and the derived consumption of ViT-B over 16 x 224^2 on an H100 (bf16 peak from bench/engine/mfu.py at 35%
+MFU), all measured in one process on videos this script encodes (UCF101-like: 320 x 240, 25 fps, 5 s, H.264).
 
     python benchmarks/video_loading.py [--videos 24] [--batches 12] [--repeats 3]
 
-The cache should load clips at least 5x faster than the model consumes them. The last line sets the two decoders
-(PyAV and TorchCodec, decoding in the training process) side by side.
+The cache should load clips at least 5x faster than the model consumes them. The line before the last gives each
+source's clips/s per decoding core and the cores ViT-B on an H100 would need from it; the last line sets the two
+decoders (PyAV and TorchCodec, decoding in the training process) side by side.
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -20,7 +24,13 @@ import torch
 
 from vtbench.datasets import build_dataset
 from vtbench.datasets.cache import build_cache
+from vtbench.datasets.check import gpu_peak
+from vtbench.datasets.reencode import reencode
 from vtbench.engine.config import RunConfig
+from vtbench.engine.estimate import estimate
+
+# the originals' short side is 240: 256 would leave them as they are; 128 still holds a 112 or 64 px training crop
+REENCODED_SHORT_SIDE = 128
 
 
 def encode(path: Path, frames: int, rng: np.random.Generator) -> None:
@@ -86,6 +96,22 @@ def main() -> None:
             rates["decode", workers] = loading_rate(data, config, args.batches)
             data.close()
             print(f"decoded from files, {workers} workers: {rates['decode', workers]:.0f} clips/s")
+        copy = Path(folder + "-reencoded")
+        began = time.perf_counter()
+        reencode("folder", root, copy, short=REENCODED_SHORT_SIDE, gop=16, progress=False, say=lambda line: None)
+        print(f"re-encoded copy (short side {REENCODED_SHORT_SIDE}, a keyframe every 16 frames) written in "
+              f"{time.perf_counter() - began:.1f} s")
+        for workers in (0, 2):
+            data = build_dataset(f"folder:{copy}", "train", 0, workers=workers, cache=False)
+            rates["reencoded", workers] = loading_rate(data, config, args.batches)
+            data.close()
+            print(f"decoded from the re-encoded copy, {workers} workers: {rates['reencoded', workers]:.0f} clips/s")
+        for workers in (0, 2):
+            data = build_dataset(f"folder:{root}", "train", 0, workers=workers, cache=False, repeats=2)
+            rates["repeats 2", workers] = loading_rate(data, config, args.batches)
+            data.close()
+            print(f"decoded from files, repeats 2, {workers} workers: {rates['repeats 2', workers]:.0f} clips/s")
+        shutil.rmtree(copy, ignore_errors=True)
         began = time.perf_counter()
         done = build_cache("folder", root, config.size, progress=False)
         print(f"cache: {done['videos']} videos, {done['bytes'] / 2**20:.0f} MiB, built in "
@@ -101,7 +127,22 @@ def main() -> None:
     print(f"cache/decode loading: {best_cache / best_decode:.1f}x (best of each)", file=sys.stderr)
     print(f"decode/training: {best_decode / model:.2f}")
     print(f"cache/training: {best_cache / model:.1f}")
+    print(feeding_line(rates, config))
     print(decoders_line)
+
+
+def feeding_line(rates: dict, config: RunConfig) -> str:
+    """Per source, clips/s per decoding core (the best worker count over the cores it used; the process itself is
+    one core at 0 workers) against what ViT-B over 16 x 224^2 trains on an H100 at 35% MFU."""
+    peak = gpu_peak("NVIDIA H100 80GB HBM3")
+    vit_b = RunConfig(model="vit_base", frames=16, size=224, stride=config.stride, eval_sweep=[])
+    consumption = peak * 0.35 / (estimate(vit_b, [], 0.5, 400).train_gflops * 1e9)
+    parts = []
+    for source in ("decode", "reencoded", "repeats 2", "cache"):
+        per_core = max(rate / max(1, workers) for (name, workers), rate in rates.items() if name == source)
+        parts.append(f"{source} {per_core:.0f} clips/s per core ({consumption / per_core:.2g} cores)")
+    return (f"ViT-B 16x224^2 on an H100 at 35% MFU trains {consumption:.0f} clips/s; per decoding core at "
+            f"{config.size}px: " + ", ".join(parts))
 
 
 def compare_decoders(root: Path, config: RunConfig, batches: int, repeats: int) -> str:
