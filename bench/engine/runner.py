@@ -7,7 +7,6 @@ returns at once when it has already ended.
 """
 
 import json
-import math
 import os
 import random
 import socket
@@ -22,12 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vtbench.engine import cpu, measure, mfu, protocol, results
+from vtbench.engine import cpu, measure, mfu, results
 from vtbench.engine.budget import Budget, BudgetClock, Used, lr_factor
 from vtbench.engine.compiled import CompileStats, compile_blocks
 from vtbench.engine.config import RunConfig, save_yaml
 from vtbench.engine.distributed import ParallelLoss, World, rank_device
-from vtbench.engine.evaluate import EvalData, evaluate
+from vtbench.engine.evaluate import EvalData
+from vtbench.engine.evaluation import Evaluation, eval_points
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.init import apply_init
 from vtbench.engine.shape import BatchShape
@@ -139,8 +139,8 @@ class Run:
                                  find_unused=self.methods.leaves_parameters_unused)
         if self.world.size > 1:  # every rank built the same model; now each draws its own random numbers
             _seed_everything(int(np.random.SeedSequence([self.seeds.weights, self.world.rank]).generate_state(1)[0]))
-        self.eval_shape = self.methods.eval_shape(self.base)
-        self.settings = self._sweep_settings()
+        self.evaluation = Evaluation(config, self.eval_data, self.methods.eval_shape(self.base),
+                                     self.methods.eval_settings(), self._tubelet)
         groups = param_groups(self.model, config.weight_decay, config.layer_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
         self._parameters = list(self.model.parameters())
@@ -148,8 +148,7 @@ class Run:
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
         self.precision = "bf16" if bf16 else "fp32"
         self.flops = StepFlops()
-        points = math.ceil(1 / config.eval_every - 1e-9)
-        self.eval_points = [round(min(1.0, (k + 1) * config.eval_every), 10) for k in range(points)]
+        self.eval_points = eval_points(config.eval_every)
         self.next_eval = 0
         self.log = StepLog(config.log_every)
         self.steps_since_read = 0
@@ -164,14 +163,6 @@ class Run:
         self.status = "interrupted"  # how the run ended, once it has
         self.skipped_before: dict[str, str] = {}  # unreadable videos met before a resume
         self.data_wait_s = 0.0  # training time this process spent waiting for its batches (on the clock)
-
-    def _sweep_settings(self) -> list:
-        """The shared reduced-token settings, then the methods' own that the sweep does not already name."""
-        from vtbench.methods import EvalSetting
-
-        shared = [EvalSetting(r.name, select=r) for r in map(protocol.parse, self.config.eval_sweep)]
-        names = {s.name for s in shared}
-        return shared + [s for s in self.methods.eval_settings() if s.name not in names]
 
     def _begin_phase(self, name: str) -> None:
         if self.measure is None:
@@ -420,34 +411,12 @@ class Run:
             raise pruned
 
     def _evaluate(self, point: float, progress: float, window: dict[str, Any]) -> None:
-        """The default setting, then (at the final point, or every point on request) the sweep, each after the
-        methods' own evaluation selections."""
         used = self.clock.read()
         progress = progress if self.world.size > 1 else self.clock.fraction()  # several ranks: the agreed one
-        chain = self.methods.selector(progress, training=False)
-        settings = [("default", chain, None, None)]
-        if self.config.eval_sweep_at == "every" or point == 1.0:
-            settings += [(s.name, _after(s.select, chain), s.frames, s.size) for s in self.settings]
-        rows = []
         self.activity = "evaluation"
-        for name, select, frames, size in settings:
-            began = time.perf_counter()
-            frames, size = frames or self.eval_shape.frames, size or self.eval_shape.size
-            self.last_shape = BatchShape(self.config.eval_batch_size, frames, size, self.eval_shape.stride)
-            clips = self.config.eval_clips if point == 1.0 and name == "default" else self.config.eval_subset
-            batches = self.eval_data.batches(frames, size, self.eval_shape.stride, clips)
-            scores = evaluate(self.model, batches, select, self.device, self.autocast, reduce=self.world.sum)
-            full = frames // self._tubelet[0] * (size // self._tubelet[1]) ** 2
-            keep = None if scores["tokens"] is None else scores["tokens"] / full  # None: this rank scored no clip
-            rows.append({
-                "point": point, "progress": progress, "step": used.steps, "used_s": used.s,
-                "used_flops": used.flops, "used_samples": used.samples, "setting": name, **scores,
-                "frames": frames, "size": size, "stride": self.eval_shape.stride, "keep": keep,
-                "eval_s": time.perf_counter() - began, "window_energy_j": window["energy_j"],
-                "window_power_w": window["power_w"], "window_mem_device": window["mem_device"],
-                "window_mem_allocated": window["mem_allocated"], "window_mem_rss": window["mem_rss"],
-                "window_cpu_util": window["window_cpu_util"], "window_wait_share": window["window_wait_share"],
-            })
+        rows = self.evaluation.run(self.model, self.methods.selector(progress, training=False), point, progress,
+                                   used, window, self.device, self.autocast, self.world.sum,
+                                   on_shape=lambda shape: setattr(self, "last_shape", shape))
         evaluation = self.measure.end_eval_window()
         self.eval_rows += [{**row, **evaluation} for row in rows]
         if self.trackers is not None:
@@ -577,15 +546,6 @@ class Run:
         self.status = status
         if self.trackers is not None:
             self.trackers.summary(summary)
-
-
-def _after(select, chain):
-    """`select` run after the methods' own evaluation selections `chain`."""
-    if hasattr(select, "after"):  # a shared reduction knows what must happen before the chain
-        return select.after(chain)
-    if chain is None:
-        return select
-    return lambda tokens: select(chain(tokens))
 
 
 def _trainable(model: torch.nn.Module) -> int:
