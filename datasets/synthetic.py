@@ -179,6 +179,12 @@ class SyntheticVideos:
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: tuple[tuple, Future] | None = None
 
+    def close(self) -> None:
+        """Stop rendering ahead (the run has ended)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._ahead = None, None
+
     def __len__(self) -> int:
         """`length`; the train split without one is unbounded and says so with 2**31 - 1."""
         return self.length

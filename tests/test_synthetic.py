@@ -303,3 +303,6 @@ def test_rendering_ahead_gives_the_same_clips_and_renders_the_next_batch_in_the_
     other = ahead.batch(range(100, 104), 8, 16, 2, training=True)  # not the batch prepared: rendered here
     assert torch.equal(other[0], plain.batch(range(100, 104), 8, 16, 2, training=True)[0])
     assert ahead._ahead is None  # nothing asked for next
+    ahead.batch(range(6), 8, 16, 2, training=True, advance=6)
+    ahead.close()
+    assert ahead._pool is None and ahead._ahead is None
