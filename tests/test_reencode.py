@@ -3,6 +3,11 @@ side, H.264 with a keyframe every --gop frames, frame rate and count kept, uprig
 untouched, unreadable inputs reported and skipped, an output inside ROOT refused."""
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
@@ -135,3 +140,62 @@ def test_refusals_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
                           (321, 241, 256, (320, 240)), (100, 60, 256, (100, 60))])
 def test_output_size_keeps_the_short_side_even_and_never_upscales(width, height, short, expected):
     assert reencoding.output_size(width, height, short) == expected
+
+
+KILLED_MID_WRITE = """
+import sys, time
+from pathlib import Path
+from vtbench.datasets import reencode
+root, out, flag = sys.argv[1:4]
+frames = {"n": 0}
+def slowly(frame, any_type=reencode._any_type):  # called once per frame written
+    any_type(frame)
+    frames["n"] += 1
+    if frames["n"] == 24 + 100:  # the second video (150 frames), 100 in: the encoder has written part of it
+        Path(flag).touch()
+        time.sleep(120)
+reencode._any_type = slowly
+reencode.reencode("folder", root, out, short=16, gop=5, progress=False)
+"""
+
+
+def _long_video(path: Path, frames: int) -> None:
+    """A video long enough for the encoder to write part of its copy before the end (x264 looks 40 frames ahead)."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 40, 32, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_a_copy_killed_mid_write_is_finished_by_running_it_again(tmp_path):
+    root = folder_layout(tmp_path / "f", {"train": 1, "val": 1})  # 6 videos of 24 frames
+    _long_video(root / "train" / "Archery" / "long.mp4", frames=150)  # the second in order
+    out, flag = tmp_path / "copy", tmp_path / "writing"
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_MID_WRITE)
+    child = subprocess.Popen([sys.executable, str(script), str(root), str(out), str(flag)])
+    try:
+        waited = time.monotonic()
+        while not flag.exists() and child.poll() is None and time.monotonic() - waited < 120:
+            time.sleep(0.05)
+        assert flag.exists(), "the child never reached the second video"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    parts = list(out.rglob(f"*{reencoding.PART}"))
+    assert [p.name for p in parts] == [f"long.mp4{reencoding.PART}"] and parts[0].stat().st_size > 0
+    assert [p.name for p in out.rglob("*.mp4")] == ["archery_0.mp4"]  # one finished, one half written
+    argv = ["data", "reencode", "--dataset", f"folder:{root}", "--out", str(out), "--short-side", "16", "--gop", "5",
+            "--no-progress"]
+    assert main(argv) == 0
+    assert not list(out.rglob(f"*{reencoding.PART}"))
+    original, copy = read_index("folder", root), read_index("folder", out)
+    assert copy.classes == original.classes
+    assert {k: sorted((p.relative_to(out), label) for p, label in v) for k, v in copy.videos.items()} == \
+        {k: sorted((p.relative_to(root), label) for p, label in v) for k, v in original.videos.items()}  # as before
+    for video in out.rglob("*.mp4"):  # the half-written one was written again, whole
+        assert _stream_facts(video)["frames"] == (150 if video.name == "long.mp4" else 24)
