@@ -212,12 +212,14 @@ class SyntheticVideos:
         this one): given to a set made with `ahead`, the next batch of the same shape is rendered in a background
         thread while the caller trains on this one (rendering is torch work, which leaves the interpreter free)."""
         indices = self._checked(indices)
+        if not self.ahead:
+            return self._render(indices, frames, size, stride, training)
         key = (tuple(indices), frames, size, stride if isinstance(stride, int) else tuple(stride), training)
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] != key:
             ahead[1].cancel()
         result = ahead[1].result() if ahead is not None and ahead[0] == key else None
-        following = [i + advance for i in indices] if advance and self.ahead else []
+        following = [i + advance for i in indices] if advance else []
         if following and isinstance(stride, int) and max(following) < self.length:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="render")
