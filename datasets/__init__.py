@@ -10,6 +10,8 @@ from typing import Any
 
 from vtbench.errors import ConfigError
 
+from .layouts import MIRROR_FREE
+
 DATASETS = ("synthetic", "folder:ROOT", "list:ROOT", "kinetics:ROOT", "ssv2:ROOT", "ucf101:ROOT", "hmdb51:ROOT")
 
 
@@ -30,3 +32,18 @@ def build_dataset(name: str, part: str, seed: int, length: int | None = None, ah
         layout, root = name.split(":", 1)
         return VideoDataset(layout, root, part, seed, length=length, **args)
     raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+def run_defaults(name: str) -> dict[str, Any]:
+    """data_args a run states in its resolved config when it does not set them: `flip` for video layouts."""
+    if ":" not in name:
+        return {}
+    return {"flip": name.split(":", 1)[0] in MIRROR_FREE}
+
+
+def defaults_before_stated(name: str) -> dict[str, Any]:
+    """data_args as runs made before `run_defaults` stated them (flip was on for every layout but ssv2): a run that
+    sets one to this value is the run it was before (the same id)."""
+    if ":" not in name:
+        return {}
+    return {"flip": name.split(":", 1)[0] != "ssv2"}

@@ -209,6 +209,9 @@ def hmdb51(root: Path, split: int = 1) -> Index:
     return Index(classes, videos)
 
 
+# layouts whose classes do not depend on left and right, the only ones flipped in training by default: in a data set
+# of unknown classes a flip can turn one class into another (a camera panning left, flipped, pans right)
+MIRROR_FREE = ("kinetics", "ucf101", "hmdb51")
 LAYOUTS = {"folder": folder, "list": path_list, "kinetics": kinetics, "ssv2": ssv2, "ucf101": ucf101,
            "hmdb51": hmdb51}
 

@@ -3,8 +3,9 @@ decoded with PyAV or read from the decoded cache (datasets/cache.py), sampled as
 
 data_args: `split` (1, 2 or 3 for ucf101 and hmdb51), `views` ([clips, crops] averaged in evaluation,
 default [1, 1]), `workers` (decoding processes beside training, default 0: decode in the training process),
-`cache` (true: use the cache when one exists, the default; false: always decode), `flip` (default: true,
-false for ssv2, where left and right matter), `decoder` (auto, the default, pyav or torchcodec:
+`cache` (true: use the cache when one exists, the default; false: always decode), `flip` (a random horizontal
+flip in training; default: true for kinetics, ucf101 and hmdb51, whose classes do not depend on left and right,
+false for ssv2, folder and list, where they do or may: a flipped pan left is a pan right), `decoder` (auto, the default, pyav or torchcodec:
 datasets/decoders.py), `repeats` (clips taken from each training video in a row, default 1: repeated sampling,
 VideoMAE's `--num_sample 2`, MAE-ST's 4; ignored in evaluation).
 
@@ -36,7 +37,7 @@ from vtbench.errors import ConfigError
 from . import decoders, sampling
 from .cache import Cache, find_cache
 from .decode import Unreadable
-from .layouts import read_index
+from .layouts import MIRROR_FREE, read_index
 
 EVAL_ORDER_SEED = 0
 
@@ -199,7 +200,7 @@ class VideoDataset:
         self.classes = index.classes
         self.num_classes = len(index.classes)
         self.views = (int(views[0]), int(views[1]))
-        self.flip = layout != "ssv2" if flip is None else bool(flip)
+        self.flip = layout in MIRROR_FREE if flip is None else bool(flip)
         self.use_cache = bool(cache)
         self.skipped: dict[str, str] = {}
         self.videos: list[tuple[Path, int]] = []

@@ -47,6 +47,27 @@ def test_run_id_follows_the_configuration():
     assert a != apply(RunConfig(), {"methods": ["pss"]}).resolve().run_id()
 
 
+def test_defaults_that_depend_on_the_data_or_the_start_are_stated_and_earlier_runs_keep_their_ids():
+    def resolved(**settings):
+        return RunConfig(**settings).resolve()
+
+    # the fixed position table from scratch, the learned one that a timm image checkpoint fills
+    assert resolved().model_args == {"pos_embed": "sincos"}
+    assert resolved(arch="factorised").model_args == {}
+    # flipped in training only where left and right are known not to matter
+    assert resolved(dataset="folder:/data/clips").data_args == {"flip": False}
+    assert resolved(dataset="kinetics:/data/k400").data_args == {"flip": True}
+    assert resolved(dataset="synthetic").data_args == {}
+    # ids made by vtbench before these defaults were stated: a run that states the value of that time is that run
+    learned = {"pos_embed": "separable"}
+    assert resolved(dataset="folder:/data/clips", model_args=learned, data_args={"flip": True}).run_id() == "a3f924fdd514"
+    assert resolved(dataset="ssv2:/data/ssv2", model_args=learned).run_id() == "cad808f8f5f3"
+    assert resolved(dataset="kinetics:/data/k400", model_args=learned).run_id() == "fd96a7e449c1"
+    # and the new defaults make other runs
+    assert resolved(dataset="folder:/data/clips", model_args=learned).run_id() != "a3f924fdd514"
+    assert resolved(dataset="kinetics:/data/k400").run_id() != "fd96a7e449c1"
+
+
 def test_yaml_error_names_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("budget: 20s\nseed: [1, 2\nlr: 0.1\n")

@@ -80,10 +80,12 @@ def test_the_placebo_varies_what_it_is_asked_to_and_keeps_the_rest():
 
 
 def test_a_changed_default_makes_another_run_and_finished_runs_stay_found():
-    def run_id(params):
+    def run_id(params, **settings):
         return RunConfig(methods=[MethodSpec("placebo", params)], budget="6e11flops", eval_clips=2048, eval_subset=512,
-                         eval_every=0.25, eval_sweep=[]).resolve().run_id()
+                         eval_every=0.25, eval_sweep=[], **settings).resolve().run_id()
 
-    # the calibration's placebo of seed 0, made before `vary` existed (when it varied all), keeps its id
-    assert run_id({"vary": "all"}) == "8eb02a08ebad"
+    # the calibration's placebo of seed 0, made before `vary` existed (when it varied all) and before the run's
+    # position table was stated (it was the learned one), keeps its id
+    assert run_id({"vary": "all"}, model_args={"pos_embed": "separable"}) == "8eb02a08ebad"
+    assert run_id({"vary": "all"}) != "8eb02a08ebad"  # the default table is now the fixed one: another run
     assert run_id({}) == run_id({"vary": "weights"}) != run_id({"vary": "all"})

@@ -408,8 +408,11 @@ def test_training_flips_some_clips_unless_left_and_right_matter(tmp_path):
         return out
 
     assert 3 < sum(mirrored(True)) < 17 and not any(mirrored(False))
+    # flipped by default only where the classes are known not to depend on left and right
+    assert build_dataset(f"kinetics:{kinetics_layout(tmp_path / 'k')}", "train", 0).flip
     assert not build_dataset(f"ssv2:{ssv2_layout(tmp_path / 's')}", "train", 0).flip
-    assert build_dataset(f"folder:{folder_layout(tmp_path / 'f')}", "train", 0).flip
+    assert not build_dataset(f"folder:{folder_layout(tmp_path / 'f')}", "train", 0).flip  # a pan left, flipped, pans right
+    assert build_dataset(f"folder:{folder_layout(tmp_path / 'g')}", "train", 0, flip=True).flip
 
 
 def test_unreadable_videos_are_skipped_counted_and_replaced(tmp_path, decoder):

@@ -83,7 +83,9 @@ class RunConfig:
 
     def resolve(self) -> "RunConfig":
         """A copy with every default that depends on other fields filled in, validated."""
+        from vtbench.datasets import run_defaults as data_defaults
         from vtbench.models import PRESETS
+        from vtbench.models import run_defaults as model_defaults
 
         if self.model not in PRESETS:
             raise ConfigError(f"unknown model preset {self.model!r}; known: {', '.join(PRESETS)}")
@@ -99,6 +101,9 @@ class RunConfig:
             methods=[MethodSpec(m.name, dict(m.params)) for m in self.methods],
             budget=str(Budget.parse(self.budget)),  # one canonical form: 1min and 60s are one run
         )
+        # defaults that depend on the data set or the start, stated so that config.yaml says what the run did
+        resolved.model_args = {**model_defaults(self.arch, self.init.get("format")), **self.model_args}
+        resolved.data_args = {**data_defaults(self.dataset), **self.data_args}
         if any(m.name == "baseline" and m.params for m in resolved.methods):
             raise ConfigError("method 'baseline' has no parameters; it is the empty method list")
         resolved.methods = [m for m in resolved.methods if m.name != "baseline"]
@@ -189,6 +194,14 @@ class RunConfig:
                 del data[name]
         for name in OBSERVERS:  # watching a run does not make it another run
             del data[name]
+        from vtbench.datasets import defaults_before_stated
+        from vtbench.models import DEFAULTS_BEFORE_STATED
+
+        for name, before in (("model_args", DEFAULTS_BEFORE_STATED.get(self.arch, {})),
+                             ("data_args", defaults_before_stated(self.dataset))):
+            for key, value in before.items():  # stated at the value it had unstated: the run it was
+                if key in data[name] and data[name][key] == value:
+                    del data[name][key]
         if data.get("init"):  # the weights it starts from, by their content: a moved file is the same start
             data["init"] = fingerprint(data["init"])
         from vtbench.methods import identity_params

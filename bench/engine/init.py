@@ -24,7 +24,7 @@ from torch import nn
 
 from vtbench.engine import results
 from vtbench.errors import ConfigError, VtbenchError
-from vtbench.models import build_model
+from vtbench.models import DEFAULTS_BEFORE_STATED, build_model
 from vtbench.models.inflate import INFLATIONS, TEMPORAL, from_timm
 from vtbench.models.videomae import from_videomae
 from vtbench.models.weights import Converted, load_into, read_state
@@ -71,8 +71,10 @@ def _same_model(init: dict[str, Any], arch: str, model: str, model_args: dict[st
     """A finished run's weights fit only the model it trained: the same preset, architecture and options."""
     folder = checkpoint_path(init).parent
     parent = yaml.safe_load((folder / results.CONFIG).read_text()) if (folder / results.CONFIG).is_file() else {}
-    theirs = {"model": parent.get("model", "vit_tiny"), "arch": parent.get("arch", "joint"),
-              "model_args": parent.get("model_args") or {}}
+    arch_then = parent.get("arch", "joint")
+    # a config.yaml written before a default was stated ran with the default of its time
+    theirs = {"model": parent.get("model", "vit_tiny"), "arch": arch_then,
+              "model_args": {**DEFAULTS_BEFORE_STATED.get(arch_then, {}), **(parent.get("model_args") or {})}}
     ours = {"model": model, "arch": arch, "model_args": model_args}
     differs = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours if theirs[k] != ours[k]]
     if differs:

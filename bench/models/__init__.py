@@ -71,7 +71,8 @@ MODEL_ARGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "drop_path": (_number_in(0.0, 1.0), "a number in [0, 1)"),
     "cls_token": (lambda v: isinstance(v, bool), "true or false"),
     "pool": (lambda v: v in POOLS, f"one of {', '.join(POOLS)}"),
-    # separable (default): learned space + time tables; sincos: VideoMAE's fixed sinusoid over the (t, y, x) index
+    # sincos (a run's default, `run_defaults`): VideoMAE's fixed sinusoid over the (t, y, x) index; separable (the
+    # model class's default, and a run's from a timm image checkpoint): learned space + time tables
     "pos_embed": (lambda v: v in POS_EMBEDS, f"one of {', '.join(POS_EMBEDS)}"),
     # true: no norm on the tokens, a LayerNorm (`fc_norm`) on the mean-pooled feature (VideoMAE); default false
     "fc_norm": (lambda v: isinstance(v, bool), "true or false"),
@@ -108,6 +109,23 @@ def model_args(preset: str, arch: str, overrides: dict[str, Any]) -> dict[str, A
     if args["dim"] % args["heads"]:
         raise ConfigError(f"model_args.dim ({args['dim']}) must be a multiple of model_args.heads ({args['heads']})")
     return args
+
+
+def run_defaults(arch: str, init_format: str | None) -> dict[str, Any]:
+    """Model arguments a run states in its resolved config when it does not set them.
+
+    `pos_embed`: `sincos` from scratch or from a VideoMAE or vtbench checkpoint: the fixed table gives every token
+    its place in time from the first step, where the learned one starts near zero (timm's 0.02) and must be learnt
+    before frames can be ordered. From scratch on camera-motion clips this was worth 10 to 20 points at equal
+    compute (docs/calibration.md). `separable` from a timm image checkpoint, whose learned table it inflates."""
+    if arch != "joint":
+        return {}
+    return {"pos_embed": "separable" if init_format == "timm" else "sincos"}
+
+
+# model arguments as runs made before each was stated in the resolved config: a run that sets one to this value is
+# the run it was before (the same id), so its results stay found
+DEFAULTS_BEFORE_STATED: dict[str, dict[str, Any]] = {"joint": {"pos_embed": "separable"}}
 
 
 def build_model(preset: str, arch: str, num_classes: int, frames: int, size: int, **overrides) -> nn.Module:
