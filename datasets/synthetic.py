@@ -243,7 +243,7 @@ class SyntheticVideos:
         coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size  # pixel centres
 
         labels = self.labels(indices)
-        canvas = _background(draws, coords)
+        canvas = _background(draws, coords).expand(-1, -1, tau.shape[1], -1, -1).clone()  # painted in place
         # the target draws first, so that its scene does not depend on the number of distractors
         targets = [_target_track(draws, labels, tau, self.motion) for _ in range(self.targets)]
         if self.appearance > 0:  # the pair's colour, mixed in by a weight drawn per video (graded)
@@ -257,13 +257,16 @@ class SyntheticVideos:
             for k, track in enumerate(targets):  # from anywhere on the (wrapping) frame: stationary in time
                 track.x = _fraction(track.x + self._uniform(indices, "drift start", k) + direction * speed * tau)
         distractors = [_distractor_track(draws, tau) for _ in range(self.distractors)]
+        scratch = torch.empty_like(canvas)
         for track in [*distractors, *targets]:  # the targets on top
-            canvas = _paint(canvas, track, coords)
-        video = (canvas - PIXEL_MEAN) / PIXEL_STD
+            _paint(canvas, track, coords, scratch)
+        video = canvas.sub_(PIXEL_MEAN).div_(PIXEL_STD)
         if self.noise > 0:
-            pixel_noise = torch.stack([torch.randn((3, frames, size, size), generator=g) for g in generators])
-            video = video + (self.noise / PIXEL_STD) * pixel_noise
-        return video.contiguous(), labels
+            pixel_noise = torch.empty_like(video)
+            for clip, g in zip(pixel_noise, generators, strict=True):
+                torch.randn(clip.shape, generator=g, out=clip)
+            video.add_(pixel_noise.mul_(self.noise / PIXEL_STD))
+        return video, labels
 
     def _strength(self, indices: list[int], what: str) -> torch.Tensor:
         """(B, 1) strengths of a graded cue: uniform in [0, 1), or log-uniform in [10**-grading, 1]."""
@@ -436,22 +439,42 @@ def _distractor_track(draws: _Draws, tau: torch.Tensor) -> _Track:
     return _Track(coordinates[0], coordinates[1], radius, one, one, colour, shape)
 
 
-def _paint(canvas: torch.Tensor, track: _Track, coords: torch.Tensor) -> torch.Tensor:
-    """Blend an object over the canvas (B, 3, F or 1, H, W), giving (B, 3, F, H, W).
+def _paint(canvas: torch.Tensor, track: _Track, coords: torch.Tensor, scratch: torch.Tensor) -> None:
+    """Blend an object over the canvas (B, 3, F, H, W), in place (`scratch`: a tensor of the canvas's shape to
+    work in, reused from object to object rather than allocated for each).
 
     Distances use only exactly rounded ops (abs, sqrt, max), so each pixel's value is independent of the
-    batch it is rendered in; the frame wraps round, as the sliding classes cross its edges.
+    batch it is rendered in; the frame wraps round, as the sliding classes cross its edges. Each clip computes
+    only its own shape's distance, and the arithmetic runs in place: the same operations on each pixel, in the same
+    order, as blending every shape's distance into new tensors (bitwise the same clips, tested).
     """
     dx = _wrapped(coords - track.x[..., None]).abs()[:, :, None, :]  # (B, F, 1, W)
     dy = _wrapped(coords - track.y[..., None]).abs()[:, :, :, None]  # (B, F, H, 1)
-    shape = track.shape[:, :, None, None]
-    distance = torch.where(
-        shape == 0, dx + dy, torch.where(shape == 1, (dx * dx + dy * dy).sqrt(), torch.maximum(dx, dy))
-    )
-    radius = track.radius[..., None, None]
-    coverage = ((radius - distance) / EDGE_WIDTH + 0.5).clamp(0, 1) * track.opacity[..., None, None]
+    batch, frames = canvas.shape[0], canvas.shape[2]
+    dx, dy = dx.expand(batch, frames, -1, -1), dy.expand(batch, frames, -1, -1)
+    distance = torch.empty(batch, frames, dy.shape[2], dx.shape[3])
+    shape = track.shape[:, 0]
+    for kind, measure in ((0, _diamond), (1, _disc), (2, _square)):
+        clips = (shape == kind).nonzero()[:, 0]
+        if len(clips):
+            distance[clips] = measure(dx[clips], dy[clips])
+    coverage = track.radius[..., None, None] - distance
+    coverage.div_(EDGE_WIDTH).add_(0.5).clamp_(0, 1).mul_(track.opacity[..., None, None])
     colour = (track.colour[:, :, None] * track.gain[:, None, :])[..., None, None]  # (B, 3, F, 1, 1)
-    return canvas + coverage[:, None] * (colour - canvas)
+    change = torch.sub(colour, canvas, out=scratch)
+    canvas.add_(change.mul_(coverage[:, None]))
+
+
+def _diamond(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    return dx + dy
+
+
+def _disc(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    return (dx * dx + dy * dy).sqrt_()
+
+
+def _square(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(dx, dy)
 
 
 def _fraction(x: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,8 @@ def test_defaults_that_depend_on_the_data_or_the_start_are_stated_and_earlier_ru
     assert resolved(dataset="synthetic").data_args == {}
     # ids made by vtbench before these defaults were stated: a run that states the value of that time is that run
     learned = {"pos_embed": "separable"}
-    assert resolved(dataset="folder:/data/clips", model_args=learned, data_args={"flip": True}).run_id() == "a3f924fdd514"
+    flipped = {"flip": True}
+    assert resolved(dataset="folder:/data/clips", model_args=learned, data_args=flipped).run_id() == "a3f924fdd514"
     assert resolved(dataset="ssv2:/data/ssv2", model_args=learned).run_id() == "cad808f8f5f3"
     assert resolved(dataset="kinetics:/data/k400", model_args=learned).run_id() == "fd96a7e449c1"
     # and the new defaults make other runs

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vtbench.datasets.synthetic import CLASSES, PIXEL_STD, SyntheticVideos, _Draws, _target_track
+from vtbench.datasets.synthetic import CLASSES, EDGE_WIDTH, PIXEL_STD, SyntheticVideos, _Draws, _target_track, _wrapped
 
 PAIRS = [(CLASSES[i][0], CLASSES[i + 1][0]) for i in range(0, len(CLASSES), 2)]
 PER_CLASS = 200  # clips per class in the distribution tests
@@ -306,3 +306,31 @@ def test_rendering_ahead_gives_the_same_clips_and_renders_the_next_batch_in_the_
     ahead.batch(range(6), 8, 16, 2, training=True, advance=6)
     ahead.close()
     assert ahead._pool is None and ahead._ahead is None
+
+
+def whole_frame_blend(canvas, track, coords, scratch):
+    """The straightforward blend the renderer replaced: every shape's distance at every pixel, new tensors."""
+    dx = _wrapped(coords - track.x[..., None]).abs()[:, :, None, :]
+    dy = _wrapped(coords - track.y[..., None]).abs()[:, :, :, None]
+    shape = track.shape[:, :, None, None]
+    distance = torch.where(shape == 0, dx + dy,
+                           torch.where(shape == 1, (dx * dx + dy * dy).sqrt(), torch.maximum(dx, dy)))
+    coverage = ((track.radius[..., None, None] - distance) / EDGE_WIDTH + 0.5).clamp(0, 1) \
+        * track.opacity[..., None, None]
+    colour = (track.colour[:, :, None] * track.gain[:, None, :])[..., None, None]
+    canvas.copy_(canvas + coverage[:, None] * (colour - canvas))
+
+
+@pytest.mark.parametrize("knobs", [{}, {"num_classes": 12, "distractors": 2}, {"targets": 1, "noise": 0.0}])
+def test_rendering_in_place_gives_bitwise_the_clips_of_the_whole_frame_blend(knobs, monkeypatch):
+    from vtbench.datasets import synthetic
+
+    def render(split, size, frames, stride):
+        videos = SyntheticVideos(split, seed=3, **knobs)
+        return videos.batch(list(range(5, 29)), frames, size, stride, training=split == "train")[0]
+
+    shapes = [("train", 32, 16, 2), ("val", 32, 16, 2), ("train", 20, 4, 0), ("train", 64, 8, 3)]
+    fast = [render(*shape) for shape in shapes]
+    monkeypatch.setattr(synthetic, "_paint", whole_frame_blend)
+    for shape, clips in zip(shapes, fast, strict=True):
+        assert torch.equal(clips, render(*shape)), shape

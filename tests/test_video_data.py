@@ -411,7 +411,7 @@ def test_training_flips_some_clips_unless_left_and_right_matter(tmp_path):
     # flipped by default only where the classes are known not to depend on left and right
     assert build_dataset(f"kinetics:{kinetics_layout(tmp_path / 'k')}", "train", 0).flip
     assert not build_dataset(f"ssv2:{ssv2_layout(tmp_path / 's')}", "train", 0).flip
-    assert not build_dataset(f"folder:{folder_layout(tmp_path / 'f')}", "train", 0).flip  # a pan left, flipped, pans right
+    assert not build_dataset(f"folder:{folder_layout(tmp_path / 'f')}", "train", 0).flip  # a pan left, flipped: right
     assert build_dataset(f"folder:{folder_layout(tmp_path / 'g')}", "train", 0, flip=True).flip
 
 
