@@ -44,7 +44,8 @@ class SyntheticStills:
         labels = self.labels(indices)
         shape = (labels // len(CHANNELS)).float()[:, None]
         channel = labels % len(CHANNELS)
-        canvas = _background(draws, coords)
+        canvas = _background(draws, coords).clone()  # (B, 3, 1, H, W), painted in place
+        scratch = torch.empty_like(canvas)
         for k in range(DISTRACTORS + TARGETS):
             target = k >= DISTRACTORS
             colour = draws.take(0.25, 1.0, count=3)
@@ -55,7 +56,7 @@ class SyntheticStills:
             one = torch.ones(len(indices), 1)
             track = _Track(x=draws.take(0.1, 0.9), y=draws.take(0.1, 0.9), radius=draws.take(0.07, 0.12),
                            opacity=one, gain=one, colour=colour, shape=shape if target else drawn_shape)
-            canvas = _paint(canvas, track, coords)
+            _paint(canvas, track, coords, scratch)
         image = (canvas[:, :, 0] - PIXEL_MEAN) / PIXEL_STD
         if self.noise > 0:
             image = image + (self.noise / PIXEL_STD) * torch.stack(

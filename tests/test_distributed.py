@@ -112,6 +112,9 @@ def test_a_failed_rank_is_recorded_in_the_summary_rank_0_wrote_or_alone(tmp_path
     assert results.read_json(run_dir / "summary.json")["status"] == "completed"
 
 
+LEARNED = {"pos_embed": "separable"}
+
+
 def test_nproc_is_validated_and_leaves_a_one_process_run_id_as_it_was():
     with pytest.raises(ConfigError, match="batch_size 2 cannot be shared by nproc 4"):
         RunConfig(batch_size=2, nproc=4).resolve()
@@ -119,15 +122,16 @@ def test_nproc_is_validated_and_leaves_a_one_process_run_id_as_it_was():
         RunConfig(nproc=0).resolve()
     # Pinned literals, computed once from the code: they are the ids of results that already exist (their folders
     # are named by them), so a change to how ids are computed must leave them as they are. Never recompute them.
-    config = RunConfig().resolve()
+    # (made when the joint model's learned position table was the default, now stated: LEARNED)
+    config = RunConfig(model_args=LEARNED).resolve()
     assert config.run_id() == "60e862819d5e"
-    assert RunConfig(nproc=1, compile=False, compile_backend="inductor", layer_decay=1.0).resolve().run_id() == (
-        "60e862819d5e")  # later settings at the value runs had before them: the id runs had before them
-    assert RunConfig(nproc=2).resolve().run_id() == "05e51ae4a074"
-    assert RunConfig(compile=True).resolve().run_id() == "233b10dceaba"
-    assert RunConfig(layer_decay=0.75).resolve().run_id() == "684fa82a1a05"
-    assert RunConfig(budget="5steps", seed=3, methods=[MethodSpec("token_dropout", {"keep": 0.5})]).resolve(
-    ).run_id() == "462268c74cb3"
+    assert RunConfig(model_args=LEARNED, nproc=1, compile=False, compile_backend="inductor",
+                     layer_decay=1.0).resolve().run_id() == "60e862819d5e"  # later settings at their old values
+    assert RunConfig(model_args=LEARNED, nproc=2).resolve().run_id() == "05e51ae4a074"
+    assert RunConfig(model_args=LEARNED, compile=True).resolve().run_id() == "233b10dceaba"
+    assert RunConfig(model_args=LEARNED, layer_decay=0.75).resolve().run_id() == "684fa82a1a05"
+    assert RunConfig(model_args=LEARNED, budget="5steps", seed=3,
+                     methods=[MethodSpec("token_dropout", {"keep": 0.5})]).resolve().run_id() == "462268c74cb3"
 
 
 def test_a_run_of_nproc_2_needs_two_processes(tmp_path):

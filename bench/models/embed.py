@@ -9,6 +9,8 @@ The other (`pos_embed: sincos`) is VideoMAE's fixed joint sinusoid over the flat
 nominal grid, a buffer resampled trilinearly for other grids (the result cached while the buffer is unchanged).
 """
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, trunc_normal_
@@ -150,7 +152,8 @@ class SinCosPosEmbed(nn.Module):
         if cached is not None and cached[0] is table and cached[1] == table._version:
             return cached[2]
         volume = table.reshape(*self.grid, -1).permute(3, 0, 1, 2).unsqueeze(0).float()  # (1, D, T, H, W)
-        with torch.autocast(table.device.type, enabled=False):  # cached: never at an autocast precision
+        # cached: never at an autocast precision (meta tensors, `vtbench estimate`'s, have no autocast to leave)
+        with nullcontext() if table.device.type == "meta" else torch.autocast(table.device.type, enabled=False):
             out = F.interpolate(volume, size=grid, mode="trilinear", align_corners=False)
         out = out[0].permute(1, 2, 3, 0).reshape(-1, table.shape[-1]).to(table.dtype)
         self._resampled[key] = (table, table._version, out)
