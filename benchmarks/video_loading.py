@@ -24,10 +24,10 @@ import torch
 
 from vtbench.datasets import build_dataset
 from vtbench.datasets.cache import build_cache
-from vtbench.datasets.check import gpu_peak
 from vtbench.datasets.reencode import reencode
 from vtbench.engine.config import RunConfig
 from vtbench.engine.estimate import estimate
+from vtbench.engine.feeding import gpu_peak
 
 # the originals' short side is 240: 256 would leave them as they are; 128 still holds a 112 or 64 px training crop
 REENCODED_SHORT_SIDE = 128

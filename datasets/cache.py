@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vtbench.engine import results
+from vtbench.core import files
 
 from . import decoders
 from .decode import Unreadable
@@ -32,7 +32,7 @@ OPEN_MAX = 256  # memory-mapped files kept open per process
 class Cache:
     def __init__(self, folder: Path, root: Path):
         self.folder, self.root = folder, root
-        index = results.read_json(folder / "index.json")
+        index = files.read_json(folder / "index.json")
         self.short = index["short"]
         self.videos: dict[str, dict] = index["videos"]
         self._open: dict[str, np.ndarray] = {}  # memory maps kept open, oldest closed first
@@ -66,7 +66,7 @@ def find_cache(root: Path, short: int) -> Cache | None:
     sizes = []
     for folder in base.glob("short*"):
         try:
-            if (folder / "index.json").exists() and results.read_json(folder / "index.json").get("format") == FORMAT:
+            if (folder / "index.json").exists() and files.read_json(folder / "index.json").get("format") == FORMAT:
                 sizes.append(int(folder.name[5:]))
         except (ValueError, OSError):
             continue
@@ -87,7 +87,7 @@ def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progre
     (folder / "arrays").mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "short": short, "videos": {}, "skipped": {}}
     if (folder / "index.json").exists():
-        state = results.read_json(folder / "index.json")
+        state = files.read_json(folder / "index.json")
     paths = sorted({p for name in SPLITS for p, _ in index.videos[name]})
     todo = [(p, _key(p, root)) for p in paths if _key(p, root) not in state["videos"]]
     jobs = [(path, key, folder, short, decoder) for path, key in todo]
@@ -112,12 +112,12 @@ def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progre
             state["videos"][key] = entry
             new += 1
             if number % 100 == 99:  # an interrupted caching run keeps what it did
-                results.write_json(folder / "index.json", state)
+                files.write_json(folder / "index.json", state)
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
         bar.close()
-        results.write_json(folder / "index.json", state)
+        files.write_json(folder / "index.json", state)
     total = sum((folder / "arrays" / v["file"]).stat().st_size for v in state["videos"].values())
     if state["skipped"]:
         print(f"{len(state['skipped'])} unreadable videos skipped (listed in {folder / 'index.json'})", file=sys.stderr)

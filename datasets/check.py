@@ -11,8 +11,6 @@ turns these into the cores it takes to keep that model training on that GPU:
     cores       = GPU clips/s / clips/s per core   (and / N with data_args.repeats N: one decode serves N clips)
 """
 
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -133,43 +131,6 @@ def _cache_speed(cache, paths: list[Path], frames: int, stride: int, size: int) 
     return _timing(clips, wall, cpu, frames)
 
 
-def gpu_peak(gpu: str) -> float:
-    """The GPU's dense bf16 peak FLOP/s from bench/engine/mfu.py's table, or one error listing the known names."""
-    from vtbench.engine.mfu import GPU_PEAKS_TFLOPS, gpu_model
-    from vtbench.engine.mfu import gpu_peak as peak_of
-
-    peak = peak_of(gpu, "bf16")
-    if peak is None:
-        raise ConfigError(f"unknown GPU {gpu!r} (model {gpu_model(gpu)!r}); known: {', '.join(GPU_PEAKS_TFLOPS)} "
-                          "(as NVML names them, e.g. 'NVIDIA H100 80GB HBM3')")
-    return peak
-
-
-def feeding(report: dict, model: str, gpu: str, mfu: float = 0.35, repeats: int = 2) -> dict:
-    """The cores it takes to feed `model` training on `gpu` at `mfu`, from each speed the check measured."""
-    from vtbench.engine.config import RunConfig
-    from vtbench.engine.estimate import estimate
-    from vtbench.engine.mfu import gpu_model
-
-    if not 0 < mfu <= 1:
-        raise ConfigError(f"--mfu is a fraction in (0, 1], got {mfu}")
-    if repeats < 1:
-        raise ConfigError(f"--repeats must be at least 1, got {repeats}")
-    peak = gpu_peak(gpu)
-    config = RunConfig(model=model, frames=report["frames"], size=report["size"], stride=report["stride"],
-                       eval_sweep=[])  # the training cost only: no evaluation settings to check against the shape
-    train_flops = estimate(config, [], 0.5, max(1, report["classes"])).train_gflops * 1e9
-    gpu_clips = peak * mfu / train_flops
-    rows = []
-    for source, speed in report["speeds"].items():
-        per_core = speed.get("clips_per_core_s")
-        cores = gpu_clips / per_core if per_core else None
-        rows.append({"source": source, "clips_per_core_s": per_core, "cores": cores,
-                     "cores_repeats": cores / repeats if cores is not None else None})
-    return {"model": model, "gpu": gpu, "gpu_model": gpu_model(gpu), "peak": peak, "mfu": mfu, "repeats": repeats,
-            "train_flops": train_flops, "gpu_clips_per_s": gpu_clips, "rows": rows}
-
-
 def _speed_line(what: str, speed: dict, extra: str = "") -> str:
     if not speed["clips"]:
         return f"{what}: nothing could be read"
@@ -177,7 +138,9 @@ def _speed_line(what: str, speed: dict, extra: str = "") -> str:
             f"{speed['frames_per_s']:.0f} frames/s in one process; {speed['clips']} clips)")
 
 
-def table(report: dict, feed: dict | None = None) -> str:
+def table(report: dict, feed_lines: list[str] | None = None) -> str:
+    """The check's report as text; `feed_lines` (the cores it takes to feed a model, vtbench.engine.feeding) go
+    after the speeds."""
     from tabulate import tabulate
 
     rows = [[name, c["listed"], c["classes"], c["checked"], c["missing"], c["empty"], c["unreadable"]]
@@ -200,36 +163,10 @@ def table(report: dict, feed: dict | None = None) -> str:
     cache = speeds.get("decoded cache")
     if cache:
         lines.append(_speed_line(f"read speed of the decoded cache (short side {report['cache_short']})", cache))
-    if feed:
-        lines += feeding_lines(feed)
+    if feed_lines:
+        lines += feed_lines
     if report["unreadable"]:
         lines += ["unreadable:"] + [f"  {path}: {why}" for path, why in list(report["unreadable"].items())[:20]]
         if len(report["unreadable"]) > 20:
             lines.append(f"  ... and {len(report['unreadable']) - 20} more")
     return "\n".join(lines)
-
-
-SOURCES = {"originals": "decoding the originals", "re-encoded copy": "decoding the re-encoded copy",
-           "decoded cache": "reading the decoded cache"}
-
-
-def feeding_lines(feed: dict) -> list[str]:
-    from tabulate import tabulate
-
-    n = feed["repeats"]
-    rows = [[SOURCES.get(r["source"], r["source"]),
-             f"{r['clips_per_core_s']:.1f}" if r["clips_per_core_s"] else "-",
-             f"{r['cores']:.1f}" if r["cores"] is not None else "-",
-             f"{r['cores_repeats']:.1f}" if r["cores_repeats"] is not None else "-"] for r in feed["rows"]]
-    cpu = platform.processor() or platform.machine()
-    return [
-        f"feeding {feed['model']} on {feed['gpu']} ({feed['gpu_model']}: {feed['peak'] / 1e12:.1f} bf16 TFLOP/s "
-        f"dense) at MFU {feed['mfu']:g}: {feed['train_flops'] / 1e9:.1f} training GFLOPs per clip, so "
-        f"{feed['gpu_clips_per_s']:.1f} clips/s",
-        tabulate(rows, headers=["clips from", "clips/s per core", "cores", f"cores, data_args.repeats {n}"],
-                 disable_numparse=True, colalign=("left", "right", "right", "right")),
-        f"cores are this machine's ({cpu}, {os.cpu_count()} logical cores here): decoding and resizing only, "
-        "without cropping, collation and transfer, so a loader needs at least this many of them",
-        f"data_args.repeats {n}: one decode serves {n} clips, so {n} times fewer cores; an upper bound of the gain "
-        "(each clip still costs its crop, flip and transfer)",
-    ]

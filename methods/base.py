@@ -6,14 +6,13 @@ through a `MethodStack` and never names a method.
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from vtbench.engine.budget import BudgetClock
-from vtbench.engine.config import RunConfig
-from vtbench.engine.shape import BatchShape
+from vtbench.core.budget import BudgetClock
+from vtbench.core.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.models.blocks import BlockHook, BlockPlan
 from vtbench.models.tokens import Tokens
@@ -34,11 +33,18 @@ class Seeds(NamedTuple):
     data: int
 
 
+class RunSettings(Protocol):
+    """What a method may read of the run's configuration (the engine's RunConfig has these and more)."""
+
+    seed: int
+    compile: bool
+
+
 @dataclass
 class RunContext:
     """What `Method.prepare` may look at and change (it may replace `model`)."""
 
-    config: RunConfig
+    config: RunSettings
     model: torch.nn.Module
     base_shape: BatchShape
     num_classes: int
@@ -132,7 +138,7 @@ class Method:
         raise NotImplementedError
 
     def eval_settings(self) -> list[EvalSetting]:
-        """Evaluation settings of this method's own, besides the shared protocol's (vtbench.engine.protocol); only
+        """Evaluation settings of this method's own, besides the shared protocol's (vtbench.methods.reductions); only
         where no shared setting fits."""
         return []
 

@@ -3,8 +3,8 @@
 A run's empty method list is the baseline; naming `baseline` in a list is the same as leaving it out.
 """
 
-from . import register
 from .base import Method
+from .registry import register
 
 
 @register

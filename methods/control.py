@@ -9,9 +9,9 @@ FLOPs) is what it was charged. Departures: none to list; it has no paper.
 
 from typing import Any
 
-from . import register
 from .base import Method
 from .params import Param
+from .registry import register
 
 
 @register

@@ -20,7 +20,7 @@ budget of K tokens per clip with the group-dynamic selector (vtbench.methods.sel
   carry their position embedding. Deterministic.
 
 Evaluation samples clips as training does (one frame per segment, the centre of each segment, as FluxViT's
-test loader) and runs the same selection at K. The shared evaluation protocol (vtbench.engine.protocol) adds
+test loader) and runs the same selection at K. The shared evaluation protocol (vtbench.methods.reductions) adds
 the token budgets `tokens=<n>,group` (by default 1/2 and 1/4 of the base count), the same settings under which
 every other method and the baseline are evaluated. Flux-Multi (`budgets: [1, 0.5, 0.25]`, fractions of K) runs
 one pass per budget on the same embedded clip, each with its own linear head on the pooled feature; the loss
@@ -50,15 +50,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vtbench.engine.shape import BatchShape
+from vtbench.core.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.models.heads import TokenBudgetHeads
 from vtbench.models.tokens import Tokens
 
-from . import register
 from .base import Method
 from .card import Claim
 from .params import Param
+from .registry import register
 from .selection import group_dynamic_select
 
 SEGMENTS = 0  # BatchShape.stride 0: one frame per equal segment of the whole video (TSN style)

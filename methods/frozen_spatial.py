@@ -50,15 +50,15 @@ tokens. Cost accounting: stage 1 is on the clock; summary.json also reports the 
 import torch
 from torch import nn
 
-from vtbench.engine.shape import BatchShape
+from vtbench.core.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.models.embed import TemporalTable, temporal_resampler
 from vtbench.models.vivit import ViViTFactorised
 
-from . import register
 from .base import Method
 from .card import Claim
 from .params import Param
+from .registry import register
 
 ADAPTERS = ("attn_pool", "mlp")
 

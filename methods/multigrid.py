@@ -43,14 +43,14 @@ the CNN original do not apply to LayerNorm ViTs and are left out.
 import math
 from dataclasses import dataclass
 
-from vtbench.engine.budget import lr_factor
-from vtbench.engine.shape import BatchShape
+from vtbench.core.budget import lr_factor
+from vtbench.core.shape import BatchShape
 from vtbench.errors import ConfigError
 
-from . import register
 from .base import Method
 from .card import Claim
 from .params import Param
+from .registry import register
 
 LONG_FACTORS = ((0.25, 2**-0.5), (0.5, 2**-0.5), (0.5, 1.0), (1.0, 1.0))
 SHORT_FACTORS = (0.5, 2**-0.5)

@@ -8,6 +8,7 @@ signature, so the two cannot drift apart. A rule across parameters (one's allowe
 the method's `check_together`.
 """
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +126,13 @@ def show(value: Any) -> str:
     return str(value)
 
 
+def parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The constructor's parameters of a method class, by name."""
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p for k, p in params.items() if k != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+
 # ---- `vtbench methods`: the declarations, printed ---------------------------------------------------------------
 
 
@@ -133,8 +141,6 @@ def declared(cls) -> dict[str, Param]:
     signature, unchecked."""
     if cls.params is not None:
         return dict(cls.params)
-    from vtbench.methods import parameters
-
     out = {}
     for key, p in parameters(cls).items():
         kind = p.annotation if p.annotation in KINDS else str

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import register
 from .base import Method, Seeds
 from .params import Param
+from .registry import register
 
 VARIES = ("all", "data", "weights")
 

@@ -15,7 +15,7 @@ full tokens. Kept per clip: K = max(1, round(keep x N)), the same for every clip
 `magnitude` (the paper's configs: the K tokens with the largest L1 norm of their embedding, position embedding
 included, deterministic) or `random` (vtbench.methods.selection). Evaluation: full tokens; the robustness curve
 (keep 0.8, 0.6, 0.4, 0.2 under magnitude and random selection, beside the baseline's) comes from the shared
-evaluation protocol (vtbench.engine.protocol) that every run gets.
+evaluation protocol (vtbench.methods.reductions) that every run gets.
 
 Departures: runs start from random weights unless the run sets `init` (the headline, -31% time, is SimMIM fine-
 tuning). PSS is an image-ViT method; here its patches are space-time tubelets of the flattened clip (our
@@ -35,10 +35,10 @@ import torch
 
 from vtbench.models.tokens import Tokens
 
-from . import register
 from .base import Method
 from .card import Claim
 from .params import Param
+from .registry import register
 from .selection import random_subset, top_magnitude
 
 SCHEDULES = ("linear", "cosine", "cyclic")

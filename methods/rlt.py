@@ -44,10 +44,10 @@ from vtbench.errors import ConfigError
 from vtbench.models.embed import TemporalTable
 from vtbench.models.tokens import Tokens
 
-from . import register
 from .base import Method, RunContext
 from .card import Claim
 from .params import Param
+from .registry import register
 from .selection import PAD_MULTIPLE, keep_per_clip
 
 DEFAULT_THRESHOLD = 5.74  # the reference's 0.1 in units of a normalisation with std 0.225: 0.1 x 0.225 x 255

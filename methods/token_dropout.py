@@ -8,7 +8,7 @@ per clip. A CLS token is prepended by the model after selection, so it is never 
 
 Modes: `random` (an independent subset per clip, the paper's default), `tube` (the same spatial positions in
 every frame of a clip: K = T' x round(keep x H'W')), `frame` (whole frame indices: K = round(keep x T') x H'W').
-Evaluation uses all tokens, plus the shared reduced-token sweep (vtbench.engine.protocol) that every run gets;
+Evaluation uses all tokens, plus the shared reduced-token sweep (vtbench.methods.reductions) that every run gets;
 the training ratio is added to it: `keep=<keep>,random` in random mode (the shared setting: a baseline has a
 figure beside it where its `eval_sweep` lists that ratio, as a study's base can for all its runs), or a setting of
 this method's own, `keep=<keep>,tube` or `keep=<keep>,frame`, with the same fixed-seed draw at every evaluation.
@@ -34,15 +34,15 @@ from dataclasses import replace
 
 import torch
 
-from vtbench.engine.protocol import RANDOM_SEED, Reduction
 from vtbench.errors import ConfigError
 from vtbench.models.blocks import Stream
 from vtbench.models.tokens import Tokens
 
-from . import register
 from .base import EvalSetting, Method
 from .card import Claim
 from .params import Param
+from .reductions import RANDOM_SEED, Reduction
+from .registry import register
 from .selection import PAD_MULTIPLE, choose_per_clip, keep_per_clip, random_subset
 
 MODES = ("random", "tube", "frame")

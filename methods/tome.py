@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from vtbench.models.blocks import BlockPlan, Stream, attention_half, mlp_half
 from vtbench.models.tokens import Tokens
 
-from . import register
 from .base import EvalSetting, Method
 from .card import Claim
 from .params import Param
+from .registry import register
 
 Merge = Callable[[torch.Tensor, str], torch.Tensor]
 EVAL_KEEPS = (0.75, 0.5, 0.25)  # shares left after the last block at which a run is also evaluated

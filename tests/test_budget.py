@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from vtbench.engine.budget import Budget, BudgetClock, lr_factor
+from vtbench.core.budget import Budget, BudgetClock, lr_factor
 from vtbench.errors import ConfigError
 
 

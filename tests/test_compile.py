@@ -99,7 +99,7 @@ def test_every_attention_goes_through_scaled_dot_product_attention(monkeypatch, 
     attention_layers = sum(isinstance(m, torch.nn.MultiheadAttention) or hasattr(m, "fused_attn")
                            for m in model.modules())
     if methods:  # stage 2: the adapter's attention pool is in the path
-        from vtbench.engine.shape import BatchShape
+        from vtbench.core.shape import BatchShape
         from vtbench.methods import RunContext
 
         config = RunConfig(arch=arch, frames=4, size=16, methods=[MethodSpec(m) for m in methods])

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vtbench.engine.budget import Budget
+from vtbench.core.budget import Budget
 from vtbench.engine.config import FIELDS, RunConfig, apply, load_run_config, parse_set
 from vtbench.errors import VtbenchError
 from vtbench.methods import build_methods

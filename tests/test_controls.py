@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import tiny
 
-from vtbench.engine.budget import Budget, BudgetClock
+from vtbench.core.budget import Budget, BudgetClock
 from vtbench.engine.config import MethodSpec, RunConfig
 from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError

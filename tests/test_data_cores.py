@@ -12,6 +12,7 @@ from vtbench.datasets.cache import build_cache
 from vtbench.datasets.reencode import reencode
 from vtbench.engine.config import RunConfig
 from vtbench.engine.estimate import estimate
+from vtbench.engine.feeding import feeding
 
 H100 = "NVIDIA H100 80GB HBM3"
 PER_CLIP_S = 0.05  # what the fake clock says each clip took: 20 clips/s per core
@@ -59,7 +60,7 @@ def test_feeding_arithmetic(tmp_path, fixed_speed):
     root = hmdb51_layout(tmp_path / "h")
     report = checking.check("hmdb51", root, frames=16, stride=2, size=224, progress=False, decoder="pyav")
     assert report["speeds"]["originals"]["clips_per_core_s"] == pytest.approx(1 / PER_CLIP_S)
-    feed = checking.feeding(report, "vit_base", H100, mfu=0.35, repeats=2)
+    feed = feeding(report, "vit_base", H100, mfu=0.35, repeats=2)
     train_flops = estimate(RunConfig(model="vit_base", frames=16, size=224, stride=2, eval_sweep=[]), [], 0.5,
                            3).train_gflops * 1e9
     assert feed["peak"] == pytest.approx(989.4e12) and feed["train_flops"] == pytest.approx(train_flops)
@@ -68,7 +69,7 @@ def test_feeding_arithmetic(tmp_path, fixed_speed):
     assert row["cores"] == pytest.approx(989.4e12 * 0.35 / train_flops / 20)
     assert row["cores_repeats"] == pytest.approx(row["cores"] / 2)
     assert feed["rows"][0]["cores"] == pytest.approx(_expected_cores("vit_base", 16, 224, 2, 3))
-    assert checking.feeding(report, "vit_base", "NVIDIA A100-SXM4-80GB")["peak"] == pytest.approx(312e12)
+    assert feeding(report, "vit_base", "NVIDIA A100-SXM4-80GB")["peak"] == pytest.approx(312e12)
 
 
 def test_unknown_gpu_and_bad_flags_are_refused_in_one_line(tmp_path, capsys, monkeypatch):

@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import tiny
 
+from vtbench.core.shape import BatchShape
 from vtbench.engine.config import MethodSpec
 from vtbench.engine.runner import execute
-from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.methods import RunContext, build_method
 from vtbench.methods.flux import Flux, flexible_shapes, flux_multi_loss

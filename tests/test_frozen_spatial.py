@@ -134,7 +134,7 @@ def test_stage_one_needs_two_temporal_tokens(tmp_path):
 
 
 def test_the_spatial_encoder_runs_without_autograd_in_stage_two(snapshot, tmp_path):
-    from vtbench.engine.shape import BatchShape
+    from vtbench.core.shape import BatchShape
     from vtbench.methods import RunContext
     from vtbench.models import build_model
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import tiny
 
 from vtbench import methods
-from vtbench.engine.budget import lr_factor
+from vtbench.core.budget import lr_factor
 from vtbench.engine.config import MethodSpec
 from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError

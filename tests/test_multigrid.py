@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import tiny
 
+from vtbench.core.shape import BatchShape
 from vtbench.engine.config import MethodSpec
 from vtbench.engine.runner import execute
-from vtbench.engine.shape import BatchShape
 from vtbench.errors import ConfigError
 from vtbench.methods import RunContext, build_method
 from vtbench.methods.multigrid import Multigrid, cycle_stages, slowfast_schedule

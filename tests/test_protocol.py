@@ -1,4 +1,4 @@
-"""The evaluation protocol every run shares (vtbench.engine.protocol): names, composition with the methods' own
+"""The evaluation protocol every run shares (vtbench.methods.reductions): names, composition with the methods' own
 selections, and the same settings for the baseline and for every method."""
 
 import json
@@ -10,10 +10,10 @@ from conftest import tiny
 
 from vtbench import methods
 from vtbench.engine.config import MethodSpec
-from vtbench.engine.protocol import Reduction, resolve_sweep
 from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
 from vtbench.methods import Method
+from vtbench.methods.reductions import Reduction, resolve_sweep
 from vtbench.methods.selection import group_dynamic_select, with_motion
 from vtbench.models import build_model
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from vtbench.engine.config import MethodSpec
-from vtbench.engine.protocol import Reduction
 from vtbench.errors import ConfigError
 from vtbench.methods import build_method, build_methods
+from vtbench.methods.reductions import Reduction
 from vtbench.methods.token_dropout import TokenDropout, drop_tokens
 from vtbench.models import build_model
 

@@ -190,7 +190,8 @@ def cmd_data(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
         print(summary(outcome, args.dataset, args.out))
         return 0 if not outcome.unreadable else 1
-    from vtbench.datasets.check import check, feeding, gpu_peak, table
+    from vtbench.datasets.check import check, table
+    from vtbench.engine.feeding import feeding, feeding_lines, gpu_peak
 
     for flag in ("size", "frames", "stride"):
         if getattr(args, flag) < 1:
@@ -210,7 +211,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     report = check(layout, root, args.split, args.limit, frames=args.frames, stride=args.stride, size=args.size,
                    progress=not args.no_progress, decoder=args.decoder, compare=args.compare)
     feed = feeding(report, args.model, args.gpu, args.mfu, args.repeats) if args.gpu is not None else None
-    print(table(report, feed))
+    print(table(report, feeding_lines(feed) if feed else None))
     return 0 if not report["unreadable"] else 1
 
 

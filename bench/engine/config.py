@@ -17,19 +17,18 @@ from typing import Any
 
 import yaml
 
+from vtbench.core.budget import Budget
+from vtbench.core.spec import MethodSpec
+from vtbench.datasets import defaults_before_stated
+from vtbench.datasets import run_defaults as data_defaults
 from vtbench.errors import ConfigError
+from vtbench.methods import check_methods, identity_params
+from vtbench.methods.reductions import DEFAULT_SWEEP, resolve_sweep
+from vtbench.models import DEFAULTS_BEFORE_STATED, PRESETS, model_args
+from vtbench.models import run_defaults as model_defaults
 
 from .init import check_init, fingerprint
-
-
-@dataclass
-class MethodSpec:
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        args = ",".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.name}:{args}" if args else self.name
+from .trackers import KNOWN
 
 
 @dataclass
@@ -66,7 +65,7 @@ class RunConfig:
     eval_clips: int = 4096
     eval_subset: int = 1024
     eval_batch_size: int = 64
-    # reduced-token evaluation settings every run shares (vtbench.engine.protocol); None: the default sweep
+    # reduced-token evaluation settings every run shares (vtbench.methods.reductions); None: the default sweep
     eval_sweep: list[str] | None = None
     eval_sweep_at: str = "final"  # final | every (evaluation point)
     log_every: int = 10  # steps summarised in one steps.parquet row
@@ -83,14 +82,9 @@ class RunConfig:
 
     def resolve(self) -> "RunConfig":
         """A copy with every default that depends on other fields filled in, validated."""
-        from vtbench.datasets import run_defaults as data_defaults
-        from vtbench.models import PRESETS
-        from vtbench.models import run_defaults as model_defaults
 
         if self.model not in PRESETS:
             raise ConfigError(f"unknown model preset {self.model!r}; known: {', '.join(PRESETS)}")
-        from .budget import Budget
-        from .protocol import DEFAULT_SWEEP, resolve_sweep
 
         preset = PRESETS[self.model]
         resolved = dataclasses.replace(
@@ -107,7 +101,6 @@ class RunConfig:
         if any(m.name == "baseline" and m.params for m in resolved.methods):
             raise ConfigError("method 'baseline' has no parameters; it is the empty method list")
         resolved.methods = [m for m in resolved.methods if m.name != "baseline"]
-        from vtbench.methods import check_methods
 
         check_methods(resolved.methods)  # each against its method's declared parameters, before a run id exists
         resolved.validate()
@@ -124,7 +117,6 @@ class RunConfig:
         return self.frames // tt, self.size // p, self.size // p
 
     def validate(self) -> None:
-        from vtbench.models import model_args
 
         if self.stride < 0:
             raise ConfigError(f"stride must be at least 1, or 0 for one frame per equal segment; got {self.stride}")
@@ -170,7 +162,6 @@ class RunConfig:
         for name in ("weight_decay", "grad_clip", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        from .trackers import KNOWN
 
         unknown = [name for name in self.loggers if name not in KNOWN]
         if unknown or len(set(self.loggers)) != len(self.loggers):
@@ -194,8 +185,6 @@ class RunConfig:
                 del data[name]
         for name in OBSERVERS:  # watching a run does not make it another run
             del data[name]
-        from vtbench.datasets import defaults_before_stated
-        from vtbench.models import DEFAULTS_BEFORE_STATED
 
         for name, before in (("model_args", DEFAULTS_BEFORE_STATED.get(self.arch, {})),
                              ("data_args", defaults_before_stated(self.dataset))):
@@ -204,7 +193,6 @@ class RunConfig:
                     del data[name][key]
         if data.get("init"):  # the weights it starts from, by their content: a moved file is the same start
             data["init"] = fingerprint(data["init"])
-        from vtbench.methods import identity_params
 
         data["methods"] = [{m.name: identity_params(m)} for m in self.methods]  # a changed default: another run
         text = json.dumps(data, sort_keys=True, default=str)

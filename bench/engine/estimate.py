@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from vtbench.core.shape import BatchShape
 from vtbench.engine.config import MethodSpec, RunConfig
-from vtbench.engine.shape import BatchShape
 
 
 @dataclass

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from vtbench.engine import protocol
-from vtbench.engine.budget import Used
+from vtbench.core.budget import Used
+from vtbench.core.shape import BatchShape
 from vtbench.engine.config import RunConfig
 from vtbench.engine.evaluate import EvalData, evaluate
-from vtbench.engine.shape import BatchShape
+from vtbench.methods import reductions as protocol
 
 WINDOW_COLUMNS = ("energy_j", "power_w", "mem_device", "mem_allocated", "mem_rss")  # the training window's, as
 # `window_<name>`; the CPU's two come named already

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
+from vtbench.core.budget import lr_factor
 from vtbench.datasets.stills import SyntheticStills
 from vtbench.engine import cpu
-from vtbench.engine.budget import lr_factor
 from vtbench.errors import ConfigError
 from vtbench.models import PRESETS
 

@@ -2,13 +2,11 @@
 rename."""
 
 import io
-import json
 import os
 import pickle
 import platform
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,45 +14,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+# the atomic writers live in the bottom layer (the data sets' caches write through them too); a run's files are
+# written and read through them, as `results.write_json` and the like
+from vtbench.core.files import read_json, write_bytes, write_json, write_text  # noqa: F401
 from vtbench.errors import VtbenchError
 
 CONFIG, ENV, STEPS, EVALS, SUMMARY, CHECKPOINT = (
     "config.yaml", "env.json", "steps.parquet", "evals.parquet", "summary.json", "checkpoint.pt"
 )
 PROGRESS = "progress.json"  # where a run stands while it trains, for `vtbench status`
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results folder is shared as the umask says
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode())
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -106,14 +74,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def environment(device: torch.device) -> dict[str, Any]:

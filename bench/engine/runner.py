@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vtbench.core.budget import Budget, BudgetClock, Used, lr_factor
+from vtbench.core.shape import BatchShape
 from vtbench.engine import cpu, measure, mfu, results
-from vtbench.engine.budget import Budget, BudgetClock, Used, lr_factor
 from vtbench.engine.compiled import CompileStats, compile_blocks
 from vtbench.engine.config import RunConfig, save_yaml
 from vtbench.engine.distributed import ParallelLoss, World, rank_device
@@ -30,7 +31,6 @@ from vtbench.engine.evaluate import EvalData
 from vtbench.engine.evaluation import Evaluation, eval_points
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.init import apply_init
-from vtbench.engine.shape import BatchShape
 from vtbench.engine.steplog import StepLog, data_wait_figures
 from vtbench.engine.trackers import RunInfo, Trackers
 from vtbench.errors import ConfigError

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vtbench.engine.budget import Budget  # noqa: E402
+from vtbench.core.budget import Budget  # noqa: E402
 from vtbench.methods import REGISTRY  # noqa: E402
 
 from .analysis import Interval, pareto_front  # noqa: E402

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from vtbench.engine.budget import Budget
+from vtbench.core.budget import Budget
 from vtbench.errors import VtbenchError
 from vtbench.studies.table import runs_table, study_table
 

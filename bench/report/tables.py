@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from vtbench.engine.budget import Budget
+from vtbench.core.budget import Budget
 from vtbench.studies.comparison import match_baselines
 
 from . import paired

@@ -100,7 +100,7 @@ def slurm_options(data: dict, where: str) -> dict[str, Any]:
 
 
 def validate_methods(cell: "RunConfig", where: str) -> None:
-    from vtbench.engine.budget import Budget
+    from vtbench.core.budget import Budget
     from vtbench.methods import build_methods
 
     try:

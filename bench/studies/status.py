@@ -9,8 +9,8 @@ study the Optuna storage (the trials and their states).
 from pathlib import Path
 from typing import Any
 
+from vtbench.core.budget import Budget
 from vtbench.engine import results
-from vtbench.engine.budget import Budget
 from vtbench.errors import VtbenchError
 from vtbench.studies.folder import claim_holder
 

@@ -1,5 +1,6 @@
 """The evaluation protocol every run shares, the baseline included (docs/design.md,
-"Comparisons": evaluation settings are shared, not per method).
+"Comparisons": evaluation settings are shared, not per method). It lives beside the selections it runs
+(vtbench.methods.selection); the engine evaluates a run under it.
 
 Besides the default evaluation (full clips through the methods' own evaluation-time selections), a run is
 evaluated under reduced-token settings named by what they do:
@@ -22,8 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
+import torch
+
 from vtbench.errors import ConfigError
 from vtbench.models.tokens import Tokens
+
+from .selection import group_count, group_dynamic_select, random_subset, top_magnitude, with_motion
 
 SELECTIONS = ("random", "magnitude", "group")
 DEFAULT_SWEEP = [f"keep={k},{s}" for k in (0.8, 0.6, 0.4, 0.2) for s in ("random", "magnitude")] + [
@@ -51,10 +56,6 @@ class Reduction:
         return f"keep={self.keep:g},{self.selection}"
 
     def __call__(self, tokens: Tokens) -> Tokens:
-        import torch
-
-        from vtbench.methods.selection import group_dynamic_select, random_subset, top_magnitude
-
         if self.selection == "group":
             return group_dynamic_select(tokens, self.tokens)
         k = max(1, round(self.keep * tokens.full_count))
@@ -65,8 +66,6 @@ class Reduction:
 
     def after(self, chain: Callable[[Tokens], Tokens] | None) -> Callable[[Tokens], Tokens]:
         """This reduction applied after the methods' own evaluation selections `chain`."""
-        from vtbench.methods.selection import with_motion
-
         def select(tokens: Tokens) -> Tokens:
             if self.selection == "group":  # scored on the full grid, before any other selection
                 tokens = with_motion(tokens)
@@ -100,8 +99,6 @@ def parse(text: str, base_tokens: int | None = None) -> Reduction:
 
 def resolve_sweep(entries: list, grid: tuple[int, int, int]) -> list[str]:
     """Canonical names of `entries` for a base token grid (T, H, W): checked, fractions resolved, no repeats."""
-    from vtbench.methods.selection import group_count
-
     if not isinstance(entries, list):
         raise ConfigError(f"eval_sweep must be a list of settings ({FORMS}); got {entries!r}")
     base = grid[0] * grid[1] * grid[2]
