@@ -101,6 +101,18 @@ def _log(folder: Path) -> list[str]:
     return [line.split()[0] for line in (folder / "workers.log").read_text().splitlines()]
 
 
+def _wait_until_gone(group: int, seconds: float = 30) -> None:
+    """Until no process of the process group is left (a killed group's members die one by one)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process group {group} still has processes {seconds} s after SIGKILL")
+
+
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
     path = _write(tmp_path, "study: s\n" + BASE + "methods: [[], [pss]]\nbudgets: [80steps]\n")
     out = tmp_path / "out"
@@ -116,6 +128,7 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
         time.sleep(0.005)
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
+    _wait_until_gone(worker.pid)  # its cell process too: until it is gone, the kernel still holds its claim's lock
     assert victim is not None and not (victim / "summary.json").exists()
     from vtbench.cli.main import main
 
