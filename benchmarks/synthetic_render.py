@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import binomtest
 
 from vtbench.datasets.synthetic import SyntheticVideos
 from vtbench.models import build_model
@@ -92,8 +93,10 @@ def main() -> None:
               f"{100 * max(shares):.1f}]")
     if args.before:
         ratios = [b / a for a, b in zip(*(times[name] for name in renderers), strict=True)]
+        faster = sum(r > 1 for r in ratios)
         print(f"the renderer now is {statistics.median(ratios):.2f}x [{min(ratios):.2f}, {max(ratios):.2f}] the speed "
-              f"of the one at {args.before}")
+              f"of the one at {args.before}, faster in {faster} of {len(ratios)} interleaved repeats "
+              f"(sign test p = {binomtest(faster, len(ratios)).pvalue:.2g})")
 
 
 if __name__ == "__main__":

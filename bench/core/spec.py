@@ -1,4 +1,4 @@
-"""A method as a run names it: `token_dropout:keep=0.5` is MethodSpec("token_dropout", {"keep": 0.5})."""
+"""A method as a run names it: `NAME:key=value,...` on the command line is MethodSpec(NAME, {key: value, ...})."""
 
 from dataclasses import dataclass, field
 from typing import Any

@@ -82,10 +82,8 @@ class RunConfig:
 
     def resolve(self) -> "RunConfig":
         """A copy with every default that depends on other fields filled in, validated."""
-
         if self.model not in PRESETS:
             raise ConfigError(f"unknown model preset {self.model!r}; known: {', '.join(PRESETS)}")
-
         preset = PRESETS[self.model]
         resolved = dataclasses.replace(
             self,
@@ -101,7 +99,6 @@ class RunConfig:
         if any(m.name == "baseline" and m.params for m in resolved.methods):
             raise ConfigError("method 'baseline' has no parameters; it is the empty method list")
         resolved.methods = [m for m in resolved.methods if m.name != "baseline"]
-
         check_methods(resolved.methods)  # each against its method's declared parameters, before a run id exists
         resolved.validate()
         sweep = DEFAULT_SWEEP if self.eval_sweep is None else self.eval_sweep
@@ -117,7 +114,6 @@ class RunConfig:
         return self.frames // tt, self.size // p, self.size // p
 
     def validate(self) -> None:
-
         if self.stride < 0:
             raise ConfigError(f"stride must be at least 1, or 0 for one frame per equal segment; got {self.stride}")
         positive = ("batch_size", "eval_clips", "eval_subset", "eval_batch_size", "log_every", "frames", "size")
@@ -162,7 +158,6 @@ class RunConfig:
         for name in ("weight_decay", "grad_clip", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-
         unknown = [name for name in self.loggers if name not in KNOWN]
         if unknown or len(set(self.loggers)) != len(self.loggers):
             raise ConfigError(f"loggers must be a list of different ones of {', '.join(KNOWN)}; got {self.loggers}")
@@ -185,7 +180,6 @@ class RunConfig:
                 del data[name]
         for name in OBSERVERS:  # watching a run does not make it another run
             del data[name]
-
         for name, before in (("model_args", DEFAULTS_BEFORE_STATED.get(self.arch, {})),
                              ("data_args", defaults_before_stated(self.dataset))):
             for key, value in before.items():  # stated at the value it had unstated: the run it was
@@ -193,7 +187,6 @@ class RunConfig:
                     del data[name][key]
         if data.get("init"):  # the weights it starts from, by their content: a moved file is the same start
             data["init"] = fingerprint(data["init"])
-
         data["methods"] = [{m.name: identity_params(m)} for m in self.methods]  # a changed default: another run
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -12,7 +12,7 @@ from vtbench.core.budget import Used
 from vtbench.core.shape import BatchShape
 from vtbench.engine.config import RunConfig
 from vtbench.engine.evaluate import EvalData, evaluate
-from vtbench.methods import reductions as protocol
+from vtbench.methods.reductions import parse
 
 WINDOW_COLUMNS = ("energy_j", "power_w", "mem_device", "mem_allocated", "mem_rss")  # the training window's, as
 # `window_<name>`; the CPU's two come named already
@@ -33,7 +33,7 @@ class Evaluation:
         from vtbench.methods import EvalSetting
 
         self.config, self.data, self.shape, self.tubelet = config, data, shape, tubelet
-        shared = [EvalSetting(r.name, select=r) for r in map(protocol.parse, config.eval_sweep)]
+        shared = [EvalSetting(r.name, select=r) for r in map(parse, config.eval_sweep)]
         names = {s.name for s in shared}
         self.settings = shared + [s for s in method_settings if s.name not in names]
 
