@@ -42,7 +42,7 @@ def test_a_checkpoint_written_by_a_run_loads_safely_and_resumes(tmp_path, capsys
     assert main(["run", *TINY, "--budget", "4steps", "--out", str(tmp_path)]) == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)  # plain tensors and values only
-    assert state["used"]["steps"] == 4
+    assert state["clock"]["used"]["steps"] == 4
     (run_dir / "summary.json").unlink()
     assert results.load_checkpoint(run_dir / "checkpoint.pt")["run_id"] == run_dir.name
     assert main(["run", *TINY, "--budget", "4steps", "--out", str(tmp_path)]) == 0  # resumes at its end

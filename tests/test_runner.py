@@ -137,7 +137,7 @@ def test_a_run_asked_to_stop_saves_its_place_and_resumes_like_an_uninterrupted_o
     finally:
         runner._stop_requested.clear()
     run_dir = tmp_path / "run" / config.resolve().run_id()
-    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["used"]["steps"] == 12  # the step it ended
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["clock"]["used"]["steps"] == 12  # where it ended
     assert not (run_dir / "summary.json").exists()  # not ended: neither completed nor failed
     monkeypatch.setattr(StopAt12, "batch_shape", lambda self, progress, step, base: base)
     reference = execute(config, tmp_path / "ref", progress_bar=False)
@@ -177,7 +177,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     partial = torch.load(checkpoint, weights_only=False)
-    assert partial["used"]["steps"] < 60, "the run must have been killed before it ended"
+    assert partial["clock"]["used"]["steps"] < 60, "the run must have been killed before it ended"
     assert not (checkpoint.parent / "summary.json").exists()
     assert main([*args, "--out", str(out)]) == 0  # the same command again: it resumes
     _assert_same_run(Path(reference), checkpoint.parent)

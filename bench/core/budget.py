@@ -115,6 +115,12 @@ class BudgetClock:
                  "samples": used.samples * self.charge}
         return min(1.0, spent[self.budget.unit] / self.budget.amount)
 
+    def state_dict(self) -> dict:
+        return {"used": vars(self.used).copy(), "off_clock_s": dict(self.off_clock_s)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.used, self.off_clock_s = Used(**state["used"]), dict(state["off_clock_s"])
+
     @contextmanager
     def off_clock(self, what: str) -> Iterator[None]:
         """Time inside is not charged to the budget; it is recorded under `what` (eval, checkpoint, ...)."""

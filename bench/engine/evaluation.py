@@ -12,6 +12,7 @@ from vtbench.core.budget import Used
 from vtbench.core.shape import BatchShape
 from vtbench.engine.config import RunConfig
 from vtbench.engine.evaluate import EvalData, evaluate
+from vtbench.methods import EvalSetting
 from vtbench.methods.reductions import parse
 
 WINDOW_COLUMNS = ("energy_j", "power_w", "mem_device", "mem_allocated", "mem_rss")  # the training window's, as
@@ -25,17 +26,34 @@ def eval_points(every: float) -> list[float]:
 
 
 class Evaluation:
-    """The settings a run is scored under and the clips it is scored on. `settings` are the shared reduced-token
-    sweep, then the methods' own that the sweep does not already name."""
+    """The settings a run is scored under, the clips it is scored on, the points it is scored at and the rows it has
+    left so far (a part of the checkpoint). `settings` are the shared reduced-token sweep, then the methods' own that
+    the sweep does not already name."""
 
     def __init__(self, config: RunConfig, data: EvalData, shape: BatchShape, method_settings: list,
                  tubelet: tuple[int, int, int]):
-        from vtbench.methods import EvalSetting
-
         self.config, self.data, self.shape, self.tubelet = config, data, shape, tubelet
         shared = [EvalSetting(r.name, select=r) for r in map(parse, config.eval_sweep)]
         names = {s.name for s in shared}
         self.settings = shared + [s for s in method_settings if s.name not in names]
+        self.points = eval_points(config.eval_every)
+        self.next = 0  # the index of the first point not yet evaluated
+        self.rows: list[dict[str, Any]] = []
+
+    def due(self, progress: float) -> float | None:
+        """The first point not yet evaluated, if `progress` has reached it."""
+        if self.next < len(self.points) and progress + 1e-9 >= self.points[self.next]:
+            return self.points[self.next]
+        return None
+
+    def default_row(self, point: float) -> dict[str, Any]:
+        return next(r for r in self.rows if r["point"] == point and r["setting"] == "default")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next": self.next, "rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next, self.rows = state["next"], state["rows"]
 
     def run(self, model: torch.nn.Module, chain, point: float, progress: float, used: Used, window: dict[str, Any],
             device: torch.device, autocast: Callable, reduce: Callable,

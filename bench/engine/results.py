@@ -12,7 +12,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pynvml
+import timm
 import torch
+
+from vtbench import __version__
 
 # the atomic writers live in the bottom layer (the data sets' caches write through them too); a run's files are
 # written and read through them, as `results.write_json` and the like
@@ -23,6 +27,7 @@ CONFIG, ENV, STEPS, EVALS, SUMMARY, CHECKPOINT = (
     "config.yaml", "env.json", "steps.parquet", "evals.parquet", "summary.json", "checkpoint.pt"
 )
 PROGRESS = "progress.json"  # where a run stands while it trains, for `vtbench status`
+STEPS_JOURNAL = "steps.jsonl"  # steps.parquet's rows while the run trains, appended at each checkpoint
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -78,15 +83,11 @@ def plain(value: Any) -> Any:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and hardware of this run: what a reader needs to reproduce or compare its numbers."""
-    import timm
-
-    import vtbench
-
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": timm.__version__,
-        "vtbench": vtbench.__version__,
+        "vtbench": __version__,
         "git_commit": _git_commit(),
         "platform": platform.platform(),
         "hostname": platform.node(),
@@ -115,8 +116,6 @@ def _git_commit() -> str | None:
 
 def _nvidia_driver() -> str | None:
     try:
-        import pynvml
-
         pynvml.nvmlInit()
         try:
             return pynvml.nvmlSystemGetDriverVersion()

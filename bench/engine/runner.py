@@ -21,19 +21,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vtbench.core.budget import Budget, BudgetClock, Used, lr_factor
+from vtbench.core.budget import Budget, BudgetClock, lr_factor
 from vtbench.core.shape import BatchShape
+from vtbench.datasets import build_dataset
 from vtbench.engine import cpu, measure, mfu, results
+from vtbench.engine.checkpoint import Checkpointer, Part, RandomState
 from vtbench.engine.compiled import CompileStats, compile_blocks
 from vtbench.engine.config import RunConfig, save_yaml
 from vtbench.engine.distributed import ParallelLoss, World, rank_device
 from vtbench.engine.evaluate import EvalData
-from vtbench.engine.evaluation import Evaluation, eval_points
+from vtbench.engine.evaluation import Evaluation
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.init import apply_init
 from vtbench.engine.steplog import StepLog, data_wait_figures
 from vtbench.engine.trackers import RunInfo, Trackers
 from vtbench.errors import ConfigError
+from vtbench.methods import RunContext, build_methods
+from vtbench.models import build_model
 from vtbench.models.param_groups import param_groups
 
 FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
@@ -93,10 +97,6 @@ def execute(config: RunConfig, out: str | Path, progress_bar: bool = True, on_ev
 
 class Run:
     def __init__(self, config: RunConfig, run_dir: Path, progress_bar: bool = True, on_eval=None):
-        from vtbench.datasets import build_dataset
-        from vtbench.methods import RunContext, build_methods
-        from vtbench.models import build_model
-
         self.config, self.dir, self.show_progress, self.on_eval = config, run_dir, progress_bar, on_eval
         self.budget = Budget.parse(config.budget)
         self.threads = cpu.set_threads()
@@ -148,11 +148,9 @@ class Run:
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
         self.precision = "bf16" if bf16 else "fp32"
         self.flops = StepFlops()
-        self.eval_points = eval_points(config.eval_every)
-        self.next_eval = 0
-        self.log = StepLog(config.log_every)
+        self.log = StepLog(config.log_every, run_dir / results.STEPS_JOURNAL, run_dir / results.STEPS)
         self.steps_since_read = 0
-        self.eval_rows: list[dict[str, Any]] = []
+        self.checkpoints: Checkpointer | None = None  # once the measurements, one of its parts, have begun
         self.last_checkpoint = time.monotonic()
         self.progress_written = time.monotonic()
         self.last_shape: BatchShape | None = None  # of the last batch asked for, training or evaluation
@@ -177,6 +175,7 @@ class Run:
         self.measure = measure.Measurements(self.device, self.config.monitor_interval)
         if self.phase:
             self.measure.begin_phase(self.phase)
+        self.checkpoints = self._checkpointer()
         try:
             self._train()
         finally:
@@ -199,7 +198,7 @@ class Run:
         bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not (self.show_progress and self.world.main),
                    leave=False)
         try:
-            for row in self.eval_rows:  # restored by a resume: the caller sees every point once
+            for row in self.evaluation.rows:  # restored by a resume: the caller sees every point once
                 self._report(row)
             bar.update(int(self.clock.fraction() * 1000))
             self.cpu.restart()
@@ -381,16 +380,15 @@ class Run:
     def _evaluate_due(self, progress: float) -> bool:
         """Evaluate at every point reached; whether any was."""
         evaluated = False
-        while self.next_eval < len(self.eval_points) and progress + 1e-9 >= self.eval_points[self.next_eval]:
-            point = self.eval_points[self.next_eval]
+        while (point := self.evaluation.due(progress)) is not None:
             with self.clock.off_clock("eval"), self.compiled.evaluating() if self.compiled else nullcontext():
                 self._flush()
                 window = {**self.measure.end_training_window(), **self.cpu.mark()}  # the window that ends here
                 self._evaluate(point, progress, window)
-            self.next_eval += 1
+            self.evaluation.next += 1
             self._checkpoint()
             self.cpu.restart()
-            self._report(next(r for r in self.eval_rows if r["point"] == point and r["setting"] == "default"))
+            self._report(self.evaluation.default_row(point))
             evaluated = True
         return evaluated
 
@@ -418,57 +416,40 @@ class Run:
                                    used, window, self.device, self.autocast, self.world.sum,
                                    on_shape=lambda shape: setattr(self, "last_shape", shape))
         evaluation = self.measure.end_eval_window()
-        self.eval_rows += [{**row, **evaluation} for row in rows]
+        self.evaluation.rows += [{**row, **evaluation} for row in rows]
         if self.trackers is not None:
             for row in rows:
                 self.trackers.evaluation(row)
         self.activity = "training"
 
+    def _checkpointer(self) -> Checkpointer:
+        """The run's parts that a checkpoint holds, each saving its own state: shared ones, and each rank's own."""
+        shared = {"model": self.model, "optimizer": self.optimizer, "methods": self.methods, "clock": self.clock,
+                  "flops": self.flops, "evaluation": self.evaluation, "steps": self.log, "cpu": self.cpu,
+                  "run": Part(self._record, self._take_record)}
+        if self.compiled:
+            shared["compiled"] = self.compiled
+        return Checkpointer(self.dir / results.CHECKPOINT, self.world, shared,
+                            own={"rng": RandomState(), "measure": self.measure})
+
+    def _record(self) -> dict[str, Any]:
+        return {"resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
+                "data_wait_s": self.data_wait_s}
+
+    def _take_record(self, state: dict[str, Any]) -> None:
+        self.resumed_at, self.skipped_before, self.data_wait_s = (
+            state["resumed_at"], state["skipped_videos"], state["data_wait_s"])
+
     def _checkpoint(self) -> None:
         with self.clock.off_clock("checkpoint"):
             self._flush()  # before the write, so the row's memory is its training's
         with self.clock.off_clock("checkpoint"), self.measure.excluded():
-            # each rank's own random state and measurements, so that each resumes its own
-            ranks = self.world.gather((_rng_state(), self.measure.state_dict())) if self.world.size > 1 else None
-            if not self.world.main:
-                self.last_checkpoint = time.monotonic()
-                return
-            state = {
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "methods": self.methods.state_dict(), "used": vars(self.clock.used).copy(),
-                "off_clock_s": dict(self.clock.off_clock_s), "flops": self.flops.state_dict(),
-                "next_eval": self.next_eval, "step_rows": self.log.rows, "eval_rows": self.eval_rows,
-                "measure": self.measure.state_dict(), "cpu": self.cpu.state_dict(), "rng": _rng_state(),
-                "run_id": self.dir.name,
-                "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(),
-                "world_size": self.world.size, "ranks_rng": ranks and [rng for rng, _ in ranks],
-                "ranks_measure": ranks and [measured for _, measured in ranks],
-                "compiled": self.compiled.state_dict() if self.compiled else None, "data_wait_s": self.data_wait_s,
-            }
-            results.save_checkpoint(self.dir / results.CHECKPOINT, state)
-            self._write_tables()
+            if self.world.main:  # the tables first: the checkpoint names the journal's rows
+                self.log.save()
+                self._write_evals()
+            self.checkpoints.save(self.dir.name)
             self._write_progress()
         self.last_checkpoint = time.monotonic()
-
-    def _restore(self, path: Path) -> None:
-        state = results.load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.methods.load_state_dict(state["methods"])
-        several = self.world.size > 1 and state.get("ranks_measure")
-        self.measure.load_state_dict(state["ranks_measure"][self.world.rank] if several else state["measure"])
-        self.cpu.load_state_dict(state["cpu"])
-        self.clock.used = Used(**state["used"])
-        self.clock.off_clock_s = state["off_clock_s"]
-        self.flops.load_state_dict(state["flops"])
-        self.next_eval, self.eval_rows = state["next_eval"], state["eval_rows"]
-        self.data_wait_s = state.get("data_wait_s", 0.0)
-        self.log.rows, self.log.read = state["step_rows"], len(state["step_rows"])
-        _set_rng_state(state["ranks_rng"][self.world.rank] if self.world.size > 1 else state["rng"])
-        self.resumed_at = [*state.get("resumed_at", []), self.clock.used.steps]
-        self.skipped_before = state.get("skipped_videos", {})
-        if self.compiled and state.get("compiled"):
-            self.compiled.load_state_dict(state["compiled"])
 
     def _skipped_videos(self) -> dict[str, str]:
         """Unreadable videos skipped so far (path: reason), training and evaluation."""
@@ -478,26 +459,19 @@ class Run:
 
     def _write_start(self) -> None:
         """Rank 0 writes the run's first files; every rank resumes from the checkpoint, if there is one."""
-        checkpoint = self.dir / results.CHECKPOINT
-        if not self.world.main:
-            if checkpoint.exists():
-                self._restore(checkpoint)
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        results.write_text(self.dir / results.CONFIG, save_yaml(self.config.to_dict()))
-        env = results.environment(self.device)
-        env["precision"] = self.precision
-        env["not_measured"] = self.measure.not_measured
-        results.write_json(self.dir / results.ENV, env)
-        checkpoint = self.dir / results.CHECKPOINT
-        if checkpoint.exists():
-            self._restore(checkpoint)
+        if self.world.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            results.write_text(self.dir / results.CONFIG, save_yaml(self.config.to_dict()))
+            env = results.environment(self.device)
+            env["precision"] = self.precision
+            env["not_measured"] = self.measure.not_measured
+            results.write_json(self.dir / results.ENV, env)
+        if self.checkpoints.restore():
+            self.resumed_at.append(self.clock.used.steps)
 
-    def _write_tables(self) -> None:
-        if self.log.rows:
-            results.write_parquet(self.dir / results.STEPS, self.log.rows)
-        if self.eval_rows:
-            results.write_parquet(self.dir / results.EVALS, self.eval_rows)
+    def _write_evals(self) -> None:
+        if self.evaluation.rows:
+            results.write_parquet(self.dir / results.EVALS, self.evaluation.rows)
 
     def _finish(self, status: str, error: str | None, trace: str | None = None) -> None:
         if self.world.size == 1 or status not in ("failed", "oom"):  # a rank that fails alone waits on no other
@@ -511,15 +485,16 @@ class Run:
         if not self.world.main:
             return
         if status != "failed":
-            self._write_tables()
+            self.log.finish()
+            self._write_evals()
         used = self.clock.used
-        default = [r for r in self.eval_rows if r["setting"] == "default"]
+        default = [r for r in self.evaluation.rows if r["setting"] == "default"]
         final = default[-1] if default and default[-1]["point"] == 1.0 else None
         summary = {
             "status": status, "error": error, "run_id": self.dir.name, "budget": str(self.budget),
             "methods": [str(m) for m in self.config.methods] or ["baseline"],
             "top1": final["top1"] if final else None, "top5": final["top5"] if final else None,
-            "final_eval": {r["setting"]: r["top1"] for r in self.eval_rows if r["point"] == 1.0},
+            "final_eval": {r["setting"]: r["top1"] for r in self.evaluation.rows if r["point"] == 1.0},
             "train_s": used.s, "world_size": self.world.size, "train_wall_s": used.s / self.world.size,
             "eval_s": self.clock.off_clock_s.get("eval", 0.0),
             "checkpoint_s": self.clock.off_clock_s.get("checkpoint", 0.0),
@@ -556,19 +531,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]  # saved with its key array as a tensor (results.plain)
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -5,23 +5,36 @@ steps of what varies per step (loss, learning rate, clips, frames, size, tokens 
 it spent waiting for the batch), the interval's throughput and the share of its step time spent waiting, and the
 figures the runner adds at its end (memory, method columns). Losses stay on the device until `read_losses`, so
 logging costs no synchronisation per step.
+
+While a run trains, its rows are appended to a journal, steps.jsonl, at each checkpoint: only the rows new since the
+last one, so a long run's checkpoints cost no more than its first. The checkpoint records how many rows (and bytes)
+the journal held; a resumed run reads those back, and its first save cuts off whatever was appended after them. The
+finished run's steps.parquet is written once, from every row, and the journal removed.
 """
 
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
+
+from vtbench.engine.results import write_parquet
+from vtbench.errors import VtbenchError
 
 DATA_BOUND_SHARE = 0.1  # a run that waited longer than this share of its training time for batches is data-bound
 MEANS = ("lr", "clips", "frames", "size", "tokens", "keep", "step_s", "data_s")
 
 
 class StepLog:
-    def __init__(self, every: int):
-        self.every = every
+    def __init__(self, every: int, journal: Path | None = None, table: Path | None = None):
+        self.every, self.journal, self.table = every, journal, table
         self.rows: list[dict[str, Any]] = []
         self.pending: list[dict[str, Any]] = []  # the steps of the interval not yet summarised
         self.read = 0  # rows whose loss is on the host
+        self.saved, self.saved_bytes = 0, 0  # rows in the journal, and its length with them
 
     def add(self, step: dict[str, Any]) -> bool:
         """Record one step (loss, lr, clips, frames, size, tokens, keep, step_s and data_s, the part of step_s spent
@@ -55,6 +68,54 @@ class StepLog:
         for row, value in zip(unread, values, strict=True):
             row["loss"] = value
         return next((r for r in unread if not math.isfinite(r["loss"])), None)
+
+    def save(self) -> None:
+        """Append the rows read since the last save to the journal, after cutting off whatever a run killed before its
+        checkpoint left there, and flush it to the disk (the checkpoint that names the rows comes after)."""
+        new, self.saved = self.rows[self.saved:self.read], self.read
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        with self.journal.open("ab") as f:
+            f.truncate(self.saved_bytes)
+            f.writelines((json.dumps(row, default=_number) + "\n").encode() for row in new)
+            f.flush()
+            os.fsync(f.fileno())
+            self.saved_bytes = f.tell()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.saved, "bytes": self.saved_bytes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The rows the journal held at the checkpoint (the first `bytes` of it); read only, so that every rank of a
+        run can. A checkpoint of the first layout holds the rows themselves, and that of a run that ended names those of
+        its table (the journal is gone): the next save writes them out."""
+        if isinstance(state["rows"], list):
+            self.rows, self.saved, self.saved_bytes = state["rows"], 0, 0
+        elif not self.journal.exists() and self.table.exists():
+            self.rows = pd.read_parquet(self.table).head(state["rows"]).to_dict("records")
+            self.saved, self.saved_bytes = 0, 0
+        else:
+            with self.journal.open("rb") as f:
+                lines = f.read(state["bytes"]).decode().splitlines()
+            if len(lines) != state["rows"]:
+                raise VtbenchError(f"{self.journal}: holds {len(lines)} of the {state['rows']} rows its checkpoint "
+                                   "names; delete the run's folder to train it afresh")
+            self.rows = [json.loads(line) for line in lines]
+            self.saved, self.saved_bytes = len(lines), state["bytes"]
+        self.read = len(self.rows)
+
+    def finish(self) -> None:
+        """Write every row to the table (steps.parquet) and remove the journal."""
+        if self.rows:
+            write_parquet(self.table, self.rows)
+        if self.journal is not None:
+            self.journal.unlink(missing_ok=True)
+
+
+def _number(value: Any) -> Any:
+    """A NumPy scalar as a Python number, for JSON."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def data_wait_figures(wait_s: float, wall_s: float) -> dict[str, Any]:

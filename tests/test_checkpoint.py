@@ -1,0 +1,123 @@
+"""The checkpoint holds each part's own state; the step rows live in an append-only journal it names by count."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny
+
+from vtbench import methods
+from vtbench.engine import results, runner
+from vtbench.engine.config import MethodSpec
+from vtbench.engine.runner import execute
+from vtbench.engine.steplog import StepLog
+from vtbench.errors import VtbenchError
+from vtbench.methods import Method
+
+
+def _log_rows(log: StepLog, first: int, count: int) -> None:
+    for step in range(first, first + count):
+        log.add({"loss": torch.tensor(float(step)), "lr": 0.1, "clips": 4, "frames": 4, "size": 16, "tokens": 8,
+                 "keep": 1.0, "step_s": 0.5, "data_s": 0.1})
+        log.close_interval({"step": step})
+    log.read_losses()
+
+
+def test_the_journal_only_grows_and_a_resume_drops_rows_its_checkpoint_never_named(tmp_path):
+    journal = tmp_path / "steps.jsonl"
+    log = StepLog(1, journal, tmp_path / "steps.parquet")
+    _log_rows(log, 1, 3)
+    log.save()
+    first = journal.read_bytes()
+    checkpoint = log.state_dict()
+    assert checkpoint == {"rows": 3, "bytes": len(first)}  # a count, not the rows
+    _log_rows(log, 4, 2)
+    log.save()
+    assert journal.read_bytes().startswith(first)  # appended: the rows before stay as they were
+    assert [json.loads(line)["step"] for line in journal.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+    # killed after the second save, before its checkpoint: resumed from the first
+    resumed = StepLog(1, journal, tmp_path / "steps.parquet")
+    resumed.load_state_dict(checkpoint)
+    assert [r["step"] for r in resumed.rows] == [1, 2, 3] and resumed.rows[2]["loss"] == 3.0
+    _log_rows(resumed, 4, 1)
+    resumed.save()
+    assert [json.loads(line)["step"] for line in journal.read_text().splitlines()] == [1, 2, 3, 4]
+
+    resumed.finish()
+    assert not journal.exists()
+    assert pd.read_parquet(tmp_path / "steps.parquet")["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_a_journal_shorter_than_its_checkpoint_is_refused_with_its_path(tmp_path):
+    journal = tmp_path / "steps.jsonl"
+    log = StepLog(1, journal)
+    _log_rows(log, 1, 3)
+    log.save()
+    state = log.state_dict()
+    journal.write_text(journal.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(VtbenchError, match=f"{journal}: holds 1 of the 3 rows"):
+        StepLog(1, journal).load_state_dict(state)
+
+
+class StopAt6(Method):
+    name = "stop_at_6"
+
+    def batch_shape(self, progress, step, base):
+        if step == 5:
+            runner.request_stop()
+        return base
+
+
+def _stopped_run(tmp_path, monkeypatch):
+    monkeypatch.setitem(methods.REGISTRY, "stop_at_6", StopAt6)
+    config = tiny(budget="12steps", methods=[MethodSpec("stop_at_6")])
+    try:
+        with pytest.raises(runner.Stopped):
+            execute(config, tmp_path / "run", progress_bar=False)
+    finally:
+        runner._stop_requested.clear()
+    monkeypatch.setattr(StopAt6, "batch_shape", lambda self, progress, step, base: base)
+    return config, tmp_path / "run" / config.resolve().run_id()
+
+
+def test_a_stopped_run_keeps_its_rows_in_the_journal_and_its_parts_in_the_checkpoint(tmp_path, monkeypatch):
+    config, run_dir = _stopped_run(tmp_path, monkeypatch)
+    state = results.load_checkpoint(run_dir / results.CHECKPOINT)
+    parts = {"model", "optimizer", "methods", "clock", "flops", "evaluation", "steps", "cpu", "run", "ranks"}
+    assert parts <= set(state)
+    assert state["clock"]["used"]["steps"] == 6 and state["steps"]["rows"] == 6
+    assert len((run_dir / results.STEPS_JOURNAL).read_text().splitlines()) == 6
+    assert set(state["ranks"][0]) == {"rng", "measure"}
+    execute(config, tmp_path / "run", progress_bar=False)
+    assert not (run_dir / results.STEPS_JOURNAL).exists()
+    assert pd.read_parquet(run_dir / results.STEPS)["step"].tolist() == list(range(1, 13))
+
+
+def _first_layout(state: dict, rows: list[dict]) -> dict:
+    """`state` as the checkpoints written before parts were (every value at the top, the step rows inside)."""
+    own = state["ranks"][0]
+    return {
+        **{k: state[k] for k in ("model", "optimizer", "methods", "flops", "cpu", "run_id")}, "compiled": None,
+        "used": state["clock"]["used"], "off_clock_s": state["clock"]["off_clock_s"],
+        "next_eval": state["evaluation"]["next"], "eval_rows": state["evaluation"]["rows"], "step_rows": rows,
+        "measure": own["measure"], "rng": own["rng"], "resumed_at": state["run"]["resumed_at"],
+        "skipped_videos": state["run"]["skipped_videos"], "world_size": 1, "ranks_rng": None, "ranks_measure": None,
+        "data_wait_s": state["run"]["data_wait_s"],
+    }
+
+
+def test_a_checkpoint_of_the_first_layout_resumes_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    config, run_dir = _stopped_run(tmp_path, monkeypatch)
+    path = run_dir / results.CHECKPOINT
+    journal = run_dir / results.STEPS_JOURNAL
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    results.save_checkpoint(path, _first_layout(results.load_checkpoint(path), rows))
+    journal.unlink()
+    resumed = execute(config, tmp_path / "run", progress_bar=False)
+    reference = execute(config, tmp_path / "ref", progress_bar=False)
+    ref, res = (pd.read_parquet(d / results.STEPS) for d in (reference, resumed))
+    assert res["step"].tolist() == ref["step"].tolist() == list(range(1, 13))
+    assert res["loss"].tolist() == pytest.approx(ref["loss"].tolist(), rel=1e-5)
+    assert results.read_json(resumed / results.SUMMARY)["resumed_at"] == [6]
