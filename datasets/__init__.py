@@ -11,6 +11,8 @@ from typing import Any
 from vtbench.errors import ConfigError
 
 from .layouts import MIRROR_FREE
+from .synthetic import SyntheticVideos
+from .video import VideoDataset
 
 DATASETS = ("synthetic", "folder:ROOT", "list:ROOT", "kinetics:ROOT", "ssv2:ROOT", "ucf101:ROOT", "hmdb51:ROOT")
 
@@ -20,15 +22,11 @@ def build_dataset(name: str, part: str, seed: int, length: int | None = None, ah
     (synthetic) part or a validation set; `ahead` asks rendered data to prepare each next batch in the background
     (decoded videos read ahead in their own worker processes)."""
     if name == "synthetic":
-        from .synthetic import SyntheticVideos
-
         try:
             return SyntheticVideos(split=part, seed=seed, length=length, **{"ahead": ahead, **args})
         except TypeError as err:
             raise ConfigError(f"data_args for synthetic: {err}") from None
     if ":" in name:
-        from .video import VideoDataset
-
         layout, root = name.split(":", 1)
         return VideoDataset(layout, root, part, seed, length=length, **args)
     raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

@@ -10,8 +10,10 @@ else the smallest larger one (frames resized on read), else decodes.
 """
 
 import hashlib
+import multiprocessing
 import sys
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -96,9 +98,6 @@ def build_cache(layout: str, root: str | Path, size: int, split: int = 1, progre
                f"{short}", unit="video", disable=not progress)
     pool = None
     if workers:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         done = pool.map(_cache_one, jobs, chunksize=4) if pool else map(_cache_one, jobs)

@@ -14,11 +14,13 @@ turns these into the cores it takes to keep that model training on that GPU:
 import time
 from pathlib import Path
 
+from tabulate import tabulate
 from tqdm import tqdm
 
 from vtbench.errors import ConfigError
 
 from . import decoders
+from .cache import find_cache
 from .decode import Unreadable
 from .layouts import SPLITS, read_index
 from .sampling import dense_indices, dense_starts, resize_short, short_side
@@ -43,8 +45,6 @@ def _timing(clips: int, wall: float, cpu: float, frames: int) -> dict:
 def check(layout: str, root: str | Path, split: int = 1, limit: int | None = None, frames: int = 16,
           stride: int = 2, size: int = 224, progress: bool = True, decoder: str = "auto",
           compare: str | Path | None = None) -> dict:
-    import av  # noqa: F401 - loaded before the first clip is timed
-
     decoder = decoders.resolve(decoder)
     probe, read_frames = decoders.module(decoder).probe, decoders.module(decoder).read_frames
     root = Path(root).expanduser()
@@ -88,8 +88,6 @@ def check(layout: str, root: str | Path, split: int = 1, limit: int | None = Non
         report["compare"] = str(copy)
         report["speeds"]["re-encoded copy"] = _decode_speed([copy / p.relative_to(root) for p in read], probe,
                                                             read_frames, frames, stride, size, progress)
-    from .cache import find_cache
-
     if cache := find_cache(root, short_side(size)):
         report["cache_short"] = cache.short
         report["speeds"]["decoded cache"] = _cache_speed(cache, read, frames, stride, size)
@@ -141,8 +139,6 @@ def _speed_line(what: str, speed: dict, extra: str = "") -> str:
 def table(report: dict, feed_lines: list[str] | None = None) -> str:
     """The check's report as text; `feed_lines` (the cores it takes to feed a model, vtbench.engine.feeding) go
     after the speeds."""
-    from tabulate import tabulate
-
     rows = [[name, c["listed"], c["classes"], c["checked"], c["missing"], c["empty"], c["unreadable"]]
             for name, c in report["splits"].items()]
     lines = [f"{report['dataset']}: {report['classes']} classes",

@@ -10,10 +10,15 @@ import os
 import socket
 import time
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
+import av
+
 from vtbench.errors import ConfigError
+
+from . import decode, torchcodec_decode
 
 NAMES = ("pyav", "torchcodec")
 CHOICES = ("auto", *NAMES)
@@ -26,10 +31,6 @@ def measurement_file() -> Path:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    import av
-
     return {"host": socket.gethostname(), "av": av.__version__, "torchcodec": version("torchcodec")}
 
 
@@ -90,9 +91,5 @@ def check(name: str) -> str:
 def module(name: str) -> ModuleType:
     """The decoder's module: `probe(path)` and `read_frames(path, indices, count, short)`."""
     if name == "torchcodec":
-        from . import torchcodec_decode
-
         return torchcodec_decode
-    from . import decode
-
     return decode

@@ -20,13 +20,18 @@ a rerun. The originals are never written: DIR may not be ROOT or lie inside it. 
 empty, truncated, not a video) is reported and left out of the copy; the rest goes on.
 """
 
+import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
+from av.video.stream import VideoStream
 from tqdm import tqdm
 
 from vtbench.errors import ConfigError
@@ -71,9 +76,6 @@ class Outcome:
 def rotation_unsupported() -> str | None:
     """Why this PyAV cannot read a video's display matrix (so re-encoding would store portrait videos on their
     side), or None."""
-    import av
-    from av.video.stream import VideoStream
-
     if hasattr(av.VideoFrame, "rotation") or hasattr(VideoStream, "side_data"):
         return None
     return (f"PyAV {av.__version__} cannot read a video's rotation (its display matrix): the copy would store "
@@ -167,9 +169,6 @@ def reencode(layout: str, root: str | Path, out: str | Path, short: int = 256, g
                disable=not progress)
     pool = None
     if workers:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         done = pool.map(encode_one, jobs) if pool else map(encode_one, jobs)
@@ -192,8 +191,6 @@ def reencode(layout: str, root: str | Path, out: str | Path, short: int = 256, g
 
 def encode_one(job: Job) -> tuple[int, int, str | None]:
     """Re-encode one video: (input bytes, output bytes, None), or (0, 0, why it is unreadable)."""
-    import av
-
     part = job.target.with_name(job.target.name + PART)
     try:
         before = job.source.stat().st_size
@@ -212,9 +209,6 @@ def encode_one(job: Job) -> tuple[int, int, str | None]:
 
 
 def _encode(job: Job, part: Path) -> None:
-    import av
-    import numpy as np
-
     with av.open(str(job.source)) as source:
         if not source.streams.video:
             raise Unreadable("no video stream")

@@ -22,6 +22,7 @@ twice.
 
 import functools
 import hashlib
+import multiprocessing
 import os
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -287,8 +288,6 @@ class VideoDataset:
         """One task per worker, each a chunk of the batch's clips (one round trip per worker, not per clip) with
         all the clips of a video in one chunk, decoded once; each task with the positions of its clips."""
         if self._pool is None:
-            import multiprocessing
-
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         requests = self._requests(key)
         return [(chunk, self._pool.submit(load_clips, [requests[n] for n in chunk]))

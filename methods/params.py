@@ -10,6 +10,7 @@ the method's `check_together`.
 
 import inspect
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -159,8 +160,6 @@ def source(cls) -> str:
 
 def doc_paragraph(cls) -> str:
     """The first paragraph of the method's docstring (its module's, where the class has none)."""
-    import sys
-
     doc = cls.__doc__ or getattr(sys.modules.get(cls.__module__), "__doc__", None) or ""
     return doc.strip().split("\n\n")[0].strip()
 

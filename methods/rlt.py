@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from vtbench.errors import ConfigError
+from vtbench.models import VideoViT
 from vtbench.models.embed import TemporalTable
 from vtbench.models.tokens import Tokens
 
@@ -98,8 +99,6 @@ class RunLengthTokenization(Method):
         self.lengths: TemporalTable | None = None
 
     def prepare(self, run: RunContext) -> None:
-        from vtbench.models import VideoViT
-
         if not isinstance(run.model, VideoViT):
             raise ConfigError("method 'rlt' pads clips of different token counts, which the joint ViT takes; "
                               "set arch: joint")

@@ -35,6 +35,7 @@ from dataclasses import replace
 import torch
 
 from vtbench.errors import ConfigError
+from vtbench.models import VideoViT
 from vtbench.models.blocks import Stream
 from vtbench.models.tokens import Tokens
 
@@ -169,8 +170,6 @@ class TokenDropout(Method):
     def prepare(self, run) -> None:
         if self.layers == "input":
             return
-        from vtbench.models import VideoViT
-
         if not isinstance(run.model, VideoViT):
             raise ConfigError("token_dropout with layers drops tokens inside the blocks of the joint ViT; "
                               "set arch: joint")

@@ -37,6 +37,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from vtbench.errors import ConfigError
+from vtbench.models import VideoViT
 from vtbench.models.blocks import BlockPlan, Stream, attention_half, mlp_half
 from vtbench.models.tokens import Tokens
 
@@ -151,9 +153,6 @@ class TokenMerging(Method):
         self.r, self.keep, self.proportional = r, None if keep is None else float(keep), proportional
 
     def prepare(self, run) -> None:
-        from vtbench.errors import ConfigError
-        from vtbench.models import VideoViT
-
         if not isinstance(run.model, VideoViT):
             raise ConfigError("method 'tome' merges tokens inside the blocks of the joint ViT; set arch: joint")
         if run.config is not None and run.config.compile:

@@ -1,3 +1,5 @@
+import argparse
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -5,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from vtbench.cli import main
+from vtbench.cli.main import COMMANDS, build_parser
 
 TINY = ["--set", "model_args={dim: 32, depth: 1, heads: 2, tubelet: [2, 4, 4]}", "--set", "frames=4",
         "--set", "size=16",
@@ -41,12 +44,11 @@ def test_yaml_error_names_file_and_line(capsys, tmp_path):
 
 
 def test_flags_override_the_config_file(tmp_path):
-    from vtbench.cli.main import _run_parser, build_config  # noqa: F401
+    from vtbench.cli.main import _run_parser
+    from vtbench.cli.run import build_config
 
     config = tmp_path / "run.yaml"
     config.write_text("budget: 5steps\nseed: 3\nlr: 0.01\n")
-    import argparse
-
     parser = argparse.ArgumentParser()
     _run_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["run", "--config", str(config), "--seed", "4", "--set", "lr=2e-3"])
@@ -76,13 +78,13 @@ def test_one_budget_written_two_ways_is_one_run(capsys, tmp_path):
 
 
 def test_the_demo_finds_its_grid_in_the_checkout():
-    from vtbench.cli.main import DEMO_CONFIG
+    from vtbench.cli.study import DEMO_CONFIG
 
     assert DEMO_CONFIG == Path(__file__).resolve().parents[1] / "configs" / "demo.yaml" and DEMO_CONFIG.is_file()
 
 
 def test_the_demo_holds_a_ladder_and_both_controls_and_full_adds_every_method_to_its_cells():
-    from vtbench.cli.main import DEMO_CONFIG
+    from vtbench.cli.study import DEMO_CONFIG
     from vtbench.methods import REGISTRY
     from vtbench.studies.grid import load_grid
 
@@ -99,10 +101,27 @@ def test_the_demo_holds_a_ladder_and_both_controls_and_full_adds_every_method_to
 
 
 def test_the_demo_prints_the_reports_opening_sections():
-    from vtbench.cli.main import _headline
+    from vtbench.cli.study import _headline
 
     report = ("# Study demo\n\n30 runs.\n\n## Speed-up at equal top-1\n\nHow it is read.\n\n| method | speed-up |\n"
               "| --- | --- |\n| pss | 1.2x [1.0, 1.4] |\n\n## Resolving power\n\n- 1.42x\n\n"
               "## Top-1 at equal budget\n\n| method | top-1 |\n")
     assert _headline(report) == ("## Speed-up at equal top-1\n\n| method | speed-up |\n| --- | --- |\n"
                                  "| pss | 1.2x [1.0, 1.4] |\n\n## Resolving power\n\n- 1.42x")
+
+
+def test_every_subcommand_runs_a_function_of_its_module():
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(subcommands) == set(COMMANDS)
+    for module, function in COMMANDS.values():
+        assert callable(getattr(importlib.import_module(module), function)), (module, function)
+
+
+def test_help_loads_no_subcommand():
+    # `vtbench --help` answers at once: the subcommands' modules (and torch) load only when one runs
+    code = ("import sys\nfrom vtbench.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'vtbench')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(["vtbench", "vtbench.cli", "vtbench.cli.main",
+                                                          "vtbench.errors"])

@@ -4,9 +4,17 @@
 
 A layer may import any layer below it (report may also read studies); `vtbench.errors` and the package's version
 are open to all. No module takes part in an import cycle.
+
+Imports stand at the top of their module. Only optional packages (those not in pyproject.toml's [project]
+dependencies: the extras) are imported inside the functions that need them; the command line loads a subcommand's
+module with `importlib.import_module` (bench/cli/main.py's COMMANDS), the one such call in vtbench.
 """
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,21 +43,29 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def _package(name: str, path: Path) -> str:
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def _source(node: ast.ImportFrom, package: str) -> str:
+    """The absolute name of the module a `from ... import` reads, relative ones resolved against `package`."""
+    if not node.level:
+        return node.module
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
     """The vtbench modules `name` imports, at its top or inside a function. `from package import module` imports
     the module (its package is the parent every submodule needs, not an arrow); `from module import name` the
     module."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    package = _package(name, path)
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module
+            target = _source(node, package)
             submodules = {f"{target}.{alias.name}" for alias in node.names} & known
             out.update(submodules)
             if len(submodules) < len(node.names):
@@ -105,3 +121,70 @@ def test_the_layer_reader_sees_the_imports_it_judges():
     assert "vtbench.models.tokens" in edges["vtbench.methods.reductions"]
     assert "vtbench.datasets.decoders" in edges["vtbench.datasets.video"]  # `from . import decoders, sampling`
     assert set(BELOW) == {layer(m) for m in edges} - OPEN
+
+
+# ---- imports at the top of their module ---------------------------------------------------------------------------
+
+# submodules of required packages that need an optional one (torch's SummaryWriter needs the tensorboard extra)
+OPTIONAL_SUBMODULES = ("torch.utils.tensorboard",)
+SUBCOMMANDS = "vtbench.cli.main"  # the one module that imports modules by name
+
+
+def _distribution(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", requirement).group()).lower()
+
+
+def required_packages() -> set[str]:
+    """The top-level import names of pyproject.toml's [project] dependencies (pyyaml: yaml, nvidia-ml-py: pynvml),
+    as their installed distributions declare them."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    required = {_distribution(d) for d in declared}
+    provided = {name for name, dists in importlib.metadata.packages_distributions().items()
+                if any(_distribution(d) in required for d in dists)}
+    return provided | {d.replace("-", "_") for d in required}
+
+
+def inner_imports() -> set[tuple[str, str, int]]:
+    """(module, imported module, line) of every import statement inside a function or method, nested ones once."""
+    found = set()
+    for name, path in modules().items():
+        package = _package(name, path)
+        for function in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    found.update((name, alias.name, node.lineno) for alias in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    found.add((name, _source(node, package), node.lineno))
+    return found
+
+
+def test_only_optional_packages_are_imported_inside_functions():
+    eager = {"vtbench"} | required_packages() | set(sys.stdlib_module_names)
+    inner = inner_imports()
+    optional = {target for _, target, _ in inner
+                if any(target == o or target.startswith(f"{o}.") for o in OPTIONAL_SUBMODULES)}
+    wrong = sorted(f"{module}:{line} imports {target}" for module, target, line in inner
+                   if target.split(".")[0] in eager and target not in optional)
+    assert not wrong, ("imports inside functions of vtbench modules, stdlib or required packages; move them to the "
+                       "top of the module:\n" + "\n".join(wrong))
+
+
+def test_the_cli_alone_imports_modules_by_name():
+    calls = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            called = isinstance(node, ast.Call) and (getattr(node.func, "attr", None) or getattr(node.func, "id", None))
+            if called in ("import_module", "__import__") and name != SUBCOMMANDS:
+                calls.append(f"{name}:{node.lineno}")
+    assert not calls, "modules imported by name outside the CLI's COMMANDS:\n" + "\n".join(calls)
+
+
+def test_the_inner_import_reader_sees_what_it_judges():
+    # a reader that found nothing, or a required set that named nothing, would pass the test above
+    inner = {(module, target) for module, target, _ in inner_imports()}
+    assert ("vtbench.engine.trackers", "wandb") in inner  # `import wandb` in a method
+    assert ("vtbench.datasets.torchcodec_decode", "torchcodec.decoders") in inner  # `from ... import` in a function
+    assert {"torch", "yaml", "pynvml", "av", "optuna", "pandas"} <= required_packages()
+    assert not {"wandb", "mlflow", "submitit", "torchcodec", "tensorboard"} & required_packages()

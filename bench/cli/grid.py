@@ -7,6 +7,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vtbench.engine import results
+from vtbench.engine.distributed import World, launched_size
+from vtbench.engine.runner import Stopped, request_stop
 from vtbench.errors import VtbenchError
 from vtbench.studies.executors import run_local, run_slurm
 from vtbench.studies.folder import prepare_study, writable_folder
@@ -28,8 +30,6 @@ def _line(label: str, run_dir: Path) -> str:
 
 
 def run_grid(args) -> int:
-    from vtbench.engine.distributed import launched_size
-
     if launched_size() > 1:
         raise VtbenchError("vtbench grid runs its cells' processes itself (nproc_per_run); start it without torchrun")
     nproc = getattr(args, "nproc", None)
@@ -72,9 +72,6 @@ def run_grid(args) -> int:
 def slurm_worker(config: str, out: str, nproc: int | None = None) -> int:
     """One array job: the same claim loop as a local worker, on whatever nodes SLURM gave it; a job of several
     tasks runs each cell on all of them (one process per task)."""
-    from vtbench.engine.distributed import World
-    from vtbench.engine.runner import Stopped, request_stop
-
     # scancel, preemption and the time limit's warning (submitit asks for SIGUSR2) stop the cell at its next step
     # with a checkpoint, instead of the SIGKILL that follows losing what it trained since the last one
     for signum in (signal.SIGTERM, signal.SIGUSR2):

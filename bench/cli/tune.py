@@ -6,16 +6,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vtbench.engine.distributed import World, launched_size
 from vtbench.errors import VtbenchError
 from vtbench.studies.executors import run_local, run_slurm
 from vtbench.studies.folder import prepare_study, writable_folder
 from vtbench.studies.status import write_plan
-from vtbench.studies.tune import Tune, counts, load_tune, open_storage, open_study, work
+from vtbench.studies.tune import Tune, best_trials, counts, follow, load_tune, open_storage, open_study, work
 
 
 def _prepare(args) -> tuple[Tune, Path]:
-    from vtbench.engine.distributed import launched_size
-
     if launched_size() > 1:
         raise VtbenchError("vtbench tune runs its trials' processes itself (nproc_per_run); start it without torchrun")
     tune = load_tune(args.config, getattr(args, "nproc", None))
@@ -36,6 +35,8 @@ def _prepare(args) -> tuple[Tune, Path]:
 
 
 def run_tune(args) -> int:
+    if args.executor is None:
+        args.executor = "local" if args.workers > 1 else "inline"
     tune, folder = _prepare(args)
     study = open_study(tune, folder, args.storage, args.workers)  # checks the storage before any trial runs
 
@@ -80,9 +81,6 @@ def slurm_worker(config: str, out: str, trials: int, storage: str | None, worker
                  nproc: int | None = None) -> int:
     """One array job: trials until the study has enough, on whatever nodes SLURM gave it; a job of several tasks
     trains each trial's run on all of them (rank 0 draws the trials, the other tasks follow)."""
-    from vtbench.engine.distributed import World
-    from vtbench.studies.tune import follow
-
     tune = load_tune(config, nproc)
     tune.trials = trials
     world = World.join_slurm_job() if tune.base.nproc > 1 else None
@@ -97,8 +95,6 @@ def slurm_worker(config: str, out: str, trials: int, storage: str | None, worker
 
 
 def _print_outcome(tune: Tune, folder: Path, study) -> int:
-    from vtbench.studies.tune import best_trials
-
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         if not t.user_attrs.get("surplus"):

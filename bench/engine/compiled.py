@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 from timm.models.vision_transformer import Block
+from torch._dynamo import config as dynamo_config
+from torch._dynamo import utils as dynamo_utils
 
 RECOMPILE_LIMIT = 64  # entries of the blocks' compiled code: far above the token counts any method here asks for
 _TIMINGS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
@@ -28,11 +30,9 @@ _TIMINGS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
 
 def compile_blocks(model: torch.nn.Module, backend: str, limit: int = RECOMPILE_LIMIT) -> int:
     """Compile every transformer block of `model` in place (its hooks fire once); returns how many."""
-    import torch._dynamo.config as dynamo
-
-    dynamo.recompile_limit = limit
-    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * limit)
-    dynamo.fail_on_recompile_limit_hit = True
+    dynamo_config.recompile_limit = limit
+    dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 4 * limit)
+    dynamo_config.fail_on_recompile_limit_hit = True
     blocks = [m for m in model.modules() if isinstance(m, Block)]
     for block in blocks:
         block.compile(backend=backend, dynamic=False)
@@ -40,10 +40,8 @@ def compile_blocks(model: torch.nn.Module, backend: str, limit: int = RECOMPILE_
 
 
 def _now() -> tuple[float, int]:
-    from torch._dynamo import utils
-
-    seconds = sum(sum(utils.compilation_time_metrics.get(name, [])) for name in _TIMINGS)
-    return seconds, int(utils.counters["frames"]["ok"])
+    seconds = sum(sum(dynamo_utils.compilation_time_metrics.get(name, [])) for name in _TIMINGS)
+    return seconds, int(dynamo_utils.counters["frames"]["ok"])
 
 
 class CompileStats:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch._dynamo
 import yaml
 
 from vtbench.core.budget import Budget
@@ -126,8 +127,6 @@ class RunConfig:
             raise ConfigError(f"batch_size {self.batch_size} cannot be shared by nproc {self.nproc} processes: each "
                               "takes a share of every batch, so batch_size must be at least nproc")
         if self.compile:
-            import torch._dynamo
-
             backends = torch._dynamo.list_backends(exclude_tags=())
             if self.compile_backend not in backends:
                 raise ConfigError(f"compile_backend {self.compile_backend!r} is not a torch.compile backend; known: "

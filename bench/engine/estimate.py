@@ -9,10 +9,13 @@ autograd saves for the backward pass of one clip, at float32 (halve it for bf16 
 from dataclasses import dataclass
 
 import torch
+from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode
 
 from vtbench.core.shape import BatchShape
 from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.methods import RunContext, build_methods
+from vtbench.models import build_model
 
 
 @dataclass
@@ -42,9 +45,6 @@ def estimate_run(config: RunConfig, methods: list[MethodSpec], points: list[tupl
                  num_classes: int = 400) -> list[Estimate]:
     """`estimate` at each (progress, step) of `points`, in increasing progress, with one model and one method
     stack carried through them as a run carries them (a phase that starts at some progress stays started)."""
-    from vtbench.methods import RunContext, build_methods
-    from vtbench.models import build_model
-
     config = config.resolve()
     stack = build_methods(methods)
     meta = torch.device("meta")
@@ -84,8 +84,6 @@ def _step(model, stack, base: BatchShape, progress: float, step: int, methods: l
 
 
 def table(rows: list[Estimate]) -> str:
-    from tabulate import tabulate
-
     baseline = rows[0].train_gflops
     data = [[r.setting, f"{r.clips}x{r.frames}x{r.size}^2", f"{r.tokens:g}", f"{r.forward_gmacs:.1f}",
              f"{r.forward_gflops:.1f}", f"{r.train_gflops:.1f}", f"{baseline / r.train_gflops:.2f}",

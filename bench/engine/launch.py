@@ -16,6 +16,8 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from vtbench.engine import cpu, results
 from vtbench.engine.config import RunConfig
+from vtbench.engine.distributed import launched_size
+from vtbench.engine.runner import FAILURE_PREFIX, execute
 
 
 class RankFailed(Exception):
@@ -26,9 +28,6 @@ def execute_or_launch(config: RunConfig, out: str | Path, progress_bar: bool = T
     """Train `config` (resolved) here, or in `config.nproc` local processes when it asks for several and no
     launcher started this process as one of them. `on_eval` as `runner.execute` takes it; launched, it must be
     picklable (rank 0 calls it in its own process)."""
-    from vtbench.engine.distributed import launched_size
-    from vtbench.engine.runner import execute
-
     if config.nproc > 1 and launched_size() <= 1:
         return launch(config, out, progress_bar, on_eval)
     return execute(config, out, progress_bar=progress_bar, on_eval=on_eval)
@@ -62,15 +61,11 @@ def launch(config: RunConfig, out: str | Path, progress_bar: bool = True, on_eva
 
 @record
 def _rank(config: RunConfig, out: str, progress_bar: bool, on_eval=None) -> None:
-    from vtbench.engine.runner import execute
-
     execute(config, out, progress_bar=progress_bar, on_eval=on_eval)
 
 
 def _rank_accounts(run_dir: Path, since: float) -> list[dict]:
     """The failed ranks' own accounts of this attempt (the runner writes one as a rank fails)."""
-    from vtbench.engine.runner import FAILURE_PREFIX
-
     accounts = []
     for path in run_dir.glob(f"{FAILURE_PREFIX}*.json"):
         account = results.read_json(path)

@@ -11,12 +11,14 @@ import threading
 import time
 from typing import Any
 
+import pynvml
+import torch
+
 
 class GpuMonitor:
     def __init__(self, device: int | str = 0, interval: float = 0.1, nvml: Any = None):
         """`device`: NVML's index of the GPU, or its UUID ("GPU-..." or "MIG-...")."""
-        if nvml is None:
-            import pynvml as nvml
+        nvml = pynvml if nvml is None else nvml
         self.nvml, self.interval = nvml, interval
         nvml.nvmlInit()
         if isinstance(device, str):
@@ -138,8 +140,6 @@ class GpuMonitor:
 def nvml_device(device) -> int | str:
     """NVML's name for a CUDA device: its UUID where torch knows it (NVML numbers every GPU of the machine, CUDA only
     the visible ones, and CUDA_VISIBLE_DEVICES may list UUIDs), else the visible index mapped back to NVML's."""
-    import torch
-
     index = device.index if device.index is not None else torch.cuda.current_device()
     uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
     if uuid:
@@ -156,8 +156,6 @@ def open_monitor(device, interval: float = 0.1) -> tuple[GpuMonitor | None, str 
     if device.type != "cuda":
         return None, "no GPU: NVML figures (device memory, power, energy, utilisation) are measured on CUDA devices"
     try:
-        import pynvml
-
         return GpuMonitor(nvml_device(device), interval, pynvml).start(), None
     except Exception as err:  # noqa: BLE001 - any NVML failure leaves the run without these figures, said why
         return None, f"NVML unavailable: {type(err).__name__}: {err}"

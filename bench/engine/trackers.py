@@ -21,6 +21,7 @@ the run goes on. At the end the run waits for them at most `CLOSE_S` in all.
 
 import csv
 import math
+import os
 import posixpath
 import queue
 import re
@@ -30,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from vtbench.engine import results
 
 KNOWN = ("tensorboard", "mlflow", "wandb", "csv")
 EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -76,14 +79,10 @@ class RunInfo:
                 "vtbench.study": self.study or "", "vtbench.label": self.label}
 
     def saved(self) -> dict[str, Any]:
-        from vtbench.engine import results
-
         path = self.run_dir / SAVED
         return results.read_json(path) if path.exists() else {}
 
     def save(self, **ids: Any) -> None:
-        from vtbench.engine import results
-
         with self._lock:
             results.write_json(self.run_dir / SAVED, {**self.saved(), **ids})
 
@@ -225,8 +224,6 @@ class WandB:
     anew is another W&B run. Metrics are plotted against the run's own `step`, which a resumed run repeats."""
 
     def __init__(self, info: RunInfo):
-        import os
-
         import wandb
 
         saved = info.saved().get("wandb_run_id")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from vtbench.errors import ConfigError
@@ -58,8 +59,6 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"init.file {path} {reason}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             # training scripts save their arguments beside the weights (VideoMAE: an argparse.Namespace)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from vtbench.engine.config import MethodSpec, RunConfig, parse_method
+from vtbench.engine.estimate import estimate, estimate_run
 from vtbench.methods import REGISTRY
 from vtbench.methods.card import Claim
 
@@ -102,8 +103,6 @@ def paper_scale(name: str, claim: Claim, params: tuple = ()) -> tuple[float, flo
     inference) over the method's with `params` (default: the claim's), averaged over the run's progress (clips per
     FLOP gained), and the baseline's activation memory per step over the method's peak, at the paper's model and
     input."""
-    from vtbench.engine.estimate import estimate, estimate_run
-
     if not claim.estimable:  # its cost depends on the content: the study's own `keep` column gives it
         return float("nan"), float("nan")
     config = RunConfig(model=claim.model, arch=claim.arch, frames=claim.frames, size=claim.size)

@@ -28,17 +28,19 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import vtbench
+from vtbench.core.budget import Budget
+from vtbench.engine import results
+from vtbench.engine.config import RunConfig, load_yaml
 from vtbench.errors import ConfigError, VtbenchError
+from vtbench.methods import build_methods
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
-
-if TYPE_CHECKING:
-    from vtbench.engine.config import RunConfig
 
 SLURM_KEYS = ("partition", "time_min", "nodes", "gpus_per_task", "cpus_per_task", "mem_gb", "account", "qos")
 FORMAT = 1  # of a study folder; bump when runs of an older vtbench can no longer be read
@@ -66,8 +68,6 @@ def writable_folder(path: Path, flag: str = "--out") -> Path:
 
 def read_study_yaml(path: str | Path, keys: tuple[str, ...], kind: str) -> tuple[dict, str, str, dict]:
     """A grid's or tune's YAML, checked up to its name and base: (data, where, study, base settings)."""
-    from vtbench.engine.config import load_yaml
-
     data = load_yaml(path)
     where = str(path)
     if not isinstance(data, dict):
@@ -99,10 +99,7 @@ def slurm_options(data: dict, where: str) -> dict[str, Any]:
     return slurm
 
 
-def validate_methods(cell: "RunConfig", where: str) -> None:
-    from vtbench.core.budget import Budget
-    from vtbench.methods import build_methods
-
+def validate_methods(cell: RunConfig, where: str) -> None:
     try:
         Budget.parse(cell.budget)
         build_methods(cell.methods)
@@ -113,8 +110,6 @@ def validate_methods(cell: "RunConfig", where: str) -> None:
 def prepare_study(out: Path, owner: Any) -> Path:
     """The study folder of a Grid or a Tune (`owner.study`, `owner.kind`), created or checked: a folder of another
     study, kind or format is refused, never reused."""
-    from vtbench.engine import results
-
     kind = owner.kind
     folder = out / owner.study
     marker = folder / "study.json"
@@ -129,8 +124,6 @@ def prepare_study(out: Path, owner: Any) -> Path:
             raise ConfigError(f"{folder} holds a {found.get('kind', 'grid')} study named {owner.study!r}, not a "
                               f"{kind}; choose another study name or --out")
     else:
-        import vtbench
-
         results.write_json(marker, {"study": owner.study, "kind": kind, "format": FORMAT,
                                     "vtbench": vtbench.__version__})
     return folder

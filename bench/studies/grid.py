@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 from vtbench.engine import results
 from vtbench.engine.config import RunConfig, apply, method_spec
 from vtbench.engine.init import check_fits, init_label
+from vtbench.engine.launch import execute_or_launch, settle_failure
+from vtbench.engine.runner import FINAL_STATUSES, stop_requested
 from vtbench.errors import ConfigError
 from vtbench.studies.folder import Claim, read_study_yaml, slurm_options, validate_methods
 
@@ -141,8 +143,6 @@ def cell_status(folder: Path, run_id: str) -> tuple[str | None, int]:
 def _left(grid: Grid, folder: Path, run_id: str) -> tuple[bool, int]:
     """Whether a worker would still run the cell (not ended, not failed more often than the grid retries), and
     how often it failed."""
-    from vtbench.engine.runner import FINAL_STATUSES
-
     status, failed = cell_status(folder, run_id)
     return not (status in FINAL_STATUSES or (status == "failed" and failed > grid.retries)), failed
 
@@ -158,9 +158,6 @@ def run_worker(grid: Grid, folder: Path, progress_bar: bool = True, on_done=None
     A worker of several processes (`world`, the tasks of one SLURM job) runs each cell on all of them: rank 0
     claims it and tells the others which. A cell that fails there ends the worker, since its processes may no
     longer agree; rerunning the grid resumes the cell."""
-    from vtbench.engine.launch import execute_or_launch, settle_failure
-    from vtbench.engine.runner import stop_requested
-
     main = world is None or world.main
     ran, start = 0, 0
     while True:

@@ -9,10 +9,15 @@ study the Optuna storage (the trials and their states).
 from pathlib import Path
 from typing import Any
 
+import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
 from vtbench.core.budget import Budget
 from vtbench.engine import results
 from vtbench.errors import VtbenchError
 from vtbench.studies.folder import claim_holder
+from vtbench.studies.tune import ENDED as RUN_OUTCOMES
+from vtbench.studies.tune import _quiet_optuna
 
 PLAN = "plan.json"
 ENDED = ("completed", "diverged", "oom", "pruned")
@@ -92,19 +97,12 @@ def _run_state(folder: Path, run_id: str) -> dict[str, Any]:
 
 
 def _trials(folder: Path, plan: dict[str, Any], storage: str | None) -> list[dict[str, Any]]:
-    import optuna
-
-    from vtbench.studies.tune import ENDED as RUN_OUTCOMES
-    from vtbench.studies.tune import _quiet_optuna
-
     _quiet_optuna()
     journal = folder / "optuna.journal"
     if storage is None and not journal.exists():
         raise VtbenchError(f"{folder}: the study's trials are not in a journal file here; give the storage it "
                            "was run with: vtbench status DIR --storage URL")
     if storage is None:
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal), JournalFileOpenLock(str(journal))))
     try:
         study = optuna.load_study(study_name=folder.name, storage=storage)

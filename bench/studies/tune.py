@@ -26,13 +26,25 @@ import json
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
 from vtbench.engine import results
 from vtbench.engine.config import RunConfig, apply, load_yaml, save_yaml
+from vtbench.engine.launch import execute_or_launch, settle_failure
+from vtbench.engine.runner import Pruned, execute
 from vtbench.errors import ConfigError, VtbenchError
+from vtbench.studies.folder import Claim, process_alive, read_study_yaml, slurm_options, validate_methods
 from vtbench.studies.search import SearchSpace, parse_space
 
 KEYS = ("study", "base", "budget", "methods", "objective", "trials", "sampler", "pruner", "prune_after", "storage",
@@ -81,8 +93,6 @@ class Tune:
 
 def load_tune(path: str | Path, nproc: int | None = None) -> Tune:
     """The study of a YAML file; `nproc` (the command line's) overrides its `nproc_per_run`."""
-    from vtbench.studies.folder import read_study_yaml, slurm_options, validate_methods
-
     data, where, study, base_values = read_study_yaml(path, KEYS, "tune config")
     if "methods" in base_values:
         raise ConfigError(f"{where}: base: give the methods under the top-level `methods` key")
@@ -139,24 +149,15 @@ def load_tune(path: str | Path, nproc: int | None = None) -> Tune:
 
 
 def _quiet_optuna() -> None:
-    import warnings
-
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
 
 
 def open_storage(tune: Tune, folder: Path, url: str | None, workers: int):
     """Optuna storage: a journal file in the study folder by default, or an RDB URL (PostgreSQL)."""
-    import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
     _quiet_optuna()
     url = url or tune.storage
     if not url or "://" not in url:
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
         path = Path(url) if url else folder / "optuna.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path), JournalFileOpenLock(str(path))))
@@ -186,8 +187,6 @@ def _with_driver(url: str) -> str:
 
 
 def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
@@ -195,8 +194,6 @@ def _hide_password(url: str) -> str:
 
 
 def make_sampler(tune: Tune, seed: int | None):
-    import optuna
-
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -211,8 +208,6 @@ def make_sampler(tune: Tune, seed: int | None):
 def make_pruner(tune: Tune):
     """Pruners see top-1 at each evaluation point, the step being budget progress in per mille; none prunes
     before `prune_after` (early accuracy says little on tasks that sit at chance before they learn)."""
-    import optuna
-
     warmup = round(1000 * tune.prune_after)
     first = max(warmup, round(1000 * min(1.0, tune.base.eval_every)))
     pruners = {
@@ -226,8 +221,6 @@ def make_pruner(tune: Tune):
 
 
 def open_study(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, worker: int = 0):
-    import optuna
-
     storage = open_storage(tune, folder, url, workers)
     study = optuna.create_study(study_name=tune.study, storage=storage, directions=tune.directions,
                                 pruner=make_pruner(tune), load_if_exists=True)
@@ -256,8 +249,6 @@ def sampler_seed(base_seed: int, worker: int, trials_so_far: int, host: str) -> 
 
 def counts(trials) -> dict[str, int]:
     """done (ended, objective or not), running, waiting; surplus and dead-worker failures are not counted."""
-    from optuna.trial import TrialState
-
     out = {"done": 0, "running": 0, "waiting": 0}
     for t in trials:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or _ended(t):
@@ -270,14 +261,10 @@ def counts(trials) -> dict[str, int]:
 
 
 def _ended(trial) -> bool:
-    from optuna.trial import TrialState
-
     return trial.state == TrialState.FAIL and trial.user_attrs.get("status") in ENDED
 
 
 def _counted(trial) -> bool:
-    from optuna.trial import TrialState
-
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING) \
         or _ended(trial)
 
@@ -289,10 +276,6 @@ def is_surplus(study, number: int, limit: int) -> bool:
 def fail_dead_workers(study, retries: int) -> list[int]:
     """Fail the running trials whose worker process is gone from this host, and queue their retries: the
     journal file's stand-in for a heartbeat, as its workers share one machine."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.trial import TrialState
-
     failed = []
     host = socket.gethostname()
     now = datetime.datetime.now()
@@ -315,8 +298,6 @@ def fail_dead_workers(study, retries: int) -> list[int]:
 
 
 def _alive(pid: int | None) -> bool:
-    from vtbench.studies.folder import process_alive
-
     return pid is None or process_alive(pid)
 
 
@@ -337,9 +318,6 @@ def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, wor
 
     With `world` (the tasks of one SLURM job; this is its rank 0, the others `follow`), each trial's run is
     trained by all of them; a run that fails there ends the worker, whose processes may no longer agree."""
-    from optuna.storages import fail_stale_trials
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
     study = open_study(tune, folder, url, workers, worker)
     ran: list[int] = []  # numbers of the trials this worker ran
     several = world is not None and world.size > 1
@@ -378,8 +356,6 @@ def work(tune: Tune, folder: Path, url: str | None = None, workers: int = 1, wor
 def follow(world, folder: Path) -> int:
     """A task of a SLURM job other than rank 0: train each run rank 0 shares, as one of its ranks, until rank 0
     shares None; returns how many."""
-    from vtbench.engine.runner import execute
-
     ran = 0
     while (config := world.share(None)) is not None:
         execute(config, folder, progress_bar=False)
@@ -402,8 +378,6 @@ class TrialReporter:
         return {**vars(self), "trial": None}
 
     def __call__(self, point: float, top1: float) -> None:
-        from vtbench.engine.runner import Pruned
-
         if self.tune.objectives != ["top1"]:
             return
         trial = self.trial or self._open()
@@ -412,8 +386,6 @@ class TrialReporter:
             raise Pruned(f"pruned by {self.tune.pruner} at progress {point:g} (top-1 {top1:.1f}%)")
 
     def _open(self):
-        import optuna
-
         study = optuna.load_study(study_name=self.tune.study, pruner=make_pruner(self.tune),
                                   storage=open_storage(self.tune, self.folder, self.url, 1))
         self.trial = optuna.Trial(study, self.trial_id)
@@ -422,11 +394,6 @@ class TrialReporter:
 
 def objective(tune: Tune, folder: Path, trial, progress_bar: bool, url: str | None = None,
               world=None) -> float | list[float]:
-    import optuna
-
-    from vtbench.engine.launch import execute_or_launch
-    from vtbench.studies.folder import Claim
-
     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "trial": trial.number})
     if is_surplus(trial.study, trial.number, tune.trials):
         trial.set_user_attr("surplus", True)
@@ -462,8 +429,6 @@ def objective(tune: Tune, folder: Path, trial, progress_bar: bool, url: str | No
         trial.study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number}, skip_if_exists=False)
         raise
     except Exception as err:  # noqa: BLE001 - the run recorded it (status failed)
-        from vtbench.engine.launch import settle_failure
-
         error = (settle_failure(run_dir, began, world.size) if several else None) or f"{type(err).__name__}: {err}"
         trial.set_user_attr("status", "failed")
         if several:  # the job's processes may no longer agree: its worker ends after recording this trial
@@ -512,8 +477,6 @@ def trial_rows(study, tune: Tune) -> list[dict[str, Any]]:
 
 def best_trials(study, tune: Tune) -> list:
     """Single objective: the best trial. Several: the Pareto front, best first objective first."""
-    from optuna.trial import TrialState
-
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return []
     if len(tune.objectives) == 1:
@@ -544,11 +507,6 @@ def write_outputs(tune: Tune, study, folder: Path) -> None:
 
 def _importances(study, tune: Tune) -> dict[str, dict[str, float]]:
     """PED-ANOVA importance of each searched parameter, per objective (empty until enough trials ended)."""
-    import warnings
-
-    import optuna
-    from optuna.trial import TrialState
-
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if len(complete) < 3 or len(tune.space.params) < 1:
         return {}
