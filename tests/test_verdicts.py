@@ -84,7 +84,8 @@ def test_the_positive_control_trains_the_baselines_runs_at_twice_the_budget_and_
 def test_the_report_opens_with_the_speedup_then_checks_power_and_paired_top1(report):
     text = (report / "report.md").read_text()
     headings = ["## Speed-up at equal top-1", "## Instrument checks", "## Resolving power",
-                "## Top-1 at equal budget", "## Summary", "## Reproduction", "![ladder](figures/ladder.png)"]
+                "## The baseline's ladder", "## Top-1 at equal budget", "## Summary", "## Reproduction",
+                "![ladder](figures/ladder.png)"]
     positions = [text.index(h) for h in headings]
     assert positions == sorted(positions)
     speed = text.split(headings[0])[1].split("\n## ")[0]
@@ -95,11 +96,29 @@ def test_the_report_opens_with_the_speedup_then_checks_power_and_paired_top1(rep
     for placebo in ("placebo", "placebo:vary=all"):  # its paired spread, or why its speed-up has none
         assert any(x.startswith("- From the placebo") and f"({placebo}, 4steps" in x for x in power.splitlines())
     assert "Per method" in power
-    paired = text.split(headings[3])[1].split("\n## ")[0]
+    paired = text.split(headings[4])[1].split("\n## ")[0]
     assert "| token_dropout:keep=0.5 " in paired and "| placebo " in paired
     for name in ("ladder", "ladder_wide", "pareto_train_s", "curves"):
         assert (report / "figures" / f"{name}.png").stat().st_size > 0
         assert (report / "figures" / f"{name}.pdf").stat().st_size > 0
+
+
+def test_the_report_gives_the_ladders_gain_per_doubling_and_the_placebos_spread_in_points(study, report):
+    top1 = _runs(study).sort_index()
+    text = (report / "report.md").read_text()
+    ladder = text.split("## The baseline's ladder")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in ladder.splitlines() if line.startswith("| ") and "steps" in line}
+    assert list(rows) == ["4steps", "8steps", "16steps"]
+    for budget, below, doublings in (("8steps", "4steps", 1), ("16steps", "8steps", 1)):
+        gains = (top1.loc[("baseline", budget)] - top1.loc[("baseline", below)]) / doublings
+        assert float(rows[budget][3]) == pytest.approx(gains.mean(), abs=0.051)
+        assert float(rows[budget][4]) == pytest.approx(gains.min(), abs=0.051)
+    assert rows["4steps"][3] == "" and float(rows["4steps"][2]) == pytest.approx(
+        top1.loc[("baseline", "4steps")].std(), abs=0.0051)
+    spread = next(x for x in text.splitlines() if x.startswith("- The placebo's paired spread in top-1 (placebo, "))
+    differences = top1.loc[("placebo", "4steps")] - top1.loc[("baseline", "4steps")]
+    assert f"**{differences.std():.2f} points** (3 seeds, each run scored on 64 clips)" in spread
 
 
 def test_plan_gives_the_seeds_each_comparison_needs(study, tmp_path, capsys):

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from vtbench.core.budget import Budget
 from vtbench.engine.steplog import DATA_BOUND_SHARE
-from vtbench.studies.table import runs_table, study_table
+from vtbench.errors import VtbenchError
+from vtbench.studies.status import ENDED, entry_line, study_status
+from vtbench.studies.table import runs_table, stale_runs, study_table
 
 from . import paired
 from .analysis import Interval
@@ -61,7 +64,8 @@ def write_report(study_dir: str | Path, out: str | Path) -> Path:
              "column (the same settings but the method list); p-values are Holm-adjusted over the study's "
              "comparisons, and a verdict is given only where the adjusted p is below 0.05.", "",
              *_speedup_section(table), *_targets_section(targets, out / "tables"),
-             *_instrument_checks(table), *_resolving_power(table), *_accuracy_section(final, table),
+             *_instrument_checks(table), *_resolving_power(table, final), *_ladder_section(final),
+             *_accuracy_section(final, table),
              "## Summary", "", "Final top-1 on the default evaluation, costs and both comparisons per row "
              "(tables/summary.csv holds every column).", "", markdown, "", *_loaded_runs(runs), *_data_bound_runs(runs),
              *_reproduction(final, evals, table, out / "tables"), "",
@@ -172,7 +176,7 @@ def _instrument_checks(table: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
-def _resolving_power(table: pd.DataFrame) -> list[str]:
+def _resolving_power(table: pd.DataFrame, final: pd.DataFrame) -> list[str]:
     """The smallest speed-up the study could resolve: from the positive control's interval and from the
     placebo's paired spread; each method's own is the `resolves` column of the speed-up table."""
     lines = ["## Resolving power", ""]
@@ -181,10 +185,9 @@ def _resolving_power(table: pd.DataFrame) -> list[str]:
         if r.expected_speedup == 1 and isinstance(r.speedup_note, str):
             lines.append(f"- From the placebo ({r.method}, {r.budget}): none, its speed-up is {r.speedup_note} "
                          "(a longer ladder would hold it); its top-1 at equal budget is in the paired table below.")
-            continue
-        if math.isnan(r.speedup_low) or r.speedup_low <= 0:
-            continue
-        if r.expected_speedup > 1:
+        elif math.isnan(r.speedup_low) or r.speedup_low <= 0:
+            pass
+        elif r.expected_speedup > 1:
             half = paired.log_half_width(r.speedup_low, r.speedup_high)
             line = (f"- From the positive control ({r.method}, {r.budget}, {r.speedup_interval}): the half-width of "
                     f"its interval on the log scale, exp(half-width) = **{half:.2f}x**.")
@@ -198,11 +201,56 @@ def _resolving_power(table: pd.DataFrame) -> list[str]:
                          f"exp(t_0.975,{len(ratios) - 1} x sd(log r) / sqrt({len(ratios)})) = "
                          f"**{paired.spread_resolves(ratios):.2f}x**: a true speed-up smaller than this is not "
                          "resolved from 1 at this spread and seed count.")
+        differences = _paired_differences(final, r.method, r.baseline, r.budget)
+        if r.expected_speedup == 1 and len(differences) > 1:
+            clips = final.loc[final["method"] == r.method, "clips"].iloc[0]
+            lines.append(f"- The placebo's paired spread in top-1 ({r.method}, {r.budget}): sd over seeds of "
+                         f"(placebo minus baseline, same seed) = **{differences.std(ddof=1):.2f} points** "
+                         f"({len(differences)} seeds, each run scored on {int(clips)} clips).")
     if len(lines) == 2:
         lines.append("- Unknown: no control with an interval (two seeds or more) in this study.")
     lines.append("- Per method: the `resolves` column of the speed-up table, the half-width of its own interval "
                  "(`vtbench plan STUDY_DIR` gives the seeds needed for a given speed-up).")
     return [*lines, ""]
+
+
+def _paired_differences(final: pd.DataFrame, method: str, baseline: str, budget: str) -> pd.Series:
+    """Top-1 of `method` minus that of `baseline` at `budget`, seed by seed, over the seeds both have."""
+    at = final[final["budget"] == budget]
+    mine = at[at["method"] == method].set_index("seed")["top1"]
+    theirs = at[at["method"] == baseline].set_index("seed")["top1"]
+    return (mine - theirs).dropna()
+
+
+def _ladder_section(final: pd.DataFrame) -> list[str]:
+    """The baseline's ladder: top-1 at each budget, and what each doubling of budget buys, seed by seed."""
+    lines = []
+    for _, rows in final[final["is_baseline"].astype(bool)].groupby("settings", sort=False):
+        by_budget = sorted(rows.groupby("budget"), key=lambda item: Budget.parse(item[0]).amount)
+        units = {Budget.parse(b).unit for b, _ in by_budget}
+        if len(by_budget) < 2 or len(units) > 1:
+            continue
+        out, before = [], None
+        for budget, group in by_budget:
+            top1 = group.set_index("seed")["top1"]
+            row = {"budget": budget, "seeds": len(top1), "top-1": str(Interval.of(top1)),
+                   "sd over seeds": _number(top1.std(ddof=1) if len(top1) > 1 else math.nan),
+                   "gain per doubling": "", "smallest seed's gain": ""}
+            if before is not None:
+                doublings = math.log2(Budget.parse(budget).amount / Budget.parse(before[0]).amount)
+                gains = ((top1 - before[1]).dropna() / doublings)
+                row["gain per doubling"] = f"{gains.mean():+.1f}" if len(gains) else ""
+                row["smallest seed's gain"] = f"{gains.min():+.1f}" if len(gains) else ""
+            out.append(row)
+            before = (budget, top1)
+        lines += [f"**{rows['method'].iloc[0]}**", "", pd.DataFrame(out).to_markdown(index=False), ""]
+    if not lines:
+        return []
+    return ["## The baseline's ladder", "",
+            "Final top-1 at each budget of the baseline's ladder (mean over seeds, 95% interval on the logit scale); "
+            "the gain per doubling of budget is the mean over seeds of seed s's gain from the rung below, over the "
+            "doublings between them. A workload whose gain falls toward zero has stopped learning within the ladder, "
+            "and speed-ups read off it lose their resolution.", "", *lines]
 
 
 def _accuracy_section(final: pd.DataFrame, table: pd.DataFrame) -> list[str]:
@@ -231,8 +279,6 @@ def _accuracy_section(final: pd.DataFrame, table: pd.DataFrame) -> list[str]:
 
 def _stale(study_dir: Path) -> list[str]:
     """Runs left out because their settings now make another run (a method's default changed since they ran)."""
-    from vtbench.studies.table import stale_runs
-
     stale = stale_runs(study_dir)
     if not stale:
         return []
@@ -244,9 +290,6 @@ def _stale(study_dir: Path) -> list[str]:
 def _unended(study_dir: Path) -> list[str]:
     """A study still under way (or one whose failed cells will be retried): what has not ended, so that the
     report is read as covering the ended runs only."""
-    from vtbench.errors import VtbenchError
-    from vtbench.studies.status import ENDED, entry_line, study_status
-
     if not (study_dir / "study.json").exists():
         return []
     try:
