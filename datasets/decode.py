@@ -8,9 +8,7 @@ import warnings
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 SEEK_WHEN = 0.5  # seek when the clip spans less than this fraction of the video
 THREADS = "AUTO"
@@ -22,6 +20,8 @@ _RESIZE = None  # one libswscale context per process, reused across frames and f
 def _reformatter():
     global _RESIZE
     if _RESIZE is None:
+        from av.video.reformatter import VideoReformatter  # PyAV where a video is decoded (vtbench.datasets)
+
         _RESIZE = VideoReformatter()
     return _RESIZE
 
@@ -33,6 +33,8 @@ class Unreadable(Exception):
 def probe(path: Path) -> tuple[int, float]:
     """(frame count, frames per second) from the container, without decoding (counted by decoding when the
     container does not say)."""
+    import av
+
     try:
         with av.open(str(path)) as container:
             stream = _stream(container, path)
@@ -73,6 +75,8 @@ def read_frames(path: Path, indices: list[int], count: int, short: int | None = 
     Frame k is the one whose presentation time is nearest k / fps after the stream's start. Frames past the
     last decodable one (a count estimated from the container's duration can be a little high) repeat it.
     """
+    import av
+
     wanted = set(indices)
     first, last = min(wanted), max(wanted)
     got = None
@@ -121,6 +125,8 @@ def _cannot_turn_upright(version: str) -> None:
 def _decode(path: Path, wanted: set[int], short: int | None, seek: bool) -> tuple[dict[int, np.ndarray], int | None]:
     """The wanted frames found by decoding (after a seek to the first of them, if asked), and the index of the
     first frame the decoder produced."""
+    import av
+
     first, last = min(wanted), max(wanted)
     got: dict[int, np.ndarray] = {}
     landed = None

@@ -14,8 +14,6 @@ from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
-import av
-
 from vtbench.errors import ConfigError
 
 from . import decode, torchcodec_decode
@@ -31,6 +29,8 @@ def measurement_file() -> Path:
 
 
 def _versions() -> dict[str, str]:
+    import av
+
     return {"host": socket.gethostname(), "av": av.__version__, "torchcodec": version("torchcodec")}
 
 

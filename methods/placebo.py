@@ -44,7 +44,7 @@ class Placebo(Method):
 
     def derived_seed(self, seed: int) -> int:
         # a 63-bit seed from both numbers: never one of the small seeds a study runs
-        return int(np.random.SeedSequence([seed, self.stream, 0x9ACEB0]).generate_state(2, np.uint64)[0] >> 1)
+        return int(np.random.SeedSequence([seed, self.stream, 0x9ACEB0]).generate_state(2, np.uint64)[0]) >> 1
 
     def random_seeds(self, seeds: Seeds) -> Seeds:
         weights = self.derived_seed(seeds.weights) if self.vary in ("all", "weights") else seeds.weights
