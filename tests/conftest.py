@@ -2,7 +2,11 @@ import contextlib
 
 import pytest
 
-from vtbench.engine.config import RunConfig
+from vtbench import methods
+from vtbench.engine import runner
+from vtbench.engine.config import MethodSpec, RunConfig
+from vtbench.engine.runner import execute
+from vtbench.methods import Method
 
 
 def tiny(**overrides) -> RunConfig:
@@ -14,6 +18,34 @@ def tiny(**overrides) -> RunConfig:
     )
     values.update(overrides)
     return RunConfig(**values)
+
+
+class StopOnce(Method):
+    """Asks the run to stop (as the grid's SLURM worker does on SIGTERM) while step `at` + 1 is chosen, once."""
+
+    name = "stop_once"
+    at = 0
+    stopped = False
+
+    def batch_shape(self, progress, step, base):
+        if step == StopOnce.at and not StopOnce.stopped:
+            StopOnce.stopped = True
+            runner.request_stop()
+        return base
+
+
+def stopped_run(out, monkeypatch, budget: str, at: int, match: str = "") -> tuple[RunConfig, object]:
+    """A tiny run asked to stop at step `at` (it saves its place and leaves, not ended): its config and folder."""
+    monkeypatch.setitem(methods.REGISTRY, "stop_once", StopOnce)
+    monkeypatch.setattr(StopOnce, "at", at - 1)
+    monkeypatch.setattr(StopOnce, "stopped", False)
+    config = tiny(budget=budget, methods=[MethodSpec("stop_once")])
+    try:
+        with pytest.raises(runner.Stopped, match=match):
+            execute(config, out, progress_bar=False)
+    finally:
+        runner._stop_requested.clear()
+    return config, out / config.resolve().run_id()
 
 
 @pytest.fixture

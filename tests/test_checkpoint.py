@@ -5,15 +5,12 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny
+from conftest import stopped_run
 
-from vtbench import methods
-from vtbench.engine import results, runner
-from vtbench.engine.config import MethodSpec
+from vtbench.engine import results
 from vtbench.engine.runner import execute
 from vtbench.engine.steplog import StepLog
 from vtbench.errors import VtbenchError
-from vtbench.methods import Method
 
 
 def _log_rows(log: StepLog, first: int, count: int) -> None:
@@ -61,29 +58,8 @@ def test_a_journal_shorter_than_its_checkpoint_is_refused_with_its_path(tmp_path
         StepLog(1, journal).load_state_dict(state)
 
 
-class StopAt6(Method):
-    name = "stop_at_6"
-
-    def batch_shape(self, progress, step, base):
-        if step == 5:
-            runner.request_stop()
-        return base
-
-
-def _stopped_run(tmp_path, monkeypatch):
-    monkeypatch.setitem(methods.REGISTRY, "stop_at_6", StopAt6)
-    config = tiny(budget="12steps", methods=[MethodSpec("stop_at_6")])
-    try:
-        with pytest.raises(runner.Stopped):
-            execute(config, tmp_path / "run", progress_bar=False)
-    finally:
-        runner._stop_requested.clear()
-    monkeypatch.setattr(StopAt6, "batch_shape", lambda self, progress, step, base: base)
-    return config, tmp_path / "run" / config.resolve().run_id()
-
-
 def test_a_stopped_run_keeps_its_rows_in_the_journal_and_its_parts_in_the_checkpoint(tmp_path, monkeypatch):
-    config, run_dir = _stopped_run(tmp_path, monkeypatch)
+    config, run_dir = stopped_run(tmp_path / "run", monkeypatch, "12steps", 6)
     state = results.load_checkpoint(run_dir / results.CHECKPOINT)
     parts = {"model", "optimizer", "methods", "clock", "flops", "evaluation", "steps", "cpu", "run", "ranks"}
     assert parts <= set(state)
@@ -109,7 +85,7 @@ def _first_layout(state: dict, rows: list[dict]) -> dict:
 
 
 def test_a_checkpoint_of_the_first_layout_resumes_like_an_uninterrupted_run(tmp_path, monkeypatch):
-    config, run_dir = _stopped_run(tmp_path, monkeypatch)
+    config, run_dir = stopped_run(tmp_path / "run", monkeypatch, "12steps", 6)
     path = run_dir / results.CHECKPOINT
     journal = run_dir / results.STEPS_JOURNAL
     rows = [json.loads(line) for line in journal.read_text().splitlines()]

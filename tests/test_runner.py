@@ -9,10 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny
+from conftest import stopped_run, tiny
 
 from vtbench import methods
-from vtbench.engine import runner
 from vtbench.engine.config import MethodSpec
 from vtbench.engine.runner import execute
 from vtbench.methods import Method
@@ -118,28 +117,10 @@ def test_a_crashed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, monk
     _assert_same_run(reference, resumed)
 
 
-class StopAt12(Method):
-    """Asks the run to stop (as the grid's SLURM worker does on SIGTERM) while its 12th step is chosen."""
-    name = "stop_at_12"
-
-    def batch_shape(self, progress, step, base):
-        if step == 11:
-            runner.request_stop()
-        return base
-
-
 def test_a_run_asked_to_stop_saves_its_place_and_resumes_like_an_uninterrupted_one(tmp_path, monkeypatch):
-    monkeypatch.setitem(methods.REGISTRY, "stop_at_12", StopAt12)
-    config = tiny(budget="30steps", methods=[MethodSpec("stop_at_12")])
-    try:
-        with pytest.raises(runner.Stopped, match="stopped at step 12 as asked"):
-            execute(config, tmp_path / "run", progress_bar=False)
-    finally:
-        runner._stop_requested.clear()
-    run_dir = tmp_path / "run" / config.resolve().run_id()
+    config, run_dir = stopped_run(tmp_path / "run", monkeypatch, "30steps", 12, match="stopped at step 12 as asked")
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["clock"]["used"]["steps"] == 12  # where it ended
     assert not (run_dir / "summary.json").exists()  # not ended: neither completed nor failed
-    monkeypatch.setattr(StopAt12, "batch_shape", lambda self, progress, step, base: base)
     reference = execute(config, tmp_path / "ref", progress_bar=False)
     resumed = execute(config, tmp_path / "run", progress_bar=False)
     _assert_same_run(reference, resumed)
