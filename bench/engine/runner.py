@@ -339,7 +339,7 @@ class Run:
 
     @property
     def _tubelet(self) -> tuple[int, int, int]:
-        return self.model.patch_embed.tubelet
+        return self.model.tubelet
 
     def _train_batch(self, shape: BatchShape) -> tuple[torch.Tensor, torch.Tensor]:
         first = self.clock.used.samples

@@ -80,6 +80,11 @@ class VideoViT(nn.Module):
                     nn.init.zeros_(m.bias)
 
     @property
+    def tubelet(self) -> tuple[int, int, int]:
+        """(frames, height, width) of one token's patch."""
+        return self.patch_embed.tubelet
+
+    @property
     def num_prefix_tokens(self) -> int:
         return 0 if self.cls_token is None else 1
 

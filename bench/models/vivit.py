@@ -65,6 +65,11 @@ class ViViTFactorised(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.zeros_(self.head.weight)
 
+    @property
+    def tubelet(self) -> tuple[int, int, int]:
+        """(frames, height, width) of one token's patch."""
+        return self.patch_embed.tubelet
+
     def embed(self, video: torch.Tensor) -> Tokens:
         tokens = embed_clip(self.patch_embed, _SpatialOnly(self.pos_embed), video)
         return tokens
