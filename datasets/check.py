@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from vtbench.errors import ConfigError
 
-from . import decoders
+from . import decode, decoders
 from .cache import find_cache
 from .decode import Unreadable
 from .layouts import SPLITS, read_index
@@ -47,6 +47,8 @@ def check(layout: str, root: str | Path, split: int = 1, limit: int | None = Non
           compare: str | Path | None = None) -> dict:
     decoder = decoders.resolve(decoder)
     probe, read_frames = decoders.module(decoder).probe, decoders.module(decoder).read_frames
+    if decoder == "pyav":
+        decode.load()  # before the first clip is timed
     root = Path(root).expanduser()
     index = read_index(layout, root, split)
     if compare is not None and not Path(compare).expanduser().is_dir():

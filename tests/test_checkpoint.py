@@ -47,6 +47,39 @@ def test_the_journal_only_grows_and_a_resume_drops_rows_its_checkpoint_never_nam
     assert pd.read_parquet(tmp_path / "steps.parquet")["step"].tolist() == [1, 2, 3, 4]
 
 
+def test_a_resume_whose_first_save_has_no_new_rows_cuts_the_journal_back_to_its_checkpoint(tmp_path):
+    journal, table = tmp_path / "steps.jsonl", tmp_path / "steps.parquet"
+    log = StepLog(1, journal, table)
+    _log_rows(log, 1, 3)
+    log.save()
+    checkpoint = log.state_dict()
+    _log_rows(log, 4, 2)
+    log.save()  # killed here, before the checkpoint that would name rows 4 and 5
+    resumed = StepLog(1, journal, table)
+    resumed.load_state_dict(checkpoint)
+    resumed.save()  # a checkpoint at once: nothing new
+    assert resumed.state_dict() == checkpoint and journal.stat().st_size == checkpoint["bytes"]
+    _log_rows(resumed, 4, 1)
+    resumed.save()
+    again = StepLog(1, journal, table)
+    again.load_state_dict(resumed.state_dict())
+    assert [r["step"] for r in again.rows] == [1, 2, 3, 4]
+
+
+def test_a_journal_missing_or_unreadable_is_refused_with_its_path(tmp_path):
+    journal = tmp_path / "steps.jsonl"
+    log = StepLog(1, journal, tmp_path / "steps.parquet")
+    _log_rows(log, 1, 2)
+    log.save()
+    state = log.state_dict()
+    journal.write_bytes(b"\0" * state["bytes"])
+    with pytest.raises(VtbenchError, match=f"{journal}: holds 0 readable of the 2 rows"):
+        StepLog(1, journal, tmp_path / "steps.parquet").load_state_dict(state)
+    journal.unlink()
+    with pytest.raises(VtbenchError, match=f"{journal}: missing, and its checkpoint names 2 rows"):
+        StepLog(1, journal, tmp_path / "steps.parquet").load_state_dict(state)
+
+
 def test_a_journal_shorter_than_its_checkpoint_is_refused_with_its_path(tmp_path):
     journal = tmp_path / "steps.jsonl"
     log = StepLog(1, journal)
@@ -54,7 +87,7 @@ def test_a_journal_shorter_than_its_checkpoint_is_refused_with_its_path(tmp_path
     log.save()
     state = log.state_dict()
     journal.write_text(journal.read_text().splitlines(keepends=True)[0])
-    with pytest.raises(VtbenchError, match=f"{journal}: holds 1 of the 3 rows"):
+    with pytest.raises(VtbenchError, match=f"{journal}: holds 1 readable of the 3 rows"):
         StepLog(1, journal).load_state_dict(state)
 
 

@@ -83,9 +83,11 @@ def _from_flat(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint of the first layout (every value at the top, the step rows inside) in the layout of parts."""
     several = state.get("world_size", 1) > 1
     rngs = state["ranks_rng"] if several else [state["rng"]]
-    measures = state["ranks_measure"] if several else [state["measure"]]
+    # the oldest checkpoints of several ranks kept rank 0's measurements alone; those before compilation, no "compiled"
+    measures = (state.get("ranks_measure") if several else None) or [state["measure"]] * len(rngs)
     return {
-        **{name: state[name] for name in ("model", "optimizer", "methods", "flops", "cpu", "compiled")},
+        **{name: state[name] for name in ("model", "optimizer", "methods", "flops", "cpu")},
+        "compiled": state.get("compiled"),
         "clock": {"used": state["used"], "off_clock_s": state["off_clock_s"]},
         "evaluation": {"next": state["next_eval"], "rows": state["eval_rows"]},
         "steps": {"rows": state["step_rows"]},

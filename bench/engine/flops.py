@@ -26,12 +26,12 @@ class StepFlops:
         waiting = any(signature[0] == shape_key for signature in self.pending)
         if predicted[1] is None or predicted not in self.known or waiting:
             self._counter = FlopCounterMode(display=False)
-            counted = ExitStack()
             # a counted step runs eagerly: torch.compile does not trace under a dispatch mode, and torch 2.9 and
             # earlier mark a compiled frame first met under one as skipped, for good (compile would never happen)
-            counted.enter_context(torch.compiler.set_stance("force_eager"))
-            counted.enter_context(self._counter)
-            return counted
+            with ExitStack() as counted:
+                counted.enter_context(torch.compiler.set_stance("force_eager"))
+                counted.enter_context(self._counter)
+                return counted.pop_all()
         self._counter = None
         return nullcontext()
 

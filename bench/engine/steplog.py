@@ -72,14 +72,17 @@ class StepLog:
     def save(self) -> None:
         """Append the rows read since the last save to the journal, after cutting off whatever a run killed before its
         checkpoint left there, and flush it to the disk (the checkpoint that names the rows comes after)."""
-        new, self.saved = self.rows[self.saved:self.read], self.read
+        new = self.rows[self.saved:self.read]
         self.journal.parent.mkdir(parents=True, exist_ok=True)
-        with self.journal.open("ab") as f:
-            f.truncate(self.saved_bytes)
+        with os.fdopen(os.open(self.journal, os.O_RDWR | os.O_CREAT, 0o666), "r+b") as f:
+            if os.fstat(f.fileno()).st_size < self.saved_bytes:
+                raise VtbenchError(f"{self.journal}: shorter than the {self.saved_bytes} bytes this run wrote to it")
+            f.seek(self.saved_bytes)
+            f.truncate()
             f.writelines((json.dumps(row, default=_number) + "\n").encode() for row in new)
             f.flush()
             os.fsync(f.fileno())
-            self.saved_bytes = f.tell()
+            self.saved, self.saved_bytes = self.read, f.tell()
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.saved, "bytes": self.saved_bytes}
@@ -93,13 +96,19 @@ class StepLog:
         elif not self.journal.exists() and self.table.exists():
             self.rows = pd.read_parquet(self.table).head(state["rows"]).to_dict("records")
             self.saved, self.saved_bytes = 0, 0
+        elif not self.journal.exists():
+            raise VtbenchError(f"{self.journal}: missing, and its checkpoint names {state['rows']} rows in it; delete "
+                               "the run's folder to train it afresh")
         else:
             with self.journal.open("rb") as f:
-                lines = f.read(state["bytes"]).decode().splitlines()
-            if len(lines) != state["rows"]:
-                raise VtbenchError(f"{self.journal}: holds {len(lines)} of the {state['rows']} rows its checkpoint "
-                                   "names; delete the run's folder to train it afresh")
-            self.rows = [json.loads(line) for line in lines]
+                lines = f.read(state["bytes"]).decode(errors="replace").splitlines()
+            try:
+                self.rows = [json.loads(line) for line in lines]
+            except json.JSONDecodeError:
+                self.rows = []
+            if len(self.rows) != state["rows"]:
+                raise VtbenchError(f"{self.journal}: holds {len(self.rows)} readable of the {state['rows']} rows its "
+                                   "checkpoint names; delete the run's folder to train it afresh")
             self.saved, self.saved_bytes = len(lines), state["bytes"]
         self.read = len(self.rows)
 

@@ -203,7 +203,7 @@ def _resolving_power(table: pd.DataFrame, final: pd.DataFrame) -> list[str]:
                          "resolved from 1 at this spread and seed count.")
         differences = _paired_differences(final, r.method, r.baseline, r.budget)
         if r.expected_speedup == 1 and len(differences) > 1:
-            clips = final.loc[final["method"] == r.method, "clips"].iloc[0]
+            clips = final.loc[(final["method"] == r.method) & (final["budget"] == r.budget), "clips"].iloc[0]
             lines.append(f"- The placebo's paired spread in top-1 ({r.method}, {r.budget}): sd over seeds of "
                          f"(placebo minus baseline, same seed) = **{differences.std(ddof=1):.2f} points** "
                          f"({len(differences)} seeds, each run scored on {int(clips)} clips).")
@@ -223,34 +223,41 @@ def _paired_differences(final: pd.DataFrame, method: str, baseline: str, budget:
 
 
 def _ladder_section(final: pd.DataFrame) -> list[str]:
-    """The baseline's ladder: top-1 at each budget, and what each doubling of budget buys, seed by seed."""
+    """The baseline's ladder, one per settings key and budget unit with two budgets or more (as the speed-ups read
+    them): top-1 at each budget, and what each doubling of budget buys, seed by seed."""
     lines = []
     for _, rows in final[final["is_baseline"].astype(bool)].groupby("settings", sort=False):
-        by_budget = sorted(rows.groupby("budget"), key=lambda item: Budget.parse(item[0]).amount)
-        units = {Budget.parse(b).unit for b, _ in by_budget}
-        if len(by_budget) < 2 or len(units) > 1:
-            continue
-        out, before = [], None
-        for budget, group in by_budget:
-            top1 = group.set_index("seed")["top1"]
-            row = {"budget": budget, "seeds": len(top1), "top-1": str(Interval.of(top1)),
-                   "sd over seeds": _number(top1.std(ddof=1) if len(top1) > 1 else math.nan),
-                   "gain per doubling": "", "smallest seed's gain": ""}
-            if before is not None:
-                doublings = math.log2(Budget.parse(budget).amount / Budget.parse(before[0]).amount)
-                gains = ((top1 - before[1]).dropna() / doublings)
-                row["gain per doubling"] = f"{gains.mean():+.1f}" if len(gains) else ""
-                row["smallest seed's gain"] = f"{gains.min():+.1f}" if len(gains) else ""
-            out.append(row)
-            before = (budget, top1)
-        lines += [f"**{rows['method'].iloc[0]}**", "", pd.DataFrame(out).to_markdown(index=False), ""]
+        units = rows["budget"].map(lambda b: Budget.parse(b).unit)
+        for unit in units.unique():
+            ladder = sorted(rows[units == unit].groupby("budget"), key=lambda item: Budget.parse(item[0]).amount)
+            if len(ladder) >= 2:
+                table = _ladder_rows(ladder).to_markdown(index=False, disable_numparse=True)
+                lines += [f"**{rows['method'].iloc[0]}**, budgets in {unit}", "", table, ""]
     if not lines:
         return []
     return ["## The baseline's ladder", "",
             "Final top-1 at each budget of the baseline's ladder (mean over seeds, 95% interval on the logit scale); "
-            "the gain per doubling of budget is the mean over seeds of seed s's gain from the rung below, over the "
-            "doublings between them. A workload whose gain falls toward zero has stopped learning within the ladder, "
-            "and speed-ups read off it lose their resolution.", "", *lines]
+            "the gain per doubling of budget is the mean over the seeds run at both rungs (`paired seeds`) of seed "
+            "s's gain from the rung below, over the doublings between them. A workload whose gain falls toward zero "
+            "has stopped learning within the ladder, and speed-ups read off it lose their resolution.", "", *lines]
+
+
+def _ladder_rows(ladder: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    out, below = [], None
+    for budget, group in ladder:
+        top1 = group.set_index("seed")["top1"]
+        row = {"budget": budget, "seeds": str(len(top1)), "top-1": str(Interval.of(top1)),
+               "sd over seeds": f"{top1.std(ddof=1):.2f}" if len(top1) > 1 else "",
+               "gain per doubling": "", "smallest seed's gain": "", "paired seeds": ""}
+        if below is not None:
+            doublings = math.log2(Budget.parse(budget).amount / Budget.parse(below[0]).amount)
+            gains = (top1 - below[1]).dropna() / doublings
+            if len(gains):
+                row.update({"gain per doubling": f"{gains.mean():+.1f}", "smallest seed's gain": f"{gains.min():+.1f}",
+                            "paired seeds": str(len(gains))})
+        out.append(row)
+        below = (budget, top1)
+    return pd.DataFrame(out)
 
 
 def _accuracy_section(final: pd.DataFrame, table: pd.DataFrame) -> list[str]:
