@@ -21,13 +21,18 @@ def _log_rows(log: StepLog, first: int, count: int) -> None:
     log.read_losses()
 
 
-def test_the_journal_only_grows_and_a_resume_drops_rows_its_checkpoint_never_named(tmp_path):
+def _saved(tmp_path, rows: int) -> tuple:
+    """A step log of `rows` rows saved to its journal: the journal, the log and its checkpoint state."""
     journal = tmp_path / "steps.jsonl"
     log = StepLog(1, journal, tmp_path / "steps.parquet")
-    _log_rows(log, 1, 3)
+    _log_rows(log, 1, rows)
     log.save()
+    return journal, log, log.state_dict()
+
+
+def test_the_journal_only_grows_and_a_resume_drops_rows_its_checkpoint_never_named(tmp_path):
+    journal, log, checkpoint = _saved(tmp_path, 3)
     first = journal.read_bytes()
-    checkpoint = log.state_dict()
     assert checkpoint == {"rows": 3, "bytes": len(first)}  # a count, not the rows
     _log_rows(log, 4, 2)
     log.save()
@@ -48,11 +53,8 @@ def test_the_journal_only_grows_and_a_resume_drops_rows_its_checkpoint_never_nam
 
 
 def test_a_resume_whose_first_save_has_no_new_rows_cuts_the_journal_back_to_its_checkpoint(tmp_path):
-    journal, table = tmp_path / "steps.jsonl", tmp_path / "steps.parquet"
-    log = StepLog(1, journal, table)
-    _log_rows(log, 1, 3)
-    log.save()
-    checkpoint = log.state_dict()
+    journal, log, checkpoint = _saved(tmp_path, 3)
+    table = tmp_path / "steps.parquet"
     _log_rows(log, 4, 2)
     log.save()  # killed here, before the checkpoint that would name rows 4 and 5
     resumed = StepLog(1, journal, table)
@@ -67,11 +69,7 @@ def test_a_resume_whose_first_save_has_no_new_rows_cuts_the_journal_back_to_its_
 
 
 def test_a_journal_missing_or_unreadable_is_refused_with_its_path(tmp_path):
-    journal = tmp_path / "steps.jsonl"
-    log = StepLog(1, journal, tmp_path / "steps.parquet")
-    _log_rows(log, 1, 2)
-    log.save()
-    state = log.state_dict()
+    journal, _, state = _saved(tmp_path, 2)
     journal.write_bytes(b"\0" * state["bytes"])
     with pytest.raises(VtbenchError, match=f"{journal}: holds 0 readable of the 2 rows"):
         StepLog(1, journal, tmp_path / "steps.parquet").load_state_dict(state)
@@ -81,11 +79,7 @@ def test_a_journal_missing_or_unreadable_is_refused_with_its_path(tmp_path):
 
 
 def test_a_journal_shorter_than_its_checkpoint_is_refused_with_its_path(tmp_path):
-    journal = tmp_path / "steps.jsonl"
-    log = StepLog(1, journal)
-    _log_rows(log, 1, 3)
-    log.save()
-    state = log.state_dict()
+    journal, _, state = _saved(tmp_path, 3)
     journal.write_text(journal.read_text().splitlines(keepends=True)[0])
     with pytest.raises(VtbenchError, match=f"{journal}: holds 1 readable of the 3 rows"):
         StepLog(1, journal).load_state_dict(state)
