@@ -180,38 +180,50 @@ def _resolving_power(table: pd.DataFrame, final: pd.DataFrame) -> list[str]:
     """The smallest speed-up the study could resolve: from the positive control's interval and from the
     placebo's paired spread; each method's own is the `resolves` column of the speed-up table."""
     lines = ["## Resolving power", ""]
-    controls = _controls(table)
-    for r in controls.itertuples():
-        if r.expected_speedup == 1 and isinstance(r.speedup_note, str):
-            lines.append(f"- From the placebo ({r.method}, {r.budget}): none, its speed-up is {r.speedup_note} "
-                         "(a longer ladder would hold it); its top-1 at equal budget is in the paired table below.")
-        elif math.isnan(r.speedup_low) or r.speedup_low <= 0:
-            pass
-        elif r.expected_speedup > 1:
-            half = paired.log_half_width(r.speedup_low, r.speedup_high)
-            line = (f"- From the positive control ({r.method}, {r.budget}, {r.speedup_interval}): the half-width of "
-                    f"its interval on the log scale, exp(half-width) = **{half:.2f}x**.")
-            if half == 1:
-                line += (" Its seeds agree exactly: it trains the baseline's own runs (the clock charges it less, "
-                         "nothing else differs), so it carries none of the runs' noise; read the placebo's figure.")
-            lines.append(line)
-        elif isinstance(r.speedup_ratios, str):
-            ratios = [float(x) for x in r.speedup_ratios.split()]
-            lines.append(f"- From the placebo's paired spread ({r.method}, {r.budget}, {len(ratios)} seeds): "
-                         f"exp(t_0.975,{len(ratios) - 1} x sd(log r) / sqrt({len(ratios)})) = "
-                         f"**{paired.spread_resolves(ratios):.2f}x**: a true speed-up smaller than this is not "
-                         "resolved from 1 at this spread and seed count.")
-        differences = _paired_differences(final, r.method, r.baseline, r.budget)
-        if r.expected_speedup == 1 and len(differences) > 1:
-            clips = final.loc[(final["method"] == r.method) & (final["budget"] == r.budget), "clips"].iloc[0]
-            lines.append(f"- The placebo's paired spread in top-1 ({r.method}, {r.budget}): sd over seeds of "
-                         f"(placebo minus baseline, same seed) = **{differences.std(ddof=1):.2f} points** "
-                         f"({len(differences)} seeds, each run scored on {int(clips)} clips).")
+    for r in _controls(table).itertuples():
+        lines += _control_power(r)
+        if r.expected_speedup == 1:
+            lines += _placebo_spread(final, r)
     if len(lines) == 2:
         lines.append("- Unknown: no control with an interval (two seeds or more) in this study.")
     lines.append("- Per method: the `resolves` column of the speed-up table, the half-width of its own interval "
                  "(`vtbench plan STUDY_DIR` gives the seeds needed for a given speed-up).")
     return [*lines, ""]
+
+
+def _control_power(r) -> list[str]:
+    """What one control's speed-up says of the smallest speed-up the study resolves."""
+    if r.expected_speedup == 1 and isinstance(r.speedup_note, str):
+        return [f"- From the placebo ({r.method}, {r.budget}): none, its speed-up is {r.speedup_note} (a longer "
+                "ladder would hold it); its top-1 at equal budget is in the paired table below."]
+    if math.isnan(r.speedup_low) or r.speedup_low <= 0:
+        return []
+    if r.expected_speedup > 1:
+        half = paired.log_half_width(r.speedup_low, r.speedup_high)
+        line = (f"- From the positive control ({r.method}, {r.budget}, {r.speedup_interval}): the half-width of "
+                f"its interval on the log scale, exp(half-width) = **{half:.2f}x**.")
+        if half == 1:
+            line += (" Its seeds agree exactly: it trains the baseline's own runs (the clock charges it less, "
+                     "nothing else differs), so it carries none of the runs' noise; read the placebo's figure.")
+        return [line]
+    if not isinstance(r.speedup_ratios, str):
+        return []
+    ratios = [float(x) for x in r.speedup_ratios.split()]
+    return [f"- From the placebo's paired spread ({r.method}, {r.budget}, {len(ratios)} seeds): "
+            f"exp(t_0.975,{len(ratios) - 1} x sd(log r) / sqrt({len(ratios)})) = "
+            f"**{paired.spread_resolves(ratios):.2f}x**: a true speed-up smaller than this is not "
+            "resolved from 1 at this spread and seed count."]
+
+
+def _placebo_spread(final: pd.DataFrame, r) -> list[str]:
+    """The placebo's paired spread in points of top-1, with the clips its runs were scored on."""
+    differences = _paired_differences(final, r.method, r.baseline, r.budget)
+    if len(differences) < 2:
+        return []
+    clips = final.loc[(final["method"] == r.method) & (final["budget"] == r.budget), "clips"].iloc[0]
+    return [f"- The placebo's paired spread in top-1 ({r.method}, {r.budget}): sd over seeds of (placebo minus "
+            f"baseline, same seed) = **{differences.std(ddof=1):.2f} points** ({len(differences)} seeds, each run "
+            f"scored on {int(clips)} clips)."]
 
 
 def _paired_differences(final: pd.DataFrame, method: str, baseline: str, budget: str) -> pd.Series:
