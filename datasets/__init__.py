@@ -17,13 +17,16 @@ from .video import VideoDataset
 DATASETS = ("synthetic", "folder:ROOT", "list:ROOT", "kinetics:ROOT", "ssv2:ROOT", "ucf101:ROOT", "hmdb51:ROOT")
 
 
-def build_dataset(name: str, part: str, seed: int, length: int | None = None, ahead: bool = False, **args: Any):
+def build_dataset(name: str, part: str, seed: int, length: int | None = None, device: str = "cpu", **args: Any):
     """The `part` ("train" or "val") of data set `name` (`args` are its data_args); `length` caps an endless
-    (synthetic) part or a validation set; `ahead` asks rendered data to prepare each next batch in the background
-    (decoded videos read ahead in their own worker processes)."""
+    (synthetic) part or a validation set. `device`: the type of device the model trains on. Where it is not the
+    CPU, rendered data prepares each next batch in a background thread while the step runs, in page-locked memory
+    for CUDA; on a CPU the two would share its cores, and rendering ahead made a run slower (docs/data.md).
+    Decoded videos read ahead in their own worker processes (`data_args.workers`) wherever the model trains."""
     if name == "synthetic":
+        elsewhere = {"ahead": device != "cpu", "pin": device == "cuda"}
         try:
-            return SyntheticVideos(split=part, seed=seed, length=length, **{"ahead": ahead, **args})
+            return SyntheticVideos(split=part, seed=seed, length=length, **{**elsewhere, **args})
         except TypeError as err:
             raise ConfigError(f"data_args for synthetic: {err}") from None
     if ":" in name:

@@ -62,11 +62,13 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
+
+from vtbench.core.shape import BatchRequest
 
 # (name, process the target follows, direction in which the process runs)
 CLASSES: tuple[tuple[str, str, int], ...] = (
@@ -142,6 +144,7 @@ class SyntheticVideos:
         drift: float = 1.0,
         grading: float = 1.0,
         ahead: bool = False,
+        pin: bool = False,
     ):
         if targets < 1:
             raise ValueError(f"targets must be at least 1, got {targets}")
@@ -174,8 +177,8 @@ class SyntheticVideos:
         self.appearance = appearance
         self.drift = drift
         self.grading = grading
-        self.ahead = ahead  # render the next training batch in the background (the runner asks where the model is
-        # not on the CPU: on a CPU the two share its cores, and rendering ahead made a run slower, docs/data.md)
+        self.ahead = ahead  # render the next training batch in the background (build_dataset says where)
+        self.pin = pin  # ... into page-locked memory, for a copy to a CUDA device that does not wait
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: tuple[tuple, Future] | None = None
 
@@ -203,29 +206,33 @@ class SyntheticVideos:
         size: int,
         stride: int | Sequence[int],
         training: bool,
-        advance: int | None = None,
+        upcoming: Callable[[int], BatchRequest] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Render clips of the given videos: video float32 (B, 3, frames, size, size), normalised to roughly
         zero mean and unit variance, and labels int64 (B,). `stride` is one int or one per clip; stride 0 asks
         for segment (TSN-style) sampling: one frame per equal segment of the whole video, at a random place in
-        its segment in training and at its centre otherwise. `advance` (where the next batch starts, relative to
-        this one): given to a set made with `ahead`, the next batch of the same shape is rendered in a background
-        thread while the caller trains on this one (rendering is torch work, which leaves the interpreter free)."""
+        its segment in training and at its centre otherwise. `upcoming(1)`: the batch the caller will ask for next;
+        a set made with `ahead` renders it in a background thread while the caller trains on this one (rendering
+        is torch work, which leaves the interpreter free)."""
         indices = self._checked(indices)
         if not self.ahead:
             return self._render(indices, frames, size, stride, training)
-        key = (tuple(indices), frames, size, stride if isinstance(stride, int) else tuple(stride), training)
+        key = _key(indices, frames, size, stride, training)
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] != key:
             ahead[1].cancel()
         result = ahead[1].result() if ahead is not None and ahead[0] == key else None
-        following = [i + advance for i in indices] if advance else []
-        if following and isinstance(stride, int) and max(following) < self.length:
+        following = upcoming(1) if upcoming is not None else None
+        if following is not None and max(following.indices) < self.length:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="render")
-            next_key = (tuple(following), frames, size, stride, training)
-            self._ahead = (next_key, self._pool.submit(self._render, following, frames, size, stride, training))
+            request = (list(following.indices), following.frames, following.size, following.stride, training)
+            self._ahead = (_key(*request), self._pool.submit(self._render_ahead, *request))
         return result if result is not None else self._render(indices, frames, size, stride, training)
+
+    def _render_ahead(self, *request) -> tuple[torch.Tensor, torch.Tensor]:
+        video, labels = self._render(*request)
+        return (video.pin_memory(), labels.pin_memory()) if self.pin else (video, labels)
 
     def _render(self, indices: list[int], frames: int, size: int, stride: int | Sequence[int],
                 training: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -311,6 +318,10 @@ def _segment_offsets(seed: int, split: str, indices: list[int], frames: int, tra
     if not training:
         return torch.full((len(indices), 1), 0.5)
     return torch.tensor([[_hash(seed, split, i, "segment", frames) % 1000 / 1000] for i in indices])
+
+
+def _key(indices: Sequence[int], frames: int, size: int, stride: int | Sequence[int], training: bool) -> tuple:
+    return tuple(indices), frames, size, stride if isinstance(stride, int) else tuple(stride), training
 
 
 def _hash(*parts: object) -> int:

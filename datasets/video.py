@@ -3,6 +3,7 @@ decoded with PyAV or read from the decoded cache (datasets/cache.py), sampled as
 
 data_args: `split` (1, 2 or 3 for ucf101 and hmdb51), `views` ([clips, crops] averaged in evaluation,
 default [1, 1]), `workers` (decoding processes beside training, default 0: decode in the training process),
+`prefetch` (training batches the workers decode ahead, as the methods plan them, default 2),
 `cache` (true: use the cache when one exists, the default; false: always decode), `flip` (a random horizontal
 flip in training; default: true for kinetics, ucf101 and hmdb51, whose classes do not depend on left and right,
 false for ssv2, folder and list, where they do or may: a flipped pan left is a pan right), `decoder` (auto, the
@@ -25,6 +26,7 @@ import hashlib
 import multiprocessing
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vtbench.core.shape import BatchRequest, consecutive
 from vtbench.errors import ConfigError
 
 from . import decoders, sampling
@@ -167,6 +170,13 @@ def _open_cache(folder: Path, root: Path) -> Cache:
     return _caches[folder]
 
 
+def _key(indices, frames: int, size: int, stride, training: bool) -> tuple:
+    """A batch request as the data set keys it: every clip's stride spelt out."""
+    indices = tuple(int(i) for i in indices)
+    strides = (stride,) * len(indices) if isinstance(stride, int) else tuple(int(s) for s in stride)
+    return indices, frames, size, strides, training
+
+
 def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
 
@@ -176,7 +186,8 @@ class VideoDataset:
 
     def __init__(self, layout: str, root: str | Path, part: str, seed: int, length: int | None = None,
                  views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
-                 flip: bool | None = None, decoder: str = "auto", repeats: int = 1, **layout_args: Any):
+                 flip: bool | None = None, decoder: str = "auto", repeats: int = 1, prefetch: int = 2,
+                 **layout_args: Any):
         """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51.
 
         `repeats` R: training indices i with the same i div R are clips of one video (`_video(i)`), so a batch of
@@ -186,7 +197,7 @@ class VideoDataset:
         unknown = sorted(set(layout_args) - {"split"})
         if unknown:
             raise ConfigError(f"data_args for {layout}: unknown key {unknown[0]!r}; allowed: split, views, workers, "
-                              "cache, flip, decoder, repeats")
+                              "prefetch, cache, flip, decoder, repeats")
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
             raise ConfigError(f"data_args.repeats is a whole number >= 1 (clips taken from each training video), "
                               f"got {repeats!r}")
@@ -194,8 +205,11 @@ class VideoDataset:
         if (not isinstance(views, (list, tuple)) or len(views) != 2
                 or not all(isinstance(v, int) and v >= 1 for v in views)):
             raise ConfigError(f"data_args.views is [clips, crops] of whole numbers >= 1, got {views!r}")
-        if not isinstance(workers, int) or workers < 0:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigError(f"data_args.workers is a whole number >= 0, got {workers!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ConfigError(f"data_args.prefetch is a whole number >= 1 (training batches decoded ahead), "
+                              f"got {prefetch!r}")
         self.layout, self.root, self.part, self.seed = layout, Path(root).expanduser(), part, seed
         index = read_index(layout, self.root, layout_args.get("split", 1))
         self.classes = index.classes
@@ -219,10 +233,10 @@ class VideoDataset:
                           f"skipped (e.g. {next(iter(self.skipped))})", stacklevel=2)
         self.order = np.random.default_rng(EVAL_ORDER_SEED).permutation(len(self.videos))
         self.length = len(self.videos) if length is None else min(length, len(self.videos))
-        self.workers = workers
+        self.workers, self.prefetch = workers, prefetch
         self.repeats = repeats if part == "train" else 1
         self._pool: ProcessPoolExecutor | None = None
-        self._ahead: tuple[tuple, list[tuple[list[int], Future]]] | None = None  # (key, [(positions, task)])
+        self._ahead: dict[tuple, list[tuple[list[int], Future]]] = {}  # batches read ahead: [(positions, task)]
         self._caches: dict[int, Cache | None] = {}  # by clip size
         self._epoch: tuple[int, np.ndarray | None] = (-1, None)  # the training order of the current epoch
         self._draw_seed = _seed(seed, part) % 2**63
@@ -246,21 +260,19 @@ class VideoDataset:
         return torch.tensor([self.videos[self._video(int(i))][1] for i in indices], dtype=torch.int64)
 
     def batch(self, indices, frames: int, size: int, stride, training: bool,
-              advance: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              upcoming: Callable[[int], BatchRequest] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Clips (B, 3, T, S, S) normalised float32 and labels (B,); in evaluation with several views
-        (B, V, 3, T, S, S). stride: one int, one per clip, or 0 for segment sampling. `advance`: how far the next
-        training batch starts from this one (default: right after it; a process that takes its part of every
-        batch of a run on several processes gives the whole batch), for the decoding workers to read ahead."""
+        (B, V, 3, T, S, S). stride: one int, one per clip, or 0 for segment sampling. `upcoming(k)`: the k-th
+        training batch the caller will ask for after this one, for the decoding workers to read `prefetch` of them
+        ahead (default: the batches of this shape that follow this one)."""
         indices = [int(i) for i in indices]
         if not indices:
             raise ValueError("indices is empty")
-        strides = [stride] * len(indices) if isinstance(stride, int) else [int(s) for s in stride]
-        key = (tuple(indices), frames, size, tuple(strides), training)
+        key = _key(indices, frames, size, stride, training)
         clips, labels = self._take(key)
-        if self.workers and training:  # decode the next batch of the same shape while the model trains
-            step = advance or len(indices)
-            following = (tuple(i + step for i in indices), frames, size, tuple(strides), training)
-            self._ahead = (following, self._submit(following))
+        if self.workers and training:  # decode the next batches while the model trains
+            upcoming = upcoming or consecutive(BatchRequest(*key[:4]))
+            self._read_ahead([_key(*upcoming(k), training=True) for k in range(1, self.prefetch + 1)])
         if not clips:  # every clip of an evaluation batch was unreadable
             views = self.views[0] * self.views[1]
             return torch.empty((0, views, 3, frames, size, size) if views > 1 else (0, 3, frames, size, size)), \
@@ -302,15 +314,18 @@ class VideoDataset:
             loaded[n] = clip
         return loaded
 
+    def _read_ahead(self, keys: list[tuple]) -> None:
+        """Have the workers decode these batches, in order; batches read ahead that are not among them are dropped."""
+        for key in [k for k in self._ahead if k not in keys]:
+            for _, future in self._ahead.pop(key):
+                future.cancel()
+        for key in keys:
+            if key not in self._ahead:
+                self._ahead[key] = self._submit(key)
+
     def _take(self, key: tuple) -> tuple[list[np.ndarray], list[int]]:
         indices, frames, size, strides, training = key
-        futures = None
-        if self._ahead is not None and self._ahead[0] == key:
-            futures = self._ahead[1]
-        elif self._ahead is not None:
-            for _, future in self._ahead[1]:
-                future.cancel()
-        self._ahead = None
+        futures = self._ahead.pop(key, None)
         if futures is None and self.workers:
             futures = self._submit(key)
         if futures:

@@ -102,8 +102,14 @@ class Method:
         """Once, before training (and before a checkpoint is restored): change, freeze or replace the model."""
 
     def batch_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
-        """Shape of the next batch."""
+        """Shape of the next batch (called once per step, in order)."""
         return base
+
+    def planned_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape | None:
+        """The shape `batch_shape` would give for a later `step` at this `progress`, changing nothing: the data
+        prepares those batches ahead. None (the default of a method that owns `batch_shape`): the data prepares
+        the current shape again. A guess that a later progress proves wrong only costs that batch's loading."""
+        return None
 
     def eval_shape(self, base: BatchShape) -> BatchShape:
         """Shape (and sampling: the stride) of evaluation clips, for every evaluation setting."""
@@ -204,6 +210,10 @@ class MethodStack:
     def batch_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
         owner = self.owners["batch_shape"]
         return owner.batch_shape(progress, step, base) if owner else base
+
+    def planned_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape | None:
+        owner = self.owners["batch_shape"]
+        return owner.planned_shape(progress, step, base) if owner else base
 
     def eval_shape(self, base: BatchShape) -> BatchShape:
         owner = self.owners["eval_shape"]

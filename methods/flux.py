@@ -144,6 +144,9 @@ class Flux(Method):
         frames, size = random.Random(self.seed * 1_000_003 + step).choice(self.shapes)
         return BatchShape(base.clips, frames, size, SEGMENTS)
 
+    def planned_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
+        return self.batch_shape(progress, step, base)  # a function of its arguments alone
+
     def eval_shape(self, base: BatchShape) -> BatchShape:
         return base._replace(stride=SEGMENTS) if self.flexible else base
 

@@ -205,6 +205,10 @@ class FrozenSpatial(Method):
             self._switch()
         return base._replace(frames=self.stage1_frames) if self.stage == 1 else base
 
+    def planned_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
+        stage1 = self.stage == 1 and progress < self.stage1
+        return base._replace(frames=self.stage1_frames) if stage1 else base
+
     def log_columns(self, progress: float) -> dict:
         return {"stage": self.stage}
 

@@ -190,6 +190,9 @@ class Multigrid(Method):
             stride = (base.stride, base.stride * base.frames // stage.frames)
         return BatchShape(base.clips * clips, stage.frames, size, stride)
 
+    def planned_shape(self, progress: float, step: int, base: BatchShape) -> BatchShape:
+        return self.batch_shape(progress, step, base)  # a function of its arguments alone
+
     def lr_scale(self, progress: float, shape: BatchShape) -> float:
         stage = self.stage(progress)
         return scaled(1 if stage is None else stage.multiplier, self.lr_scaling)

@@ -8,11 +8,12 @@ from conftest import tiny
 from safetensors.torch import save_file
 
 from vtbench import methods
+from vtbench.core.shape import BatchShape
 from vtbench.engine.config import MethodSpec
 from vtbench.engine.measure import reset_peak_rss
 from vtbench.engine.runner import execute
 from vtbench.errors import ConfigError
-from vtbench.methods import Method, build_method
+from vtbench.methods import Method, RunContext, build_method
 from vtbench.models import build_model
 from vtbench.models.embed import temporal_resampler
 
@@ -275,3 +276,15 @@ def test_the_frozen_encoders_optimizer_state_is_gone_when_stage_two_begins(monke
     config.methods = config.methods[:1]
     execute(config, tmp_path, progress_bar=False)
     assert stale == [0]  # AdamW's moments of the frozen encoder were dropped before stage 2's memory counts
+
+
+def test_the_planned_shape_foresees_the_switch_without_making_it():
+    model = build_model("vit_tiny", "factorised", 5, 8, 32, **{**MODEL, "tubelet": (2, 8, 8)})
+    method = build_method(MethodSpec("frozen_spatial", {"stage1": 0.5}))
+    base = BatchShape(2, 8, 32, 2)
+    method.prepare(RunContext(tiny().resolve(), model, base, 5, torch.device("cpu"), None))
+    stage1 = base._replace(frames=method.stage1_frames)
+    assert stage1 != base
+    assert method.planned_shape(0.4, 3, base) == method.batch_shape(0.4, 3, base) == stage1
+    assert method.planned_shape(0.5, 4, base) == base and method.stage == 1  # foreseen, not made
+    assert method.batch_shape(0.5, 4, base) == base and method.stage == 2

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vtbench.core.shape import BatchRequest
 from vtbench.datasets.synthetic import CLASSES, EDGE_WIDTH, PIXEL_STD, SyntheticVideos, _Draws, _target_track, _wrapped
 
 PAIRS = [(CLASSES[i][0], CLASSES[i + 1][0]) for i in range(0, len(CLASSES), 2)]
@@ -294,16 +295,19 @@ def test_grading_draws_cue_strengths_log_uniformly_over_its_decades():
 
 def test_rendering_ahead_gives_the_same_clips_and_renders_the_next_batch_in_the_background():
     plain, ahead = SyntheticVideos("train", seed=4), SyntheticVideos("train", seed=4, ahead=True)
-    for first in (0, 6, 12):  # each batch asks for the one after it
-        indices = range(first, first + 6)
-        expected = plain.batch(indices, 8, 16, 2, training=True)
-        got = ahead.batch(indices, 8, 16, 2, training=True, advance=6)
+    plan = [BatchRequest(tuple(range(first, first + 6)), 8, 16, 2) for first in (0, 6, 12, 18)]
+    plan[2] = BatchRequest(tuple(range(12, 16)), 4, 8, (1, 3, 2, 1))  # a shape of its own, a stride per clip
+    for step in range(3):  # each batch names the one after it
+        request = plan[step]
+        expected = plain.batch(*request, training=True)
+        got = ahead.batch(*request, training=True, upcoming=lambda k, step=step: plan[step + k])
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
-        assert ahead._ahead is not None and ahead._ahead[0][0] == tuple(range(first + 6, first + 12))
+        following = plan[step + 1]
+        assert ahead._ahead is not None and ahead._ahead[0] == (*following[:3], following.stride, True)
     other = ahead.batch(range(100, 104), 8, 16, 2, training=True)  # not the batch prepared: rendered here
     assert torch.equal(other[0], plain.batch(range(100, 104), 8, 16, 2, training=True)[0])
     assert ahead._ahead is None  # nothing asked for next
-    ahead.batch(range(6), 8, 16, 2, training=True, advance=6)
+    ahead.batch(range(6), 8, 16, 2, training=True, upcoming=lambda k: plan[1])
     ahead.close()
     assert ahead._pool is None and ahead._ahead is None
 

@@ -1,5 +1,6 @@
 """The shape of a training batch, the currency between methods, the runner and the data."""
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 
@@ -15,3 +16,19 @@ class BatchShape(NamedTuple):
     frames: int
     size: int
     stride: int | tuple[int, int]
+
+
+class BatchRequest(NamedTuple):
+    """The clips one process asks its data for in one training step: their indices in the split, frames and
+    size, and the stride resolved (one int for every clip, one per clip, or 0 for segments)."""
+
+    indices: tuple[int, ...]
+    frames: int
+    size: int
+    stride: int | tuple[int, ...]
+
+
+def consecutive(request: BatchRequest) -> Callable[[int], BatchRequest]:
+    """`following(k)`: the k-th batch after `request` of its shape, each starting where the one before it ended."""
+    count = len(request.indices)
+    return lambda k: request._replace(indices=tuple(i + k * count for i in request.indices))

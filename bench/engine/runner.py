@@ -25,6 +25,7 @@ from vtbench.core.budget import Budget, BudgetClock, lr_factor
 from vtbench.core.shape import BatchShape
 from vtbench.datasets import build_dataset
 from vtbench.engine import cpu, measure, mfu, results
+from vtbench.engine.batches import TrainingBatches
 from vtbench.engine.checkpoint import Checkpointer, Part, RandomState
 from vtbench.engine.compiled import CompileStats, compile_blocks
 from vtbench.engine.config import RunConfig, save_yaml
@@ -109,10 +110,9 @@ class Run:
                               f"nproc {config.nproc} with `vtbench run --nproc {config.nproc}` or torchrun")
         self.base = BatchShape(config.batch_size, config.frames, config.size, config.stride)
         self.seeds = self.methods.random_seeds(config.seed)
+        self.batches = TrainingBatches(self.methods, self.base, self.seeds.data, self.world.part)
         _seed_everything(self.seeds.weights)
-        # rendering the next batch while this one trains pays where the model is not on the CPU; on a CPU the two
-        # share its cores, and rendering ahead made a run slower (docs/data.md)
-        self.train_data = build_dataset(config.dataset, "train", self.seeds.data, ahead=self.device.type != "cpu",
+        self.train_data = build_dataset(config.dataset, "train", self.seeds.data, device=self.device.type,
                                         **config.data_args)
         val_data = build_dataset(config.dataset, "val", 0, length=config.eval_clips, **config.data_args)
         # a data set whose evaluation clips depend on nothing but its arguments lets one process's runs share them
@@ -279,7 +279,7 @@ class Run:
         self.last_shape = shape
         lr = self._set_learning_rate(progress, shape)
         began = time.perf_counter()
-        video, labels = self._train_batch(shape)  # this rank's share of the batch
+        video, labels = self._train_batch(shape, progress)  # this rank's share of the batch
         data_s = time.perf_counter() - began
         self.data_wait_s += data_s
         share = len(labels) / shape.clips
@@ -341,17 +341,12 @@ class Run:
     def _tubelet(self) -> tuple[int, int, int]:
         return self.model.tubelet
 
-    def _train_batch(self, shape: BatchShape) -> tuple[torch.Tensor, torch.Tensor]:
-        first = self.clock.used.samples
-        indices = list(range(first, first + shape.clips))
-        stride = shape.stride
-        if isinstance(stride, tuple):  # each clip draws its own stride, reproducibly from its index
-            rng = np.random.default_rng([self.seeds.data, first])
-            stride = rng.integers(stride[0], stride[1] + 1, size=shape.clips).tolist()
-        part = self.world.part(shape.clips)
-        indices, stride = indices[part], stride[part] if isinstance(stride, list) else stride
-        video, labels = self.train_data.batch(indices, shape.frames, shape.size, stride, training=True,
-                                              advance=shape.clips)
+    def _train_batch(self, shape: BatchShape, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        used = self.clock.used
+        request = self.batches.request(shape, used.samples)
+        video, labels = self.train_data.batch(request.indices, request.frames, request.size, request.stride,
+                                              training=True,
+                                              upcoming=self.batches.upcoming(progress, used.steps, shape, used.samples))
         return video.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
     def _flush(self) -> None:
