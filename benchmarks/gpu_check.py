@@ -83,6 +83,7 @@ from vtbench.engine.estimate import estimate  # noqa: E402
 from vtbench.engine.launch import execute_or_launch  # noqa: E402
 from vtbench.methods import RunContext, build_methods  # noqa: E402
 from vtbench.models import build_model  # noqa: E402
+from vtbench.models.counting import counting_tokens  # noqa: E402
 
 ABSENT_ON_DEVICE = ("av", "optuna", "sqlalchemy", "submitit")  # the lent GPU machine lacks these dependencies
 NO_CUDA = "no CUDA device"
@@ -228,8 +229,11 @@ def timing(times: list[float]) -> dict[str, float]:
     return {"ms_per_step": 1000 * statistics.median(times), "min_ms": 1000 * min(times), "max_ms": 1000 * max(times)}
 
 
-def tokens_seen(model) -> float:
-    return float(model.token_counts[0])
+def tokens_seen(step: Callable) -> float:
+    """Tokens per clip the model sees in one more run of a training `step`."""
+    with counting_tokens() as seen:
+        step()
+    return float(seen.counts[0])
 
 
 def free_device_memory(plan: Plan) -> None:
@@ -312,13 +316,13 @@ def token_steps(plan: Plan, config: RunConfig) -> tuple[dict[str, Callable], dic
         try:
             stack = prepared(plan, config, model, specs)
             step = under_autocast(plan, token_speedup.make_step(model, optimizer, stack, video, labels))
-            step()
+            seen = tokens_seen(step)
         except Exception as err:
             if not specs:  # the baseline: nothing to compare with
                 raise
             failed[label(specs)] = error_text(err)
             continue
-        steps[label(specs)], tokens[label(specs)] = step, tokens_seen(model)
+        steps[label(specs)], tokens[label(specs)] = step, seen
     return steps, tokens, failed
 
 
@@ -368,9 +372,9 @@ def section_rlt_packing(plan: Plan) -> dict[str, Any]:
         raise RuntimeError(f"packed and padded clips disagree: fp32 loss differs by "
                            f"{figures['fp32_loss_difference']:.1e}, so their times are not comparable")
     padded = under_autocast(plan, token_speedup.make_step(model, optimizer, rlt, video, labels))
-    padded()
+    seen = tokens_seen(padded)
     with torch.no_grad():
-        figures["kept"] = tokens_seen(model) / model.embed(video[:1]).count
+        figures["kept"] = seen / model.embed(video[:1]).count
     times = interleaved_times(plan, {"padded": padded, "packed": under_autocast(plan, packed)})
     figures.update(padded=timing(times["padded"]), packed=timing(times["packed"]),
                    packed_over_padded=statistics.median(times["packed"]) / statistics.median(times["padded"]))
@@ -448,7 +452,7 @@ def token_method_compiled(plan: Plan, config: RunConfig, batch: int, steps: int,
         times.append(time.perf_counter() - began)
         stats.step_done()
     compiled = stats.summary()
-    return {"first_step_s": times[0], **timing(times[1:]), "tokens_per_clip": tokens_seen(model),
+    return {"first_step_s": times[0], **timing(times[1:]), "tokens_per_clip": tokens_seen(step),
             "note": "sequential, after the side-by-side pair (not interleaved)",
             **{key: compiled[key] for key in ("compile_s", "compiled_frames", "recompiles")}}
 

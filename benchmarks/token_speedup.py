@@ -27,6 +27,7 @@ from vtbench.engine.mfu import cpu_peak
 from vtbench.methods import RunContext, build_methods
 from vtbench.methods.rlt import DEFAULT_THRESHOLD, changed_tubelets
 from vtbench.models import build_model
+from vtbench.models.counting import counting_tokens
 
 SETTINGS = {
     "baseline": [],
@@ -41,7 +42,6 @@ SETTINGS = {
 
 def make_step(model, optimizer, stack, video, labels):
     def step():
-        model.token_counts, model.token_lengths = [], []
         loss = stack.loss(model, (video, labels), 0.5)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,14 +146,13 @@ def main() -> None:
         steps[f"rlt on {content}, padded"] = make_step(model, optimizer, rlt, clips, labels)
         steps[f"rlt on {content}, packed"] = packed_step(model, optimizer, rlt, clips, labels)
     for name, step in steps.items():
-        model.token_counts = []
         if name.endswith("packed"):  # the FLOP counter cannot follow nested tensors; same clips, same tokens
             step()
             flops[name], tokens[name] = math.nan, tokens[name.replace(", packed", ", padded")]
             continue
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter, counting_tokens() as seen:
             step()
-        flops[name], tokens[name] = counter.get_total_flops(), model.token_counts[0]
+        flops[name], tokens[name] = counter.get_total_flops(), seen.counts[0]
     differences = []
     for clips in batches.values():  # same parameters, same clips: the two forms give the same loss
         model.eval()

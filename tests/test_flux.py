@@ -13,6 +13,7 @@ from vtbench.methods import RunContext, build_method
 from vtbench.methods.flux import Flux, flexible_shapes, flux_multi_loss
 from vtbench.methods.selection import group_dynamic_select, motion_scores, with_motion
 from vtbench.models import build_model
+from vtbench.models.counting import counting_tokens
 from vtbench.models.heads import TokenBudgetHeads
 
 
@@ -121,14 +122,15 @@ def test_multi_adds_a_head_per_smaller_budget_and_three_passes_run():
     base = BatchShape(2, 8, 32, 4)
     method.prepare(RunContext(tiny(frames=8, size=32).resolve(), model, base, 5, torch.device("cpu"), None))
     assert isinstance(model.head, TokenBudgetHeads) and model.head.counts == [256, 128, 64]
-    model.token_counts = []
-    loss = method.training_loss(model, (torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1])), 0.5, lambda t: t, 0.0)
-    assert model.token_counts == [256, 128, 64] and loss.requires_grad
+    with counting_tokens() as seen:
+        loss = method.training_loss(model, (torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1])), 0.5, lambda t: t,
+                                    0.0)
+    assert seen.counts == [256, 128, 64] and loss.requires_grad
     # each pass goes through the list's selections first (here one that keeps 100 tokens)
-    model.token_counts = []
     first = lambda t: with_motion(t).gather(torch.arange(100).expand(2, -1))  # noqa: E731
-    method.training_loss(model, (torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1])), 0.5, first, 0.0)
-    assert model.token_counts == [100, 100, 64]
+    with counting_tokens() as seen:
+        method.training_loss(model, (torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1])), 0.5, first, 0.0)
+    assert seen.counts == [100, 100, 64]
 
 
 def test_flux_multi_smooths_labels_as_the_baseline_does():

@@ -3,6 +3,7 @@ import torch
 
 from vtbench.errors import ConfigError
 from vtbench.models import build_model
+from vtbench.models.counting import counting_tokens
 from vtbench.models.embed import grid_positions
 from vtbench.models.vivit import _group_by_frame
 
@@ -70,8 +71,9 @@ def test_cls_token_is_prepended_after_selection():
     model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
     tokens = model.embed(torch.randn(2, 3, 4, 16, 16))
     kept, _ = _random_subset(tokens, 7)
-    model.encode(kept)
-    assert seen == [8] and model.token_counts == [7]
+    with counting_tokens() as counted:
+        model.encode(kept)
+    assert seen == [8] and counted.counts == [7]
 
 
 def test_joint_model_on_a_subset_equals_a_model_that_never_saw_the_rest():

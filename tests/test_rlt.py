@@ -12,6 +12,7 @@ from vtbench.methods import build_methods
 from vtbench.methods.base import RunContext
 from vtbench.methods.rlt import changed_tubelets, run_lengths
 from vtbench.models import build_model
+from vtbench.models.counting import counting_tokens
 
 STD = torch.tensor([0.225, 0.225, 0.225])
 MEAN = 0.45
@@ -87,12 +88,11 @@ def test_padded_clips_give_each_clip_its_logits_alone(length_embedding):
     noise = torch.randint(0, 256, (1, 3, 8, 32, 32), generator=torch.Generator().manual_seed(2)).double()
     video = normalised(torch.cat([static_with_moving_patch().double(), noise]))
     select = stack.selector(0.0, training=False)
-    model.token_counts = []
-    with torch.no_grad():
+    with torch.no_grad(), counting_tokens() as seen:
         together = model(video, select=select)
         alone = torch.cat([model(video[i : i + 1], select=select) for i in range(2)])
-    assert model.token_counts[0] == (16 + 3 + 64) / 2  # 19 and 64 tokens, padded to 64
-    assert model.token_counts[1:] == [19, 64]
+    assert seen.counts[0] == (16 + 3 + 64) / 2  # 19 and 64 tokens, padded to 64
+    assert seen.counts[1:] == [19, 64]
     torch.testing.assert_close(together, alone)
     # and each clip's logits are those of its real tokens alone, gathered by hand: no padding and no mask at all
     keep = changed_tubelets(video, GRID, 5.74, STD)
@@ -150,8 +150,8 @@ def test_after_rlt_layer_wise_dropping_keeps_each_clips_own_share():
     dropping = _rlt(model, MethodSpec("token_dropout", {"keep": 0.5, "layers": "middle"}))
     noise = torch.randint(0, 256, (1, 3, 8, 32, 32), generator=torch.Generator().manual_seed(2)).float()
     video = normalised(torch.cat([static_with_moving_patch(), noise]))
-    model.token_counts, model.token_lengths = [], []
-    model(video, select=dropping.selector(0.5, training=True))
+    with counting_tokens() as seen:
+        model(video, select=dropping.selector(0.5, training=True))
     # 19 and 64 real tokens; the middle block runs round(0.5 x 19) = 10 and 32 of them, padded to 32
-    assert model.token_lengths == [(64, 32, 64)]
-    assert model.token_counts == [pytest.approx(((19 + 64) / 2 * 2 + (10 + 32) / 2) / 3)]
+    assert seen.lengths == [(64, 32, 64)]
+    assert seen.counts == [pytest.approx(((19 + 64) / 2 * 2 + (10 + 32) / 2) / 3)]

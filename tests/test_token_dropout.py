@@ -7,6 +7,7 @@ from vtbench.methods import build_method, build_methods
 from vtbench.methods.reductions import Reduction
 from vtbench.methods.token_dropout import TokenDropout, drop_tokens
 from vtbench.models import build_model
+from vtbench.models.counting import counting_tokens
 
 
 def _tokens(clips=4, frames=8, size=32):
@@ -68,9 +69,10 @@ def test_cls_token_survives_dropout():
     widths = []
     model.blocks[0].register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[1]))
     method = TokenDropout(keep=0.25)
-    model(torch.randn(2, 3, 8, 32, 32), select=lambda t: method.select_tokens(t, 0.5, training=True))
+    with counting_tokens() as seen:
+        model(torch.randn(2, 3, 8, 32, 32), select=lambda t: method.select_tokens(t, 0.5, training=True))
     assert widths == [1 + 64]
-    assert model.token_counts == [64]
+    assert seen.counts == [64]
 
 
 def test_evaluation_keeps_all_tokens_and_adds_the_training_ratio():
@@ -104,12 +106,12 @@ def test_layer_wise_dropping_spares_the_first_and_last_blocks_and_puts_dropped_t
     model = build_model("vit_tiny", "joint", 5, 8, 32, depth=4, cls_token=True)  # 64 tokens
     stack = build_methods([MethodSpec("token_dropout", {"keep": 0.25, "layers": "middle"})])
     stack.prepare(RunContext(None, model, None, 5, torch.device("cpu"), None))
-    model.token_counts, model.token_lengths = [], []
-    model(torch.randn(2, 3, 8, 32, 32), select=stack.selector(0.5, training=True)).sum().backward()
-    assert model.token_lengths == [(64, 16, 16, 64)] and model.token_counts == [40.0]
-    model.token_lengths = []
-    model(torch.randn(2, 3, 8, 32, 32), select=stack.selector(0.5, training=False))
-    assert model.token_lengths == [64]  # evaluation sees every token in every block
+    with counting_tokens() as seen:
+        model(torch.randn(2, 3, 8, 32, 32), select=stack.selector(0.5, training=True)).sum().backward()
+    assert seen.lengths == [(64, 16, 16, 64)] and seen.counts == [40.0]
+    with counting_tokens() as seen:
+        model(torch.randn(2, 3, 8, 32, 32), select=stack.selector(0.5, training=False))
+    assert seen.lengths == [64]  # evaluation sees every token in every block
 
     block = model.blocks[1].eval()
     x = torch.randn(2, 1 + 64, 128)

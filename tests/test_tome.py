@@ -12,6 +12,7 @@ from vtbench.methods.base import RunContext
 from vtbench.methods.tome import bipartite_soft_matching, merge_wavg, merging_hook
 from vtbench.models import build_model
 from vtbench.models.blocks import Stream, attend
+from vtbench.models.counting import counting_tokens
 
 
 def _block(dim=32) -> Block:
@@ -80,13 +81,13 @@ def test_the_model_runs_fewer_tokens_block_by_block_and_pools_by_size():
     model = build_model("vit_tiny", "joint", 5, 8, 32)  # 64 tokens, 3 blocks
     stack = build_methods([MethodSpec("tome", {"r": 8})])
     stack.prepare(RunContext(None, model, None, 5, torch.device("cpu"), None))
-    model.token_counts, model.token_lengths = [], []
-    model(torch.randn(2, 3, 8, 32, 32), select=stack.selector(0.5, training=True)).sum().backward()
-    assert model.token_lengths == [(64, 56, 48)] and model.token_counts == [56.0]
+    with counting_tokens() as seen:
+        model(torch.randn(2, 3, 8, 32, 32), select=stack.selector(0.5, training=True)).sum().backward()
+    assert seen.lengths == [(64, 56, 48)] and seen.counts == [56.0]
     keep = build_methods([MethodSpec("tome", {"keep": 0.25})])
-    model.token_lengths = []
-    model(torch.randn(2, 3, 8, 32, 32), select=keep.selector(0.5, training=False))
-    assert model.token_lengths == [(64, 48, 32)]  # r = ceil(48 / 3) = 16
+    with counting_tokens() as seen:
+        model(torch.randn(2, 3, 8, 32, 32), select=keep.selector(0.5, training=False))
+    assert seen.lengths == [(64, 48, 32)]  # r = ceil(48 / 3) = 16
 
 
 def test_tome_refuses_what_it_cannot_do():
@@ -119,10 +120,10 @@ def test_evaluation_scores_the_model_unmerged_and_at_other_merge_rates_and_compi
     chain = stack.selector(1.0, training=False)
     lengths = {}
     for name, setting in [("default", None), *settings.items()]:
-        model.token_lengths = []
-        model(torch.randn(1, 3, 8, 32, 32),
-              select=chain if setting is None else (lambda tokens, s=setting: s.select(chain(tokens))))
-        lengths[name] = model.token_lengths
+        with counting_tokens() as seen:
+            model(torch.randn(1, 3, 8, 32, 32),
+                  select=chain if setting is None else (lambda tokens, s=setting: s.select(chain(tokens))))
+        lengths[name] = seen.lengths
     # tokens entering each block; a keep of k removes 64 (1 - k) spread over the blocks left: 11, 11, 10 at 0.5
     assert lengths == {"default": [(64, 53, 42)], "merge=off": [64], "keep=0.75,merge": [(64, 58, 53)],
                        "keep=0.25,merge": [(64, 48, 32)]}

@@ -11,6 +11,7 @@ from timm.models.vision_transformer import Block
 from vtbench.methods.tome import merging_hook
 from vtbench.models import build_model
 from vtbench.models.blocks import BlockPlan, Stream
+from vtbench.models.counting import counting_tokens
 from vtbench.models.tokens import Tokens
 
 DIM, DEPTH = 32, 3
@@ -105,11 +106,10 @@ def test_a_video_vit_with_the_merging_plan_pools_merged_duplicates_as_the_unmerg
     distinct = torch.randn(2, 48, model.dim, dtype=torch.float64)
     x = torch.cat([distinct[:, :16].repeat_interleave(2, dim=1), distinct[:, 16:]], dim=1)  # 16 pairs, 32 single
     tokens = Tokens(x=x, pos=torch.zeros(2, 64, 3, dtype=torch.long), grid=(4, 4, 4), raw=x)
-    model.token_lengths = []
-    with torch.no_grad():
+    with torch.no_grad(), counting_tokens() as seen:
         plain = model.encode(tokens)
         merged = model.encode(replace(tokens, blocks=_merge_first(16, proportional)))
-    assert model.token_lengths == [64, (64, 48, 48)]
+    assert seen.lengths == [64, (64, 48, 48)]
     if proportional:
         torch.testing.assert_close(merged, plain, rtol=0, atol=1e-9)
     else:

@@ -16,6 +16,7 @@ from vtbench.core.shape import BatchShape
 from vtbench.engine.config import MethodSpec, RunConfig
 from vtbench.methods import RunContext, build_methods
 from vtbench.models import build_model
+from vtbench.models.counting import counting_tokens
 
 
 @dataclass
@@ -68,8 +69,8 @@ def _step(model, stack, base: BatchShape, progress: float, step: int, methods: l
         saved += tensor.numel() * tensor.element_size()
         return tensor
 
-    model.token_counts, model.token_lengths = [], []
-    with FlopCounterMode(display=False) as forward, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with counting_tokens() as seen, FlopCounterMode(display=False) as forward, \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = stack.loss(model, (video, labels), progress)
     with FlopCounterMode(display=False) as backward:
         loss.backward()
@@ -78,7 +79,7 @@ def _step(model, stack, base: BatchShape, progress: float, step: int, methods: l
     forward_flops = forward.get_total_flops()
     return Estimate(
         setting=" + ".join(str(m) for m in methods) or "baseline", clips=clips, frames=shape.frames,
-        size=shape.size, tokens=model.token_counts[0], forward_gflops=forward_flops / clips / 1e9,
+        size=shape.size, tokens=seen.counts[0], forward_gflops=forward_flops / clips / 1e9,
         train_gflops=(forward_flops + backward.get_total_flops()) / clips / 1e9, activation_mib=saved / clips / 2**20,
     )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vtbench.models.counting import counting_tokens
 from vtbench.models.tokens import Tokens
 
 
@@ -129,25 +130,25 @@ def evaluate(
     `reduce` adds up the counts of the processes that share the evaluation set (each scoring its part)."""
     was_training = model.training
     model.eval()
-    model.token_counts = []
     correct1 = correct5 = loss_sum = count = 0.0
     try:
-        for video, labels in batches:
-            if not len(labels):  # its videos were unreadable: dropped, not scored
-                continue
-            video, labels = video.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            views = video.shape[1] if video.dim() == 6 else 1  # (B, V, 3, T, S, S): several views of each clip
-            with autocast():
-                logits = model(video.flatten(0, 1) if views > 1 else video, select=select)
-            logits = logits.float()
-            if views > 1:  # average the views' probabilities
-                logits = logits.view(len(labels), views, -1).softmax(-1).mean(1).log()
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top == labels[:, None]
-            correct1 += hits[:, 0].sum().item()
-            correct5 += hits.any(dim=1).sum().item()
-            count += len(labels)
+        with counting_tokens() as seen:
+            for video, labels in batches:
+                if not len(labels):  # its videos were unreadable: dropped, not scored
+                    continue
+                video, labels = video.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                views = video.shape[1] if video.dim() == 6 else 1  # (B, V, 3, T, S, S): several views of each clip
+                with autocast():
+                    logits = model(video.flatten(0, 1) if views > 1 else video, select=select)
+                logits = logits.float()
+                if views > 1:  # average the views' probabilities
+                    logits = logits.view(len(labels), views, -1).softmax(-1).mean(1).log()
+                loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+                top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                hits = top == labels[:, None]
+                correct1 += hits[:, 0].sum().item()
+                correct5 += hits.any(dim=1).sum().item()
+                count += len(labels)
     finally:
         model.train(was_training)
     if reduce is not None:
@@ -156,6 +157,6 @@ def evaluate(
     if not count:
         raise RuntimeError("no evaluation clip could be read: every video of the evaluation set was unreadable")
     # mean over the passes (clips may keep different counts); a multi-view pass counts once
-    tokens = sum(model.token_counts) / len(model.token_counts) if model.token_counts else None
+    tokens = sum(seen.counts) / len(seen.counts) if seen.counts else None
     return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss_sum / count, "tokens": tokens,
             "clips": int(count)}

@@ -39,6 +39,7 @@ from vtbench.engine.trackers import RunInfo, Trackers
 from vtbench.errors import ConfigError
 from vtbench.methods import RunContext, build_methods
 from vtbench.models import build_model
+from vtbench.models.counting import counting_tokens
 from vtbench.models.param_groups import param_groups
 
 FINAL_STATUSES = ("completed", "diverged", "oom", "pruned")
@@ -284,8 +285,7 @@ class Run:
         self.data_wait_s += data_s
         share = len(labels) / shape.clips
         shape_key = (len(labels), *video.shape[2:])
-        self.model.token_counts, self.model.token_lengths = [], []
-        with self.flops.context(shape_key):
+        with self.flops.context(shape_key), counting_tokens() as seen:
             with self.autocast():
                 loss = self.loss(video, labels, progress, config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
@@ -295,14 +295,14 @@ class Run:
             torch.nn.utils.clip_grad_norm_(self._parameters, config.grad_clip)
         self.optimizer.step()
         # of this rank's share; the ranks' add up to the batch's
-        flops = self.flops.settle(shape_key, tuple(self.model.token_lengths))
+        flops = self.flops.settle(shape_key, tuple(seen.lengths))
         self.clock.add_step(shape.clips, self.world.total(flops))
         if self.compiled:
             self.compiled.step_done()
         self.clock.read()
         step_s = time.perf_counter() - began
         full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2
-        kept = self.model.token_counts[0] if self.model.token_counts else full
+        kept = seen.counts[0] if seen.counts else full
         self.steps_since_read += 1
         if self.world.size > 1:
             loss = loss * share  # the ranks' shares add up to the batch's loss when read (`_read_losses`)

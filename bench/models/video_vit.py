@@ -20,6 +20,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from .blocks import Stream, run_block
+from .counting import record
 from .embed import SinCosPosEmbed, SpaceTimePosEmbed, TubeletEmbed, embed_clip
 from .heads import classify
 from .tokens import Tokens
@@ -66,8 +67,6 @@ class VideoViT(nn.Module):
         self.norm = nn.Identity() if fc_norm else layer_norm(dim)
         self.fc_norm = layer_norm(dim) if fc_norm else None
         self.head = nn.Linear(dim, num_classes)
-        self.token_counts: list[float] = []  # real tokens per clip (CLS excluded), mean over the blocks, per pass
-        self.token_lengths: list = []  # the blocks' sequence lengths (padding included, CLS excluded), per pass
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -118,8 +117,7 @@ class VideoViT(nn.Module):
             mean = counts[0]
         else:
             mean = float(sum(torch.as_tensor(c, dtype=torch.float64) for c in counts) / len(counts))
-        self.token_counts.append(mean)
-        self.token_lengths.append(tuple(lengths) if len(set(lengths)) > 1 else lengths[0])
+        record(mean, tuple(lengths) if len(set(lengths)) > 1 else lengths[0])
 
     def forward(self, video: torch.Tensor, select: Select | None = None) -> torch.Tensor:
         tokens = self.embed(video)

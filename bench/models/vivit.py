@@ -14,6 +14,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
+from .counting import record
 from .embed import SpaceTimePosEmbed, TemporalTable, TubeletEmbed, embed_clip
 from .heads import classify
 from .tokens import Tokens
@@ -55,8 +56,6 @@ class ViViTFactorised(nn.Module):
         self.temporal_blocks = make_blocks(dim, temporal_depth, heads, mlp_ratio, drop_path)
         self.norm = layer_norm(dim)
         self.head = nn.Linear(dim, num_classes)
-        self.token_counts: list[int] = []  # tokens per clip entering the spatial encoder, per pass
-        self.token_lengths: list[int] = []  # the same: its sequences are never padded by the methods
         for p in (self.spatial_cls, self.temporal_cls):
             trunc_normal_(p, std=0.02)
         for m in self.modules():
@@ -86,8 +85,7 @@ class ViViTFactorised(nn.Module):
         if tokens.valid is not None or tokens.blocks is not None:
             raise ValueError("the factorised encoder takes neither padded clips nor per-block reductions; "
                              "use arch joint")
-        self.token_counts.append(tokens.count)
-        self.token_lengths.append(tokens.count)
+        record(tokens.count, tokens.count)  # tokens per clip entering the spatial encoder: never padded
         trainable = any(p.requires_grad for p in self.spatial_parameters()) or tokens.x.requires_grad
         with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             return self._spatial(tokens)
