@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import tiny
 from safetensors.torch import load_file
+from timm.optim import create_optimizer_v2
 
 from vtbench.cli.main import main
 from vtbench.engine.config import MethodSpec, RunConfig, apply
@@ -245,3 +246,17 @@ def test_a_run_from_a_hugging_face_videomae_checkpoint_on_the_command_line(tmp_p
     assert init["format"] == "videomae" and init["random"] == [] and init["unused"] == []
     assert init["replaced"] == ["head.bias", "head.weight"]  # 5 labels in the checkpoint, 10 video classes here
     assert init["loaded"] == len(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]) - 2
+
+
+@pytest.mark.parametrize("arch", ["joint", "factorised"])
+def test_the_models_answer_timms_questions_so_timms_own_optimizer_groups_them_alike(arch):
+    model = build_model("vit_tiny", arch, 5, 4, 32)
+    ours = param_groups(model, 0.05, layer_decay=0.5)
+    timms = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5).param_groups
+
+    def by_name(groups):
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {names[id(p)]: (g["lr_scale"], g["weight_decay"]) for g in groups for p in g["params"]}
+
+    assert by_name(timms) == by_name(ours)
+    assert len({scale for scale, _ in by_name(ours).values()}) > 3  # several depths, not one group

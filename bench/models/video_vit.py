@@ -10,6 +10,7 @@ sinusoid position table (`pos_embed="sincos"`), LayerNorm after mean pooling ins
 before they existed: the same parameters, names, initialisation and outputs.
 """
 
+import re
 from collections.abc import Callable
 from functools import partial
 
@@ -23,6 +24,7 @@ from .blocks import Stream, run_block
 from .counting import record
 from .embed import SinCosPosEmbed, SpaceTimePosEmbed, TubeletEmbed, embed_clip
 from .heads import classify
+from .param_groups import positions_and_class_tokens
 from .tokens import Tokens
 
 Select = Callable[[Tokens], Tokens]
@@ -82,6 +84,23 @@ class VideoViT(nn.Module):
     def tubelet(self) -> tuple[int, int, int]:
         """(frames, height, width) of one token's patch."""
         return self.patch_embed.tubelet
+
+    def no_weight_decay(self) -> set[str]:
+        """timm's question: what weight decay leaves out besides the 1-D parameters."""
+        return positions_and_class_tokens(self)
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
+        """timm's question, for layer-wise learning-rate decay: each parameter's depth from the input. The stem 0,
+        block i i + 1, everything else (the final norm, the head, what methods add to the model) at the top."""
+        top = len(self.blocks) + 1
+
+        def order(name: str) -> int:
+            found = re.match(r"blocks\.(\d+)\.", name)
+            if found:
+                return 1 + int(found.group(1))
+            return 0 if name.startswith(("patch_embed.", "pos_embed.", "cls_token")) else top
+
+        return order
 
     @property
     def num_prefix_tokens(self) -> int:

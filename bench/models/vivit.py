@@ -10,6 +10,9 @@ may keep different numbers of tokens, padded and masked), `adapter` (frame outpu
 by default the spatial CLS, replaceable), `temporal` and `head`.
 """
 
+import re
+from collections.abc import Callable
+
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
@@ -17,6 +20,7 @@ from torch import nn
 from .counting import record
 from .embed import SpaceTimePosEmbed, TemporalTable, TubeletEmbed, embed_clip
 from .heads import classify
+from .param_groups import positions_and_class_tokens
 from .tokens import Tokens
 from .video_vit import Select, layer_norm, make_blocks
 
@@ -68,6 +72,33 @@ class ViViTFactorised(nn.Module):
     def tubelet(self) -> tuple[int, int, int]:
         """(frames, height, width) of one token's patch."""
         return self.patch_embed.tubelet
+
+    def no_weight_decay(self) -> set[str]:
+        """timm's question: what weight decay leaves out besides the 1-D parameters."""
+        return positions_and_class_tokens(self)
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
+        """timm's question, for layer-wise learning-rate decay: each parameter's depth from the input, BEiT's
+        numbering over both encoders. The stem 0, spatial block i i + 1; the spatial norm, the temporal position
+        table and class token and the adapter between the encoders next; then the temporal blocks; everything else
+        (the final norm, the head, what methods add) at the top. A temporal encoder left at its initialisation
+        trains at its lower rate too, as BEiT's rule assumes every layer under the head was pretrained."""
+        spatial, temporal = len(self.spatial_blocks), len(self.temporal_blocks)
+        between = spatial + 1
+        top = between + temporal + 1 if temporal else between
+
+        def order(name: str) -> int:
+            found = re.match(r"(spatial_blocks|temporal_blocks)\.(\d+)\.", name)
+            if found:
+                index = int(found.group(2))
+                return 1 + index if found.group(1) == "spatial_blocks" else between + 1 + index
+            if name.startswith(("patch_embed.", "pos_embed.", "spatial_cls")):
+                return 0
+            if name.startswith(("spatial_norm.", "temporal_pos.", "temporal_cls", "adapter.")):
+                return between
+            return top
+
+        return order
 
     def embed(self, video: torch.Tensor) -> Tokens:
         tokens = embed_clip(self.patch_embed, _SpatialOnly(self.pos_embed), video)
