@@ -9,14 +9,14 @@ from conftest import stopped_run
 
 from vtbench.engine import results
 from vtbench.engine.runner import execute
-from vtbench.engine.steplog import StepLog
+from vtbench.engine.steplog import Step, StepLog
 from vtbench.errors import VtbenchError
 
 
 def _log_rows(log: StepLog, first: int, count: int) -> None:
     for step in range(first, first + count):
-        log.add({"loss": torch.tensor(float(step)), "lr": 0.1, "clips": 4, "frames": 4, "size": 16, "tokens": 8,
-                 "keep": 1.0, "step_s": 0.5, "data_s": 0.1})
+        log.add(Step(loss=torch.tensor(float(step)), lr=0.1, clips=4, frames=4, size=16, tokens=8, keep=1.0,
+                     step_s=0.5, data_s=0.1))
         log.close_interval({"step": step})
     log.read_losses()
 

@@ -4,6 +4,7 @@ the methods' own) on which clips, and the row each evaluation leaves in evals.pa
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -17,6 +18,36 @@ from vtbench.methods.reductions import parse
 
 WINDOW_COLUMNS = ("energy_j", "power_w", "mem_device", "mem_allocated", "mem_rss")  # the training window's, as
 # `window_<name>`; the CPU's two come named already
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluation of one setting: a row of evals.parquet (the runner adds the evaluation's own measurements)."""
+
+    point: float  # the progress point it was due at
+    progress: float  # the progress it ran at (past the point by at most a step)
+    step: int
+    used_s: float
+    used_flops: float
+    used_samples: int
+    setting: str  # "default", a shared reduction's name, or a method's own setting
+    top1: float
+    top5: float
+    loss: float
+    tokens: float | None  # real tokens per clip the blocks saw; None where this process scored no clip
+    clips: int  # scored, over every process
+    frames: int
+    size: int
+    stride: int | tuple[int, int]
+    keep: float | None  # tokens over the full token grid's
+    eval_s: float
+    window: dict[str, Any]  # the training window that ends here: energy, power, memory, the CPU's share
+
+    def as_row(self) -> dict[str, Any]:
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "window"}
+        row.update({f"window_{k}": self.window[k] for k in WINDOW_COLUMNS})
+        row.update(window_cpu_util=self.window["window_cpu_util"], window_wait_share=self.window["window_wait_share"])
+        return row
 
 
 def eval_points(every: float) -> list[float]:
@@ -74,14 +105,10 @@ class Evaluation:
             scores = evaluate(model, batches, select, device, autocast, reduce=reduce)
             full = frames // self.tubelet[0] * (size // self.tubelet[1]) ** 2
             keep = None if scores["tokens"] is None else scores["tokens"] / full  # None: this rank scored no clip
-            rows.append({
-                "point": point, "progress": progress, "step": used.steps, "used_s": used.s,
-                "used_flops": used.flops, "used_samples": used.samples, "setting": name, **scores,
-                "frames": frames, "size": size, "stride": self.shape.stride, "keep": keep,
-                "eval_s": time.perf_counter() - began,
-                **{f"window_{k}": window[k] for k in WINDOW_COLUMNS},
-                "window_cpu_util": window["window_cpu_util"], "window_wait_share": window["window_wait_share"],
-            })
+            rows.append(EvalRow(
+                point=point, progress=progress, step=used.steps, used_s=used.s, used_flops=used.flops,
+                used_samples=used.samples, setting=name, **scores, frames=frames, size=size, stride=self.shape.stride,
+                keep=keep, eval_s=time.perf_counter() - began, window=window).as_row())
         return rows
 
 

@@ -34,7 +34,7 @@ from vtbench.engine.evaluate import EvalData
 from vtbench.engine.evaluation import Evaluation
 from vtbench.engine.flops import StepFlops
 from vtbench.engine.init import apply_init
-from vtbench.engine.steplog import StepLog, data_wait_figures
+from vtbench.engine.steplog import Step, StepLog, data_wait_figures
 from vtbench.engine.trackers import RunInfo, Trackers
 from vtbench.errors import ConfigError
 from vtbench.methods import RunContext, build_methods
@@ -199,28 +199,7 @@ class Run:
         bar = tqdm(total=1000, desc=self.dir.name, unit="‰", disable=not (self.show_progress and self.world.main),
                    leave=False)
         try:
-            for row in self.evaluation.rows:  # restored by a resume: the caller sees every point once
-                self._report(row)
-            bar.update(int(self.clock.fraction() * 1000))
-            self.cpu.restart()
-            self.clock.start()
-            while True:
-                progress, checkpoint_due, stop = self._agreed_state()
-                if progress >= 1:
-                    break
-                if stop:
-                    self._checkpoint()
-                    raise Stopped(f"stopped at step {self.clock.used.steps} as asked; rerun to resume")
-                if not self._evaluate_due(progress) and checkpoint_due:  # an evaluation writes a checkpoint
-                    self._checkpoint()
-                self._step(progress)
-                self.cpu.adapt()
-                bar.update(int(self.clock.fraction() * 1000) - bar.n)
-                if self.steps_since_read >= FLUSH_EVERY:
-                    self._read_losses()
-            self.clock.stop()
-            self._flush()
-            self._evaluate_due(1.0)
+            self._loop(bar)
         except Diverged as err:
             status, error = "diverged", str(err)
         except Pruned as err:
@@ -242,6 +221,31 @@ class Run:
             bar.close()
         self._finish(status, error)
 
+    def _loop(self, bar: tqdm) -> None:
+        """Train to the end of the budget, evaluating at its points and checkpointing on time."""
+        for row in self.evaluation.rows:  # restored by a resume: the caller sees every point once
+            self._report(row)
+        bar.update(int(self.clock.fraction() * 1000))
+        self.cpu.restart()
+        self.clock.start()
+        while True:
+            progress, checkpoint_due, stop = self._agreed_state()
+            if progress >= 1:
+                break
+            if stop:
+                self._checkpoint()
+                raise Stopped(f"stopped at step {self.clock.used.steps} as asked; rerun to resume")
+            if not self._evaluate_due(progress) and checkpoint_due:  # an evaluation writes a checkpoint
+                self._checkpoint()
+            self._step(progress)
+            self.cpu.adapt()
+            bar.update(int(self.clock.fraction() * 1000) - bar.n)
+            if self.steps_since_read >= FLUSH_EVERY:
+                self._read_losses()
+        self.clock.stop()
+        self._flush()
+        self._evaluate_due(1.0)
+
     def _rank_failed(self, status: str, error: str, trace: str) -> None:
         """This rank's own account of its failure, for the launcher to find the rank that failed first."""
         failure = {"rank": self.world.rank, "status": status, "error": error, "time": time.time(), "traceback": trace}
@@ -254,15 +258,11 @@ class Run:
         """Progress now, whether a checkpoint is due and whether the run was asked to stop, rank 0's on every rank
         (one small message a step), so that every rank takes the same decisions. On CUDA synchronised only where it
         matters: near the end of a time budget."""
-        progress = self.clock.progress()
-        if self.budget.unit == "s" and progress > 0.98:
-            progress = self.clock.progress(sync=True)
+        if self.clock.progress() > 0.98 and self.budget.unit == "s":
+            self.clock.read(sync=True)
         due = time.monotonic() - self.last_checkpoint > self.config.checkpoint_every
-        stop = _stop_requested.is_set()
-        if self.world.size > 1:
-            self.clock.used.s, agreed_due, agreed_stop = self.world.agree([self.clock.used.s, float(due), float(stop)])
-            progress, due, stop = self.clock.fraction(), agreed_due > 0, agreed_stop > 0
-        return progress, due, stop
+        self.clock.used.s, due, stop = self.world.agree([self.clock.used.s, float(due), float(stop_requested())])
+        return self.clock.fraction(), due > 0, stop > 0
 
     def _set_learning_rate(self, progress: float, shape: BatchShape) -> float:
         """The schedule's rate times the methods' factor (returned), times each group's own scale (layer-wise
@@ -306,9 +306,8 @@ class Run:
         self.steps_since_read += 1
         if self.world.size > 1:
             loss = loss * share  # the ranks' shares add up to the batch's loss when read (`_read_losses`)
-        if self.log.add({"loss": loss.detach(), "lr": lr, "clips": len(labels), "frames": video.shape[2],
-                         "size": video.shape[3], "tokens": kept, "keep": kept / full, "step_s": step_s,
-                         "data_s": data_s}):
+        if self.log.add(Step(loss.detach(), lr, len(labels), video.shape[2], video.shape[3], kept, kept / full, step_s,
+                             data_s)):
             self._close_log_interval(progress)
 
     def _close_log_interval(self, progress: float) -> None:
@@ -398,7 +397,7 @@ class Run:
                 self.on_eval(row["point"], row["top1"])
             except Pruned as err:
                 pruned = err
-        if self.world.size > 1 and self.world.agree([float(pruned is not None)])[0] and pruned is None:
+        if self.world.agree([float(pruned is not None)])[0] and pruned is None:
             pruned = Pruned("pruned by rank 0's trial")
         if pruned is not None:
             raise pruned

@@ -15,6 +15,7 @@ finished run's steps.parquet is written once, from every row, and the journal re
 import json
 import math
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +26,36 @@ from vtbench.engine.results import write_parquet
 from vtbench.errors import VtbenchError
 
 DATA_BOUND_SHARE = 0.1  # a run that waited longer than this share of its training time for batches is data-bound
-MEANS = ("lr", "clips", "frames", "size", "tokens", "keep", "step_s", "data_s")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One training step, as the log records it."""
+
+    loss: torch.Tensor  # this process's loss (its share of the batch's, with several), on the device until read
+    lr: float
+    clips: int  # this process's
+    frames: int
+    size: int
+    tokens: float  # real tokens per clip the blocks saw, mean over the blocks
+    keep: float  # tokens over the full token grid's
+    step_s: float
+    data_s: float  # the part of step_s spent waiting for the batch
+
+
+MEANS = tuple(f.name for f in fields(Step) if f.name != "loss")  # averaged over an interval's steps
 
 
 class StepLog:
     def __init__(self, every: int, journal: Path | None = None, table: Path | None = None):
         self.every, self.journal, self.table = every, journal, table
         self.rows: list[dict[str, Any]] = []
-        self.pending: list[dict[str, Any]] = []  # the steps of the interval not yet summarised
+        self.pending: list[Step] = []  # the steps of the interval not yet summarised
         self.read = 0  # rows whose loss is on the host
         self.saved, self.saved_bytes = 0, 0  # rows in the journal, and its length with them
 
-    def add(self, step: dict[str, Any]) -> bool:
-        """Record one step (loss, lr, clips, frames, size, tokens, keep, step_s and data_s, the part of step_s spent
-        waiting for the batch); True when an interval is full."""
+    def add(self, step: Step) -> bool:
+        """Record one step; True when an interval is full."""
         self.pending.append(step)
         return len(self.pending) >= self.every
 
@@ -49,11 +66,12 @@ class StepLog:
         steps = self.pending
         row = dict(totals)
         row["steps"] = len(steps)
-        row["loss"] = torch.stack([s["loss"].detach().float() for s in steps]).mean()
+        row["loss"] = torch.stack([s.loss.detach().float() for s in steps]).mean()
         for key in MEANS:
-            row[key] = sum(s[key] for s in steps) / len(steps)
-        row["clips_per_s"] = sum(s["clips"] for s in steps) / sum(s["step_s"] for s in steps)
-        row["data_share"] = sum(s["data_s"] for s in steps) / sum(s["step_s"] for s in steps)
+            row[key] = sum(getattr(s, key) for s in steps) / len(steps)
+        step_s = sum(s.step_s for s in steps)
+        row["clips_per_s"] = sum(s.clips for s in steps) / step_s
+        row["data_share"] = sum(s.data_s for s in steps) / step_s
         self.rows.append(row)
         self.pending = []
 
