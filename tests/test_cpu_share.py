@@ -1,6 +1,9 @@
 """The CPU share a run records and the threads it adapts (vtbench.engine.cpu), on a simulated clock."""
 
+from conftest import tiny
+
 from vtbench.engine import cpu
+from vtbench.engine.runner import Run
 
 
 class FakeMachine:
@@ -45,6 +48,17 @@ def test_a_crowded_run_drops_a_thread_probes_later_and_warns(monkeypatch):
     assert "waited" in summary["load_warning"] and "not comparable" in summary["load_warning"]
 
 
+def test_a_run_not_under_a_time_budget_keeps_its_threads_and_says_what_the_crowd_changed(monkeypatch):
+    machine = FakeMachine(monkeypatch)
+    share = cpu.CpuShare(2, adapt_threads=False)
+    for _ in range(20):  # crowded throughout: a time budget's run would drop a thread at the first reading
+        machine.run(1.0, 2, 0.4)
+        share.adapt()
+    assert share.threads == 2 and machine.threads_set == []
+    warning = share.summary()["load_warning"]
+    assert "waited 40%" in warning and "time figures" in warning and "results are, under a budget of FLOPs" in warning
+
+
 def test_a_quiet_run_has_no_warning_and_resumes_its_totals(monkeypatch):
     machine = FakeMachine(monkeypatch)
     share = cpu.CpuShare(2)
@@ -65,3 +79,9 @@ def test_threads_come_from_the_launcher_the_user_or_the_cores(monkeypatch):
     assert cpu.threads_for_run() == 3
     monkeypatch.setenv("VTBENCH_THREADS", "1")
     assert cpu.threads_for_run() == 1
+
+
+def test_only_a_time_budget_lets_a_run_adapt_its_threads(tmp_path):
+    assert not Run(tiny(budget="10steps").resolve(), tmp_path / "a").cpu.adapt_threads
+    assert not Run(tiny(budget="1e9flops").resolve(), tmp_path / "b").cpu.adapt_threads
+    assert Run(tiny(budget="30s").resolve(), tmp_path / "c").cpu.adapt_threads

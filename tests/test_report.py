@@ -5,6 +5,7 @@ import pandas as pd
 
 from vtbench.cli import main
 from vtbench.report.analysis import pareto_front
+from vtbench.report.write import _loaded_runs
 from vtbench.studies.table import runs_table, stale_runs
 
 
@@ -127,3 +128,15 @@ def test_reproduction_rows_follow_the_paired_verdict_and_the_paper_scale_estimat
     assert reproduction_table(crossed, crossed, table).iloc[0]["holds here"] == "not resolved"
     below = final({"baseline": [40.0, 41.0, 42.0], "token_dropout:keep=0.5": [35.0, 35.5, 37.0]})
     assert reproduction_table(below, below, table).iloc[0]["holds here"] == "no"
+
+
+def test_busy_machine_runs_are_told_apart_by_what_the_crowd_could_change():
+    runs = pd.DataFrame({
+        "method": ["baseline", "tome", "tome"], "budget": ["20s", "6e11flops", "6e11flops"], "seed": [0, 0, 1],
+        "run_id": ["a", "b", "c"], "threads": [2, 2, 2], "wait_share": [0.3, 0.2, 0.0],
+        "load_warning": ["waited", "waited", None]})
+    text = "\n".join(_loaded_runs(runs))
+    assert "**1 of 3 runs** spent part of their time budget" in text
+    assert "**1 of 3 runs** under a budget of FLOPs, steps or samples" in text and "accuracy stands" in text
+    assert "(a)" in text and "(b)" in text and "(c)" not in text
+    assert _loaded_runs(runs.iloc[2:]) == []

@@ -77,13 +77,18 @@ class CpuShare:
     (benchmarks/busy_machine.py). `adapt`, called
     after each step, measures the waiting share over the last `ADAPT_S` seconds: above `CROWDED` it takes one
     thread away; every `PROBE_S` seconds at fewer threads it gives one back, and keeps it if the waiting stays low.
+
+    Only a run under a time budget adapts (`adapt_threads`): there the machine's load decides how much it trains
+    anyway. Under a FLOP, step or sample budget a run gives bitwise the same results on a busy machine as on a quiet
+    one, and a thread count changed halfway would change the order in which its sums add up.
     """
 
     ADAPT_S = 1.0
     PROBE_S = 15.0
     CROWDED = 0.25
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, adapt_threads: bool = True):
+        self.adapt_threads = adapt_threads
         self.threads = self.most = self.fewest = threads
         self.changes = 0
         self.totals = dict.fromkeys(("wall_s", "cpu_s", "wait_s", "thread_s"), 0.0)
@@ -125,6 +130,8 @@ class CpuShare:
         waiting = _share(self.recent["wait_s"], self.recent["thread_s"]) or 0.0
         self.recent = dict.fromkeys(self.recent, 0.0)
         now = self._last[0]
+        if not self.adapt_threads:
+            return
         if waiting > self.CROWDED and self.threads > 1:
             self._set(self.threads - 1, now)
         elif self.threads < self.most and now - self._changed_at > self.PROBE_S:
@@ -143,10 +150,13 @@ class CpuShare:
                    "cores_allowed": cores_allowed(), "cpu_util": _share(totals["cpu_s"], totals["thread_s"]),
                    "wait_share": share, "load_warning": None}
         if share is not None and share >= LOADED_SHARE or self.fewest < self.most:
+            held = (f"other processes held cores this run needed: its threads waited {100 * (share or 0):.0f}% of "
+                    f"their time")
             figures["load_warning"] = (
-                f"other processes held cores this run needed: its threads waited {100 * (share or 0):.0f}% of their "
-                f"time and it ran with as few as {self.fewest} of its {self.most} threads, so its time budget bought "
-                "less training than on a quiet machine and its results are not comparable")
+                f"{held} and it ran with as few as {self.fewest} of its {self.most} threads, so its time budget bought "
+                "less training than on a quiet machine and its results are not comparable" if self.adapt_threads else
+                f"{held}, so its time figures (clips/s, MFU, energy) are not comparable with a quiet run's; its "
+                "results are, under a budget of FLOPs, steps or samples")
         return figures
 
     def state_dict(self) -> dict[str, Any]:

@@ -102,7 +102,7 @@ class Run:
         self.config, self.dir, self.show_progress, self.on_eval = config, run_dir, progress_bar, on_eval
         self.budget = Budget.parse(config.budget)
         self.threads = cpu.set_threads()
-        self.cpu = cpu.CpuShare(self.threads)
+        self.cpu = cpu.CpuShare(self.threads, adapt_threads=self.budget.unit == "s")
         self.methods = build_methods(config.methods)
         self.device = rank_device(resolve_device(config.device))
         self.world = World.join(self.device)
