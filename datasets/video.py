@@ -269,10 +269,15 @@ class VideoDataset:
         if not indices:
             raise ValueError("indices is empty")
         key = _key(indices, frames, size, stride, training)
-        clips, labels = self._take(key)
-        if self.workers and training:  # decode the next batches while the model trains
+        planned = []
+        if self.workers and training:  # the next batches, to decode while the model trains on this one
             upcoming = upcoming or consecutive(BatchRequest(*key[:4]))
-            self._read_ahead([_key(*upcoming(k), training=True) for k in range(1, self.prefetch + 1)])
+            planned = [_key(*upcoming(k), training=True) for k in range(1, self.prefetch + 1)]
+            self._drop_ahead(keep={key, *planned})  # before this batch is asked for: it need not wait behind them
+        clips, labels = self._take(key)
+        for following in planned:
+            if following not in self._ahead:
+                self._ahead[following] = self._submit(following)
         if not clips:  # every clip of an evaluation batch was unreadable
             views = self.views[0] * self.views[1]
             return torch.empty((0, views, 3, frames, size, size) if views > 1 else (0, 3, frames, size, size)), \
@@ -314,14 +319,11 @@ class VideoDataset:
             loaded[n] = clip
         return loaded
 
-    def _read_ahead(self, keys: list[tuple]) -> None:
-        """Have the workers decode these batches, in order; batches read ahead that are not among them are dropped."""
-        for key in [k for k in self._ahead if k not in keys]:
+    def _drop_ahead(self, keep: set[tuple]) -> None:
+        """Cancel the batches read ahead that are not among `keep` (a plan that changed)."""
+        for key in [k for k in self._ahead if k not in keep]:
             for _, future in self._ahead.pop(key):
                 future.cancel()
-        for key in keys:
-            if key not in self._ahead:
-                self._ahead[key] = self._submit(key)
 
     def _take(self, key: tuple) -> tuple[list[np.ndarray], list[int]]:
         indices, frames, size, strides, training = key
@@ -365,6 +367,7 @@ class VideoDataset:
 
     def close(self) -> None:
         """Stop the decoding workers (they also stop when the data set is garbage-collected)."""
+        self._ahead.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -59,6 +59,17 @@ def test_a_run_not_under_a_time_budget_keeps_its_threads_and_says_what_the_crowd
     assert "waited 40%" in warning and "time figures" in warning and "results are, under a budget of FLOPs" in warning
 
 
+def test_a_run_resumed_from_one_that_dropped_threads_does_not_vouch_for_its_results(monkeypatch):
+    machine = FakeMachine(monkeypatch)
+    share = cpu.CpuShare(2, adapt_threads=False)
+    share.load_state_dict({"totals": {"wall_s": 10.0, "cpu_s": 12.0, "wait_s": 4.0, "thread_s": 20.0},
+                           "fewest": 1, "changes": 1})  # the checkpoint of a version that adapted every budget
+    machine.run(1.0, 2, 0.0)
+    share.adapt()
+    warning = share.summary()["load_warning"]
+    assert "as few as 1 of its 2 threads" in warning and "not bitwise" in warning
+
+
 def test_a_quiet_run_has_no_warning_and_resumes_its_totals(monkeypatch):
     machine = FakeMachine(monkeypatch)
     share = cpu.CpuShare(2)

@@ -132,11 +132,14 @@ def test_reproduction_rows_follow_the_paired_verdict_and_the_paper_scale_estimat
 
 def test_busy_machine_runs_are_told_apart_by_what_the_crowd_could_change():
     runs = pd.DataFrame({
-        "method": ["baseline", "tome", "tome"], "budget": ["20s", "6e11flops", "6e11flops"], "seed": [0, 0, 1],
-        "run_id": ["a", "b", "c"], "threads": [2, 2, 2], "wait_share": [0.3, 0.2, 0.0],
-        "load_warning": ["waited", "waited", None]})
+        "method": ["baseline", "tome", "tome", "tome"], "budget": ["20s", "6e11flops", "6e11flops", "6e11flops"],
+        "seed": [0, 0, 1, 2], "run_id": ["a", "b", "c", "d"], "threads": [2, 2, 2, 2],
+        "fewest_threads": [1, 2, 2, 1], "wait_share": [0.3, 0.2, 0.0, 0.3], "load_warning": ["w", "w", None, "w"]})
     text = "\n".join(_loaded_runs(runs))
-    assert "**1 of 3 runs** spent part of their time budget" in text
-    assert "**1 of 3 runs** under a budget of FLOPs, steps or samples" in text and "accuracy stands" in text
-    assert "(a)" in text and "(b)" in text and "(c)" not in text
-    assert _loaded_runs(runs.iloc[2:]) == []
+    assert "**1 of 4 runs** spent part of their time budget" in text
+    assert "**1 of 4 runs** under a budget of FLOPs, steps or samples waited" in text and "accuracy stands" in text
+    assert "changed their thread count on the way" in text  # run d: made when every budget adapted its threads
+    assert "(a)" in text and "(b)" in text and "(d)" in text and "(c)" not in text
+    assert _loaded_runs(runs.iloc[2:3]) == []
+    older = runs.drop(columns="fewest_threads").iloc[1:2]  # a summary table without the column: not vouched for
+    assert "accuracy stands" not in "\n".join(_loaded_runs(older))

@@ -152,11 +152,19 @@ class CpuShare:
         if share is not None and share >= LOADED_SHARE or self.fewest < self.most:
             held = (f"other processes held cores this run needed: its threads waited {100 * (share or 0):.0f}% of "
                     f"their time")
-            figures["load_warning"] = (
-                f"{held} and it ran with as few as {self.fewest} of its {self.most} threads, so its time budget bought "
-                "less training than on a quiet machine and its results are not comparable" if self.adapt_threads else
-                f"{held}, so its time figures (clips/s, MFU, energy) are not comparable with a quiet run's; its "
-                "results are, under a budget of FLOPs, steps or samples")
+            if self.adapt_threads:
+                figures["load_warning"] = (
+                    f"{held} and it ran with as few as {self.fewest} of its {self.most} threads, so its time budget "
+                    "bought less training than on a quiet machine and its results are not comparable")
+            elif self.fewest < self.most:  # a run resumed from a checkpoint of a version that adapted every budget
+                figures["load_warning"] = (
+                    f"{held} and it ran with as few as {self.fewest} of its {self.most} threads, which changes the "
+                    "order its sums add up in: its results are not bitwise a quiet run's, and its time figures "
+                    "(clips/s, MFU, energy) are not comparable")
+            else:
+                figures["load_warning"] = (
+                    f"{held}, so its time figures (clips/s, MFU, energy) are not comparable with a quiet run's; its "
+                    "results are, under a budget of FLOPs, steps or samples")
         return figures
 
     def state_dict(self) -> dict[str, Any]:

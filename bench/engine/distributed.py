@@ -79,6 +79,15 @@ class World:
         """This rank's contiguous share of a batch of `count` clips (shares differ by at most one clip)."""
         return slice(count * self.rank // self.size, count * (self.rank + 1) // self.size)
 
+    def for_gradients(self, loss: torch.Tensor, share: float) -> torch.Tensor:
+        """The loss of this rank's `share` of the batch, weighted so that DDP's mean of the ranks' gradients is the
+        whole batch's where the shares are not equal (a batch that does not divide by the ranks)."""
+        return loss if share * self.size == 1 else loss * (share * self.size)
+
+    def for_log(self, loss: torch.Tensor, share: float) -> torch.Tensor:
+        """This rank's part of the batch's loss, so that the ranks' parts add up to it when summed (`sum`)."""
+        return loss if self.size == 1 else loss * share
+
     def agree(self, values: list[float]) -> list[float]:
         """Rank 0's `values`, on every rank."""
         if self.size == 1:

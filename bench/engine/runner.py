@@ -289,8 +289,7 @@ class Run:
             with self.autocast():
                 loss = self.loss(video, labels, progress, config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks; a share that is not 1/nproc of the batch is weighted to match
-            (loss if share * self.world.size == 1 else loss * (share * self.world.size)).backward()
+            self.world.for_gradients(loss, share).backward()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._parameters, config.grad_clip)
         self.optimizer.step()
@@ -304,8 +303,7 @@ class Run:
         full = video.shape[2] // self._tubelet[0] * (video.shape[3] // self._tubelet[1]) ** 2
         kept = seen.counts[0] if seen.counts else full
         self.steps_since_read += 1
-        if self.world.size > 1:
-            loss = loss * share  # the ranks' shares add up to the batch's loss when read (`_read_losses`)
+        loss = self.world.for_log(loss, share)
         if self.log.add(Step(loss.detach(), lr, len(labels), video.shape[2], video.shape[3], kept, kept / full, step_s,
                              data_s)):
             self._close_log_interval(progress)

@@ -6,7 +6,9 @@ it wants counted, and each pass of a model records itself in it.
     seen.counts   # per pass: real tokens per clip (class tokens excluded), mean over the blocks
     seen.lengths  # per pass: the blocks' sequence lengths (padding included), one int where all are alike
 
-Outside a count a pass records nothing.
+Outside a count a pass records nothing. Counts nest: a pass records in the innermost count open in its context
+(a method that opened its own count inside a step would hide its passes from the runner's), and a pass run on
+another thread records in none.
 """
 
 from collections.abc import Iterator

@@ -16,7 +16,7 @@ def positions_and_class_tokens(model: nn.Module) -> set[str]:
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
     """AdamW's groups; with `layer_decay` < 1 each group carries its `lr_scale` (the runner multiplies by it)."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else positions_and_class_tokens(model)
     if layer_decay >= 1:
         return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
     if not hasattr(model, "group_matcher"):

@@ -327,22 +327,33 @@ def _unended(study_dir: Path) -> list[str]:
 
 def _loaded_runs(runs: pd.DataFrame) -> list[str]:
     """A warning section naming the runs that waited for cores other processes held (vtbench.engine.cpu): under a
-    time budget they trained less; under any other budget only their time figures are off."""
+    time budget they trained less; under any other budget they trained as much, and with the threads they began
+    with their results are a quiet run's (runs of versions that adapted threads under every budget may have
+    changed them)."""
     if "load_warning" not in runs or not runs["load_warning"].notna().any():
         return []
     loaded = runs[runs["load_warning"].notna()]
     timed = loaded["budget"].map(lambda b: Budget.parse(str(b)).unit == "s")
+    fewest = loaded["fewest_threads"] if "fewest_threads" in loaded else pd.Series(None, index=loaded.index)
+    kept = ~timed & (fewest == loaded["threads"])  # unknown (older summaries): not vouched for
+    changed = ~timed & ~kept
     lines = ["## Runs on a busy machine", ""]
     if timed.any():
         lines += [f"**{int(timed.sum())} of {len(runs)} runs** spent part of their time budget waiting for cores that "
                   "other processes held, so they trained less than a run on a quiet machine would; their figures are "
                   "not comparable with the others'. Run them again on a quiet machine (delete their folders, rerun the "
                   "grid).", ""]
-    if not timed.all():
-        lines += [f"**{int((~timed).sum())} of {len(runs)} runs** under a budget of FLOPs, steps or samples waited for "
+    if kept.any():
+        lines += [f"**{int(kept.sum())} of {len(runs)} runs** under a budget of FLOPs, steps or samples waited for "
                   "cores that other processes held: they trained as much as on a quiet machine, with the same "
                   "threads throughout, so their accuracy stands, but their time figures (clips/s, MFU, energy) are "
                   "not comparable with a quiet run's.", ""]
+    if changed.any():
+        lines += [f"**{int(changed.sum())} of {len(runs)} runs** under a budget of FLOPs, steps or samples waited for "
+                  "cores that other processes held and changed their thread count on the way (or do not say), which "
+                  "changes the order their sums add up in: they trained as much, but their results are not bitwise "
+                  "a quiet run's and their time figures are not comparable. Run them again on a quiet machine to "
+                  "reproduce them.", ""]
     lines += [f"- {r.method}, {r.budget}, seed {r.seed} ({r.run_id}): {r.threads} threads waited "
               f"{100 * r.wait_share:.0f}% of their time" for r in loaded.itertuples()]
     return [*lines, ""]
