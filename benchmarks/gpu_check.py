@@ -229,13 +229,6 @@ def timing(times: list[float]) -> dict[str, float]:
     return {"ms_per_step": 1000 * statistics.median(times), "min_ms": 1000 * min(times), "max_ms": 1000 * max(times)}
 
 
-def tokens_seen(step: Callable) -> float:
-    """Tokens per clip the model sees in one more run of a training `step`."""
-    with counting_tokens() as seen:
-        step()
-    return float(seen.counts[0])
-
-
 def free_device_memory(plan: Plan) -> None:
     gc.collect()
     if plan.cuda:
@@ -316,7 +309,7 @@ def token_steps(plan: Plan, config: RunConfig) -> tuple[dict[str, Callable], dic
         try:
             stack = prepared(plan, config, model, specs)
             step = under_autocast(plan, token_speedup.make_step(model, optimizer, stack, video, labels))
-            seen = tokens_seen(step)
+            seen = token_speedup.tokens_seen(step)
         except Exception as err:
             if not specs:  # the baseline: nothing to compare with
                 raise
@@ -372,7 +365,7 @@ def section_rlt_packing(plan: Plan) -> dict[str, Any]:
         raise RuntimeError(f"packed and padded clips disagree: fp32 loss differs by "
                            f"{figures['fp32_loss_difference']:.1e}, so their times are not comparable")
     padded = under_autocast(plan, token_speedup.make_step(model, optimizer, rlt, video, labels))
-    seen = tokens_seen(padded)
+    seen = token_speedup.tokens_seen(padded)
     with torch.no_grad():
         figures["kept"] = seen / model.embed(video[:1]).count
     times = interleaved_times(plan, {"padded": padded, "packed": under_autocast(plan, packed)})
@@ -444,15 +437,16 @@ def token_method_compiled(plan: Plan, config: RunConfig, batch: int, steps: int,
     stack = prepared(plan, replace(config, compile=True), model, [MethodSpec("token_dropout", {"keep": 0.5})])
     step = under_autocast(plan, token_speedup.make_step(model, optimizer, stack, video, labels))
     times = []
-    for _ in range(steps + 1):
-        plan.synchronize()
-        began = time.perf_counter()
-        step()
-        plan.synchronize()
-        times.append(time.perf_counter() - began)
-        stats.step_done()
+    with counting_tokens() as seen:
+        for _ in range(steps + 1):
+            plan.synchronize()
+            began = time.perf_counter()
+            step()
+            plan.synchronize()
+            times.append(time.perf_counter() - began)
+            stats.step_done()
     compiled = stats.summary()
-    return {"first_step_s": times[0], **timing(times[1:]), "tokens_per_clip": tokens_seen(step),
+    return {"first_step_s": times[0], **timing(times[1:]), "tokens_per_clip": float(seen.counts[0]),
             "note": "sequential, after the side-by-side pair (not interleaved)",
             **{key: compiled[key] for key in ("compile_s", "compiled_frames", "recompiles")}}
 

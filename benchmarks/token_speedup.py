@@ -40,6 +40,13 @@ SETTINGS = {
 }
 
 
+def tokens_seen(step) -> float:
+    """Tokens per clip the model sees in one run of a training `step` (a warm-up run, say)."""
+    with counting_tokens() as seen:
+        step()
+    return float(seen.counts[0])
+
+
 def make_step(model, optimizer, stack, video, labels):
     def step():
         loss = stack.loss(model, (video, labels), 0.5)
