@@ -1,12 +1,12 @@
-"""Is the default synthetic run bound by its data? Rendering a batch against training on it, side by side.
+"""What share of a default CPU run goes to rendering its clips? Rendering a batch against training on it, side by side.
 
-On the CPU the synthetic clips are rendered in the training process, between steps, so a run waits for them
-(`data_wait_s` in summary.json; above 10% of the clock a run is marked data-bound). This script times, interleaved
-in one process so that the machine's drift hits all alike: rendering a training batch of the default shape (16
-clips of 16 frames at 32 px, stride 2), the same with the renderer of an earlier git revision (`--before REV`,
-which must render bitwise the same clips, checked), and one training step of the default model on it (forward,
-backward, AdamW). It prints the medians over repeats with their range, and the share of a step's time each
-renderer would make the run wait.
+On the CPU the synthetic clips are rendered in the training process, between steps (`data_wait_s` in summary.json,
+`data_ahead: false`; made in line, a run is data-bound only above half of the clock, docs/data.md). This script
+times, interleaved in one process so that the machine's drift hits all alike: rendering a training batch of the
+default shape (16 clips of 16 frames at 32 px, stride 2), the same with the renderer of an earlier git revision
+(`--before REV`, which must render bitwise the same clips, checked), and one training step of the default model on
+it (forward, backward, AdamW). It prints the medians over repeats with their range, and the share of a step's time
+each renderer would make the run wait.
 
     python benchmarks/synthetic_render.py [--before 3745802] [--repeats 15] [--batches 5] [--threads N]
 """

@@ -195,6 +195,11 @@ class SyntheticVideos:
     def skipped_videos(self) -> dict[str, str]:
         return {}  # nothing to read, nothing to skip
 
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether training batches are prepared while the model trains (so that time spent getting one is a wait)."""
+        return self.ahead
+
     def labels(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """The class of each index (int64), without rendering anything."""
         return torch.tensor([i % self.num_classes for i in self._checked(indices)], dtype=torch.int64)

@@ -247,6 +247,12 @@ class VideoDataset:
     def skipped_videos(self) -> dict[str, str]:
         return dict(self.skipped)
 
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether training batches are decoded while the model trains (by workers), so that time spent getting one
+        is a wait; without workers they are decoded in line, between steps."""
+        return self.workers > 0
+
     def _video(self, index: int) -> int:
         n = len(self.videos)
         if self.part == "train":

@@ -492,7 +492,7 @@ class Run:
             "checkpoint_s": self.clock.off_clock_s.get("checkpoint", 0.0),
             "steps": used.steps, "samples": used.samples, "total_flops": used.flops,
             "clips_per_s": used.samples / used.s if used.s else None,
-            **data_wait_figures(self.data_wait_s, used.s / self.world.size),
+            **data_wait_figures(self.data_wait_s, used.s / self.world.size, self.train_data.reads_ahead),
             "trainable_params": _trainable(self.model), "params": sum(p.numel() for p in self.model.parameters()),
             "resumed_at": self.resumed_at, "skipped_videos": self._skipped_videos(), "init": self.init,
             **figures, **self.cpu.summary(), "precision": self.precision,

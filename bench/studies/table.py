@@ -21,7 +21,7 @@ from vtbench.studies import comparison
 SUMMARY_COLUMNS = ("status", "train_s", "steps", "samples", "total_flops", "clips_per_s", "mem_allocated",
                    "mem_reserved", "mem_device", "mem_rss", "eval_mem_allocated", "eval_mem_reserved", "eval_mem_rss",
                    "energy_j", "trainable_params", "threads", "fewest_threads", "wait_share", "load_warning",
-                   "data_wait_share", "data_bound", "expected_speedup", "eval_s", "checkpoint_s", "top1")
+                   "data_wait_share", "data_ahead", "data_bound", "expected_speedup", "eval_s", "checkpoint_s", "top1")
 
 
 def runs_table(study_dir: str | Path) -> pd.DataFrame:
