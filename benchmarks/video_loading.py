@@ -7,8 +7,9 @@ MFU), all measured in one process on videos this script encodes (UCF101-like: 32
     python benchmarks/video_loading.py [--videos 24] [--batches 12] [--repeats 3]
 
 The cache should load clips at least 5x faster than the model consumes them. The line before the last gives each
-source's clips/s per decoding core and the cores ViT-B on an H100 would need from it; the last line sets the two
-decoders (PyAV and TorchCodec, decoding in the training process) side by side.
+source's clips/s per decoding core and the cores ViT-B on an H100 would need from it; the last line sets the
+decoders (PyAV, TorchCodec, and TorchCodec on the GPU where torch sees one; decoding in the training process) side by
+side, and records their medians for `data_args.decoder: auto`.
 """
 
 import argparse
@@ -149,7 +150,7 @@ def compare_decoders(root: Path, config: RunConfig, batches: int, repeats: int) 
     """Clips/s decoded from files in this process by each decoder, in alternating order, median of `repeats`."""
     from vtbench.datasets import decoders
 
-    names = [n for n in decoders.NAMES if n != "torchcodec" or not decoders.torchcodec_missing()]
+    names = [n for n in decoders.NAMES if not decoders.unavailable(n)]  # torchcodec-cuda where torch sees a GPU
     rates: dict[str, list[float]] = {n: [] for n in names}
     for repeat in range(repeats):
         for name in names if repeat % 2 == 0 else names[::-1]:
@@ -159,13 +160,13 @@ def compare_decoders(root: Path, config: RunConfig, batches: int, repeats: int) 
             print(f"repeat {repeat}: {name} {rates[name][-1]:.1f} clips/s", file=sys.stderr)
     median = {n: float(np.median(r)) for n, r in rates.items()}
     spread = ", ".join(f"{n} {median[n]:.1f} clips/s ({min(r):.1f}-{max(r):.1f})" for n, r in rates.items())
+    left_out = "; ".join(f"{n}: {decoders.unavailable(n)}" for n in decoders.NAMES if n not in names)
     if len(names) < 2:
-        return f"decoders, no workers, median of {repeats}: {spread}; torchcodec cannot load here: " \
-               f"{decoders.torchcodec_missing()}"
+        return f"decoders, no workers, median of {repeats}: {spread}; {left_out}"
     path = decoders.record_measurement(median)  # what data_args.decoder auto takes on this machine
     print(f"recorded for decoder auto: {max(median, key=median.get)} ({path})", file=sys.stderr)
-    return (f"decoders, no workers, median of {repeats}: {spread}; torchcodec / pyav = "
-            f"{median['torchcodec'] / median['pyav']:.2f}")
+    ratios = ", ".join(f"{n} / pyav = {median[n] / median['pyav']:.2f}" for n in names if n != "pyav")
+    return f"decoders, no workers, median of {repeats}: {spread}; {ratios}" + (f"; {left_out}" if left_out else "")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The two decoders of real videos, chosen by `data_args.decoder`: `pyav` (datasets/decode.py) or `torchcodec`
-(datasets/torchcodec_decode.py; `pip install -e '.[torchcodec]'` and FFmpeg's shared libraries from the system).
-Both give the same frames for the same indices (tests/test_video_data.py). `auto`, the default, takes the one that
-`benchmarks/video_loading.py` measured faster on this machine (it records its measurement), PyAV where it measured
-nothing, and PyAV, saying so once, where TorchCodec cannot load."""
+"""The decoders of real videos, chosen by `data_args.decoder`: `pyav` (datasets/decode.py), `torchcodec`
+(datasets/torchcodec_decode.py; `pip install -e '.[torchcodec]'` and FFmpeg's shared libraries from the system) and
+`torchcodec-cuda` (TorchCodec decoding on the GPU with NVDEC, where torch sees a CUDA device). They give the same
+frames for the same indices (tests/test_video_data.py; NVDEC's within a few grey levels, tests/test_gpu_decoding.py).
+`auto`, the default, takes the one that `benchmarks/video_loading.py` measured fastest on this machine among those that
+can decode here (it records its measurement), PyAV where it measured nothing, and PyAV, saying so once, where
+TorchCodec cannot load."""
 
 import functools
 import json
@@ -14,11 +16,13 @@ from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
+import torch
+
 from vtbench.errors import ConfigError
 
 from . import decode, torchcodec_decode
 
-NAMES = ("pyav", "torchcodec")
+NAMES = ("pyav", "torchcodec", "torchcodec-cuda")
 CHOICES = ("auto", *NAMES)
 
 
@@ -44,12 +48,15 @@ def record_measurement(clips_per_s: dict[str, float]) -> Path:
 
 
 def measured_faster() -> str | None:
-    """The decoder the benchmark measured faster with this machine's versions, if it did."""
+    """The decoder the benchmark measured fastest with this machine's versions, of those that can decode here now."""
     try:
         measured = json.loads(measurement_file().read_text())
-        return measured["faster"] if {k: measured.get(k) for k in _versions()} == _versions() else None
-    except (OSError, ValueError, KeyError, TypeError, ImportError):
+        if {k: measured.get(k) for k in _versions()} != _versions():
+            return None
+        rates = {name: float(rate) for name, rate in measured["clips_per_s"].items() if not unavailable(name)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError):
         return None
+    return max(rates, key=rates.get) if rates else None
 
 
 def resolve(name: str) -> str:
@@ -77,19 +84,40 @@ def torchcodec_missing() -> str | None:
     return None
 
 
+def unavailable(name: str) -> str | None:
+    """Why decoder `name` cannot decode here, or None."""
+    if name == "pyav":
+        return None
+    if reason := torchcodec_missing():
+        return f"TorchCodec cannot load here ({reason})"
+    if name == "torchcodec-cuda" and not torch.cuda.is_available():
+        return "torch sees no CUDA device here"
+    return None
+
+
 def check(name: str) -> str:
     """The decoder `name`, refused with a line saying what is allowed or what is missing."""
     if name not in NAMES:
         raise ConfigError(f"data_args.decoder must be one of {', '.join(CHOICES)}; got {name!r}")
-    if name == "torchcodec" and (reason := torchcodec_missing()):
-        raise ConfigError(f"data_args.decoder torchcodec cannot load here ({reason}): pip install -e "
+    if name.startswith("torchcodec") and (reason := torchcodec_missing()):
+        raise ConfigError(f"data_args.decoder {name} cannot load here ({reason}): pip install -e "
                           "'.[torchcodec]', with FFmpeg's shared libraries (Debian: libavcodec59 libavformat59 "
                           "libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8)")
+    if reason := unavailable(name):
+        raise ConfigError(f"data_args.decoder {name} decodes on a CUDA GPU, and {reason}: use torchcodec or pyav")
     return name
 
 
-def module(name: str) -> ModuleType:
+class _OnCuda:
+    """TorchCodec decoding on the GPU: the container read as on the CPU, the frames decoded by NVDEC."""
+
+    probe = staticmethod(torchcodec_decode.probe)
+
+    @staticmethod
+    def read_frames(path: Path, indices: list[int], count: int, short: int | None = None):
+        return torchcodec_decode.read_frames(path, indices, count, short, device="cuda")
+
+
+def module(name: str) -> ModuleType | type[_OnCuda]:
     """The decoder's module: `probe(path)` and `read_frames(path, indices, count, short)`."""
-    if name == "torchcodec":
-        return torchcodec_decode
-    return decode
+    return {"torchcodec": torchcodec_decode, "torchcodec-cuda": _OnCuda}.get(name, decode)

@@ -66,14 +66,21 @@ def crop(frames: np.ndarray, size: int, top: int, left: int, flip: bool) -> np.n
 
 def resize_short(frames: np.ndarray, short: int) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 resized (antialiased) so the short side is `short`; unchanged if it already is."""
+    if min(frames.shape[1:3]) == short:
+        return frames
+    return resize_short_tensor(torch.from_numpy(np.ascontiguousarray(frames)), short).numpy()
+
+
+def resize_short_tensor(frames: torch.Tensor, short: int) -> torch.Tensor:
+    """resize_short on a uint8 tensor (T, H, W, 3), on whatever device it lies (decoded on a GPU: resized there)."""
     height, width = frames.shape[1:3]
     if min(height, width) == short:
         return frames
     scale = short / min(height, width)
     target = (max(short, round(height * scale)), max(short, round(width * scale)))
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=target, mode="bilinear", antialias=True,
+                      align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def to_tensor(clips: np.ndarray) -> torch.Tensor:

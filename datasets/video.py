@@ -7,8 +7,8 @@ default [1, 1]), `workers` (decoding processes beside training, default 0: decod
 `cache` (true: use the cache when one exists, the default; false: always decode), `flip` (a random horizontal
 flip in training; default: true for kinetics, ucf101 and hmdb51, whose classes do not depend on left and right,
 false for ssv2, folder and list, where they do or may: a flipped pan left is a pan right), `decoder` (auto, the
-default, pyav or torchcodec: datasets/decoders.py), `repeats` (clips taken from each training video in a row,
-default 1: repeated sampling, VideoMAE's `--num_sample 2`, MAE-ST's 4; ignored in evaluation).
+default, pyav, torchcodec or torchcodec-cuda: datasets/decoders.py), `repeats` (clips taken from each training
+video in a row, default 1: repeated sampling, VideoMAE's `--num_sample 2`, MAE-ST's 4; ignored in evaluation).
 
 Training indices count clips drawn so far: with R repeats, index i is video perm_e[j mod N] of epoch e = j div N,
 where j = i div R, with a permutation per (seed, epoch): R consecutive clips come from one video (an epoch holds

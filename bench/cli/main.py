@@ -103,7 +103,7 @@ def _data_parser(sub) -> None:
         q.add_argument("--no-progress", action="store_true")
     for q in (cache, check):
         q.add_argument("--split", type=int, default=1, help="ucf101 / hmdb51 split (1, 2 or 3)")
-        q.add_argument("--decoder", default="auto", choices=("auto", "pyav", "torchcodec"),
+        q.add_argument("--decoder", default="auto", choices=("auto", "pyav", "torchcodec", "torchcodec-cuda"),
                        help="as data_args.decoder (default auto: the one measured faster here)")
     cache.add_argument("--size", type=int, required=True, help="the clip size training will ask for (pixels)")
     cache.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this one)")
