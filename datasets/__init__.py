@@ -22,7 +22,8 @@ def build_dataset(name: str, part: str, seed: int, length: int | None = None, de
     (synthetic) part or a validation set. `device`: the type of device the model trains on. Where it is not the
     CPU, rendered data prepares each next batch in a background thread while the step runs, in page-locked memory
     for CUDA; on a CPU the two would share its cores, and rendering ahead made a run slower (docs/data.md).
-    Decoded videos read ahead in their own worker processes (`data_args.workers`) wherever the model trains."""
+    Decoded videos read ahead in their own worker processes (`data_args.workers`) wherever the model trains; on
+    CUDA their batches travel as bytes from page-locked memory and are normalised on the GPU."""
     if name == "synthetic":
         elsewhere = {"ahead": device != "cpu", "pin": device == "cuda"}
         try:
@@ -31,7 +32,7 @@ def build_dataset(name: str, part: str, seed: int, length: int | None = None, de
             raise ConfigError(f"data_args for synthetic: {err}") from None
     if ":" in name:
         layout, root = name.split(":", 1)
-        return VideoDataset(layout, root, part, seed, length=length, **args)
+        return VideoDataset(layout, root, part, seed, length=length, device=device, **args)
     raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
 
 

@@ -83,9 +83,16 @@ def resize_short_tensor(frames: torch.Tensor, short: int) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def to_tensor(clips: np.ndarray) -> torch.Tensor:
-    """uint8 (..., T, H, W, 3) -> normalised float32 (..., 3, T, H, W)."""
-    x = torch.from_numpy(np.ascontiguousarray(clips)).movedim(-1, -4).contiguous()  # reorder the bytes first
-    scale = (1 / (255 * torch.tensor(STD))).view(3, 1, 1, 1)
-    shift = (-torch.tensor(MEAN) / torch.tensor(STD)).view(3, 1, 1, 1)
+def to_tensor(clips: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    """uint8 (..., T, H, W, 3) -> normalised float32 (..., 3, T, H, W) on `device`. For CUDA the bytes travel, from
+    page-locked memory without waiting, and are normalised there: a quarter of the float32's transfer, and no
+    normalising on the CPU."""
+    x = torch.from_numpy(np.ascontiguousarray(clips))
+    if device == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    elif device != "cpu":
+        x = x.to(device)
+    x = x.movedim(-1, -4).contiguous()  # reorder the bytes first
+    scale = (1 / (255 * torch.tensor(STD, device=x.device))).view(3, 1, 1, 1)
+    shift = (-torch.tensor(MEAN, device=x.device) / torch.tensor(STD, device=x.device)).view(3, 1, 1, 1)
     return torch.addcmul(shift, x.float(), scale)

@@ -187,8 +187,9 @@ class VideoDataset:
     def __init__(self, layout: str, root: str | Path, part: str, seed: int, length: int | None = None,
                  views: list[int] | tuple[int, int] = (1, 1), workers: int = 0, cache: bool = True,
                  flip: bool | None = None, decoder: str = "auto", repeats: int = 1, prefetch: int = 2,
-                 **layout_args: Any):
-        """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51.
+                 device: str = "cpu", **layout_args: Any):
+        """`part` is "train" or "val"; `layout_args` may hold `split` (1, 2 or 3) for ucf101 and hmdb51. `device`: the
+        type of device the batches are for (on CUDA they are assembled there, sampling.to_tensor).
 
         `repeats` R: training indices i with the same i div R are clips of one video (`_video(i)`), so a batch of
         B clips holds B / R videos, each decoded once. A batch size that is not a multiple of R is
@@ -233,7 +234,7 @@ class VideoDataset:
                           f"skipped (e.g. {next(iter(self.skipped))})", stacklevel=2)
         self.order = np.random.default_rng(EVAL_ORDER_SEED).permutation(len(self.videos))
         self.length = len(self.videos) if length is None else min(length, len(self.videos))
-        self.workers, self.prefetch = workers, prefetch
+        self.workers, self.prefetch, self.device = workers, prefetch, device
         self.repeats = repeats if part == "train" else 1
         self._pool: ProcessPoolExecutor | None = None
         self._ahead: dict[tuple, list[tuple[list[int], Future]]] = {}  # batches read ahead: [(positions, task)]
@@ -288,7 +289,7 @@ class VideoDataset:
             views = self.views[0] * self.views[1]
             return torch.empty((0, views, 3, frames, size, size) if views > 1 else (0, 3, frames, size, size)), \
                 torch.empty(0, dtype=torch.int64)
-        video = sampling.to_tensor(np.stack(clips))  # (B, V, 3, T, S, S)
+        video = sampling.to_tensor(np.stack(clips), self.device)  # (B, V, 3, T, S, S)
         if video.shape[1] == 1:
             video = video[:, 0]
         return video, torch.tensor(labels, dtype=torch.int64)

@@ -75,3 +75,21 @@ def test_nvdec_gives_the_frames_the_cpu_decoders_give(tmp_path):
         assert a.shape == b.shape and np.abs(a - b).mean() < 3, (short, np.abs(a - b).mean())
     levels = encode(tmp_path / "levels.mp4", frames=24)
     assert [frame_of(f) for f in gpu.read_frames(levels, [0, 5, 5, 23, 25], 26, 16)] == [0, 5, 5, 23, 23]
+
+
+def test_a_batch_is_normalised_alike_on_its_device():
+    clips = np.random.default_rng(1).integers(0, 256, (2, 1, 4, 8, 8, 3), dtype=np.uint8)
+    on_cpu = sampling.to_tensor(clips)
+    assert on_cpu.shape == (2, 1, 3, 4, 8, 8) and on_cpu.dtype == torch.float32
+    assert torch.allclose(on_cpu[0, 0, :, 1, 2, 3], (torch.from_numpy(clips[0, 0, 1, 2, 3]).float() / 255 - 0.45)
+                          / 0.225, atol=1e-6)
+    if torch.cuda.is_available():  # the bytes travel from page-locked memory and are normalised on the GPU
+        on_gpu = sampling.to_tensor(clips, "cuda")
+        assert on_gpu.is_cuda and torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-6)
+
+
+def test_data_args_cannot_name_the_device():
+    from conftest import tiny
+
+    with pytest.raises(ConfigError, match="^data_args.device is not a data argument"):
+        tiny(data_args={"device": "cuda"}).resolve()

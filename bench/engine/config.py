@@ -133,6 +133,9 @@ class RunConfig:
                                   f"{', '.join(backends)}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
+        if "device" in self.data_args:
+            raise ConfigError("data_args.device is not a data argument: a run's batches go to the device its model "
+                              "trains on")
         for name in ("lr", "weight_decay", "warmup", "grad_clip", "label_smoothing", "layer_decay", "eval_every",
                      "checkpoint_every", "monitor_interval"):
             if not math.isfinite(getattr(self, name)):
