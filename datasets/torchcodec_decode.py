@@ -88,8 +88,8 @@ def read_frames(path: Path, indices: list[int], count: int, short: int | None = 
         decoder = _decoder(path, [Resize((height, width))] if (width, height) != source else None)
     else:
         decoder = _decoder(path, device=device)
-        if decoder.cpu_fallback:
-            _fell_back(str(decoder.cpu_fallback))
+        if fallback := getattr(decoder, "cpu_fallback", None):  # TorchCodec 0.9 on says so
+            _fell_back(str(fallback))
 
     def arrays(frames: torch.Tensor) -> np.ndarray:
         if device is not None and short is not None:
