@@ -84,15 +84,27 @@ def resize_short_tensor(frames: torch.Tensor, short: int) -> torch.Tensor:
 
 
 def to_tensor(clips: np.ndarray, device: str = "cpu") -> torch.Tensor:
-    """uint8 (..., T, H, W, 3) -> normalised float32 (..., 3, T, H, W) on `device`. For CUDA the bytes travel, from
-    page-locked memory without waiting, and are normalised there: a quarter of the float32's transfer, and no
-    normalising on the CPU."""
+    """uint8 (..., T, H, W, 3) -> normalised float32 (..., 3, T, H, W) on `device`. For CUDA the bytes are copied
+    from page-locked memory, queued behind the GPU's work rather than waiting for it, and normalised there: a quarter
+    of the float32's transfer, and no normalising on the CPU."""
     x = torch.from_numpy(np.ascontiguousarray(clips))
     if device == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)
     elif device != "cpu":
         x = x.to(device)
     x = x.movedim(-1, -4).contiguous()  # reorder the bytes first
-    scale = (1 / (255 * torch.tensor(STD, device=x.device))).view(3, 1, 1, 1)
-    shift = (-torch.tensor(MEAN, device=x.device) / torch.tensor(STD, device=x.device)).view(3, 1, 1, 1)
+    scale, shift = _normalisation(x.device)
     return torch.addcmul(shift, x.float(), scale)
+
+
+_NORMALISATIONS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) per channel, (3, 1, 1, 1), made once per device: a tensor made from Python numbers on a GPU is
+    a copy that waits for the GPU, which would make every batch wait for the step before it."""
+    if device not in _NORMALISATIONS:
+        std, mean = torch.tensor(STD), torch.tensor(MEAN)
+        scale, shift = (1 / (255 * std)).view(3, 1, 1, 1), (-mean / std).view(3, 1, 1, 1)
+        _NORMALISATIONS[device] = scale.to(device), shift.to(device)
+    return _NORMALISATIONS[device]

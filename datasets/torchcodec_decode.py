@@ -87,9 +87,12 @@ def read_frames(path: Path, indices: list[int], count: int, short: int | None = 
         width, height = output_size(*source, short)
         decoder = _decoder(path, [Resize((height, width))] if (width, height) != source else None)
     else:
-        decoder = _decoder(path, device=device)
-        if fallback := getattr(decoder, "cpu_fallback", None):  # TorchCodec 0.9 on says so
-            _fell_back(str(fallback))
+        try:
+            decoder = _decoder(path, device=device)
+        except Unreadable as err:
+            _decoder(path)  # unreadable on the CPU too: the file's fault, skipped as with the other decoders
+            raise RuntimeError(f"data_args.decoder torchcodec-cuda cannot open {path} on {device}, which the CPU can "
+                               f"decode ({err})") from None
 
     def arrays(frames: torch.Tensor) -> np.ndarray:
         if device is not None and short is not None:
@@ -101,12 +104,18 @@ def read_frames(path: Path, indices: list[int], count: int, short: int | None = 
     try:
         frames = arrays(decoder.get_frames_at(indices=wanted).data)
         got = dict(zip(wanted, frames, strict=True))
+    except torch.OutOfMemoryError:
+        raise  # the GPU's memory, not the file: never a skipped video
     except (RuntimeError, IndexError, ValueError):  # an index past what decodes (a count from the duration): one by one
         for k in wanted:
             try:
                 got[k] = arrays(decoder.get_frame_at(k).data[None])[0]
+            except torch.OutOfMemoryError:
+                raise
             except (RuntimeError, IndexError, ValueError):
                 break
+    if device is not None and (fallback := getattr(decoder, "cpu_fallback", None)):  # known once a frame decoded
+        _fell_back(str(fallback))
     if not got:
         raise Unreadable(f"no frame decoded at or after frame {wanted[0]}")
     keys = sorted(got)

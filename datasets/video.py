@@ -312,7 +312,9 @@ class VideoDataset:
         """One task per worker, each a chunk of the batch's clips (one round trip per worker, not per clip) with
         all the clips of a video in one chunk, decoded once; each task with the positions of its clips."""
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            on_gpu = {"initializer": torch.cuda.set_device, "initargs": (torch.cuda.current_device(),)} \
+                if self.decoder == "torchcodec-cuda" else {}  # this process's GPU (a rank's under DDP), not GPU 0
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), **on_gpu)
         requests = self._requests(key)
         return [(chunk, self._pool.submit(load_clips, [requests[n] for n in chunk]))
                 for chunk in chunk_groups(group_by_video(requests), self.workers)]

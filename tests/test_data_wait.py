@@ -44,7 +44,6 @@ def test_a_run_that_makes_slow_batches_in_line_is_data_bound(monkeypatch, tmp_pa
     assert slowed["data_bound"] is True and slowed["data_wait_share"] > 0.5
     assert slowed["data_wait_s"] >= 4 * 0.5
     assert 0 <= quick["data_wait_share"] < slowed["data_wait_share"]
-    assert quick["data_bound"] == (quick["data_wait_share"] > 0.5)
     steps = pd.read_parquet(waiting / "steps.parquet")
     assert (steps["data_s"] >= 0.5).all() and (steps["data_share"] > 0.5).all()
     assert (steps["data_s"] < steps["step_s"]).all()  # the wait is part of the step, not all of it

@@ -64,17 +64,40 @@ def test_decoding_on_a_device_gives_the_frames_of_decoding_on_the_cpu(tmp_path):
         22, 5, 23, 23]
 
 
+def test_a_video_the_gpu_cannot_open_but_the_cpu_can_stops_the_run_instead_of_being_skipped(tmp_path, monkeypatch):
+    """Skipping it would change what a run trains and is scored on because of the GPU, not the file."""
+    if reason := decoders.torchcodec_missing():
+        pytest.skip(f"TorchCodec cannot load here: {reason}")
+    path = encode(tmp_path / "v.mp4", frames=8)
+    make = torchcodec_decode._decoder
+
+    def no_gpu_decoder(path, transforms=None, device="cpu"):
+        if device != "cpu":
+            raise torchcodec_decode.Unreadable("RuntimeError: no NVDEC session")
+        return make(path, transforms, device)
+
+    monkeypatch.setattr(torchcodec_decode, "_decoder", no_gpu_decoder)
+    with pytest.raises(RuntimeError, match="torchcodec-cuda cannot open .*v.mp4 on cuda, which the CPU can decode"):
+        torchcodec_decode.read_frames(path, [0], 8, device="cuda")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video" * 40)
+    with pytest.raises(torchcodec_decode.Unreadable):  # the file's own fault: skipped, as by every decoder
+        torchcodec_decode.read_frames(tmp_path / "broken.mp4", [0], 8, device="cuda")
+
+
 @pytest.mark.skipif(bool(decoders.unavailable("torchcodec-cuda")),
                     reason=f"torchcodec-cuda: {decoders.unavailable('torchcodec-cuda')}")
 def test_nvdec_gives_the_frames_the_cpu_decoders_give(tmp_path):
-    path = encode(tmp_path / "v.mp4", frames=24, ramp=True)
+    path = encode(tmp_path / "v.mp4", frames=24, height=96, width=128, ramp=True)  # NVDEC's smallest is 48 to 64 px
+    decoder = torchcodec_decode._decoder(path, device="cuda")
+    decoder.get_frame_at(0)
+    assert not getattr(decoder, "cpu_fallback", False), str(decoder.cpu_fallback)  # decoded by NVDEC, not the CPU
     gpu, cpu = decoders.module("torchcodec-cuda"), decoders.module("pyav")
     assert gpu.probe(path) == cpu.probe(path)
-    for short in (None, 16):
+    for short in (None, 64):
         a, b = (d.read_frames(path, [0, 7, 7, 19], 24, short).astype(int) for d in (gpu, cpu))
         assert a.shape == b.shape and np.abs(a - b).mean() < 3, (short, np.abs(a - b).mean())
-    levels = encode(tmp_path / "levels.mp4", frames=24)
-    assert [frame_of(f) for f in gpu.read_frames(levels, [0, 5, 5, 23, 25], 26, 16)] == [0, 5, 5, 23, 23]
+    levels = encode(tmp_path / "levels.mp4", frames=24, height=96, width=128)
+    assert [frame_of(f) for f in gpu.read_frames(levels, [0, 5, 5, 23, 25], 26, 64)] == [0, 5, 5, 23, 23]
 
 
 def test_a_batch_is_normalised_alike_on_its_device():
@@ -93,3 +116,10 @@ def test_data_args_cannot_name_the_device():
 
     with pytest.raises(ConfigError, match="^data_args.device is not a data argument"):
         tiny(data_args={"device": "cuda"}).resolve()
+
+
+def test_synthetic_clips_are_made_in_line_on_a_cpu_and_ahead_for_a_gpu():
+    from vtbench.datasets import build_dataset
+
+    assert build_dataset("synthetic", "train", 0, device="cpu").reads_ahead is False  # the default run here
+    assert build_dataset("synthetic", "train", 0, device="cuda").reads_ahead is True
