@@ -91,3 +91,16 @@ def test_estimate_command_says_rlt_is_shown_with_every_token(capsys):
     out = capsys.readouterr().out.splitlines()
     assert "rlt" in out[3] and "every token, the upper bound" in out[-1]
     assert out[2].split("|")[3] == out[3].split("|")[3]  # the same tokens per clip as the baseline
+
+
+@pytest.mark.slow
+def test_every_claim_that_can_be_estimated_has_its_cost_ratios_at_paper_scale():
+    """The reproduction table's paper-scale columns, for every method card that carries an estimable claim (the
+    report tests stub the costly ones: ViViT-FE at 32 x 320^2 alone takes about 40 s)."""
+    from vtbench.report.reproduction import claims, paper_scale
+
+    estimable = {name: claim for name, claim in claims().items() if claim.estimable}
+    assert estimable
+    for name, claim in estimable.items():
+        compute, memory = paper_scale(name, claim)
+        assert compute > 1 and memory > 0, (name, compute, memory)  # every claim is of a cheaper training or pass

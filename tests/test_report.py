@@ -77,10 +77,13 @@ def _grid(tmp_path, methods: str, name="match") -> Path:
     return out / name
 
 
-def test_each_row_is_compared_with_the_baseline_of_its_own_settings(tmp_path):
+def test_each_row_is_compared_with_the_baseline_of_its_own_settings(tmp_path, monkeypatch):
     study = _grid(tmp_path, "[[], {methods: [], set: {arch: factorised}},\n"
                             "          {methods: [frozen_spatial], set: {arch: factorised}}, [token_dropout]]")
     report = tmp_path / "report"
+    # the paper-scale estimates of the reproduction section (tested above) took 40 of 56 s here: ViViT-FE, 32 x 320^2
+    monkeypatch.setattr("vtbench.report.reproduction.paper_scale",
+                        lambda name, claim, params=(): (float("nan"), float("nan")))
     assert main(["report", str(study), "--out", str(report)]) == 0
     table = pd.read_csv(report / "tables" / "summary.csv").set_index("method")
     assert table.loc["frozen_spatial (factorised)", "baseline"] == "baseline (factorised)"
