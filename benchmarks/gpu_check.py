@@ -102,6 +102,7 @@ def load_benchmark(name: str) -> ModuleType:
 token_speedup = load_benchmark("token_speedup")
 compile_benchmark = load_benchmark("compile")
 monitor_overhead = load_benchmark("monitor_overhead")
+batch_transfer = load_benchmark("batch_transfer")
 writing = load_benchmark("gpu_check_report")
 
 
@@ -126,11 +127,11 @@ SCALES = {
     "small": Scale(model="vit_tiny", run_budget="8steps", run_batch=4, eval_clips=16, batch=4, compile_batch=4,
                    steps=2, rounds=2, monitor_steps=2, monitor_rounds=2, time_limit_s=60.0,
                    needs_s={"run": 10, "monitor_overhead": 1, "token_methods": 10, "rlt_packing": 5,
-                            "peak_memory": 5, "compiled": 15}),
+                            "peak_memory": 5, "batch_transfer": 1, "compiled": 15}),
     "full": Scale(model="vit_base", run_budget="60s", run_batch=16, eval_clips=64, batch=8, compile_batch=16,
                   steps=5, rounds=5, monitor_steps=20, monitor_rounds=4, time_limit_s=450.0,
                   needs_s={"run": 150, "monitor_overhead": 30, "token_methods": 40, "rlt_packing": 40,
-                           "peak_memory": 30, "compiled": 120}),
+                           "peak_memory": 30, "batch_transfer": 15, "compiled": 120}),
 }
 TOKEN_SETTINGS = [
     [],
@@ -313,7 +314,7 @@ def token_steps(plan: Plan, config: RunConfig) -> tuple[dict[str, Callable], dic
         except Exception as err:
             if not specs:  # the baseline: nothing to compare with
                 raise
-            failed[label(specs)] = error_text(err)
+            failed[label(specs)] = writing.error_text(err, ROOT)
             continue
         steps[label(specs)], tokens[label(specs)] = step, seen
     return steps, tokens, failed
@@ -487,6 +488,12 @@ def measured_step_memory(plan: Plan, steps: dict[str, Callable]) -> dict[str, di
     return measured
 
 
+def section_batch_transfer(plan: Plan) -> dict[str, Any]:
+    if not plan.cuda:
+        raise Skip(f"{NO_CUDA}: page-locked copies and normalising on the GPU are timed on CUDA")
+    return batch_transfer.measure(plan.scale.batch, rounds=plan.scale.rounds)
+
+
 # ---- the script ---------------------------------------------------------------------------------------------
 
 SECTIONS: dict[str, tuple[str, Callable[[Plan], dict[str, Any]]]] = {
@@ -496,8 +503,10 @@ SECTIONS: dict[str, tuple[str, Callable[[Plan], dict[str, Any]]]] = {
     "rlt_packing": ("RLT on half-static clips: padded against packed attention", section_rlt_packing),
     "compiled": ("Compiled against eager steps; a token method under compile", section_compiled),
     "peak_memory": ("Peak memory of token methods against the estimate", section_peak_memory),
+    "batch_transfer": ("A decoded batch to the GPU: uint8 page-locked against float32", section_batch_transfer),
 }
-ORDER = ("run", "monitor_overhead", "token_methods", "rlt_packing", "peak_memory", "compiled")  # the longest last
+ORDER = ("run", "monitor_overhead", "token_methods", "rlt_packing", "peak_memory", "batch_transfer",
+         "compiled")  # the longest last
 
 
 def _time_up(signum, frame):
@@ -523,24 +532,12 @@ def run_section(name: str, plan: Plan, deadline: float) -> dict[str, Any]:
         result = {"status": "failed", "error": f"cut short after {time.monotonic() - began:.0f} s: {why}"}
     except (Exception, SystemExit) as err:  # noqa: BLE001 - recorded; the other sections still run
         result = {"status": "failed", "error": traceback.format_exception_only(err)[-1].strip(),
-                  "where": error_place(err), "traceback": traceback.format_exc()}
+                  "where": writing.error_place(err, ROOT), "traceback": traceback.format_exc()}
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     result["wall_s"] = time.monotonic() - began
     free_device_memory(plan)
     return result
-
-
-def error_place(err: BaseException) -> str:
-    """The innermost line of this repository that the error passed through (else the innermost of all)."""
-    frames = traceback.extract_tb(err.__traceback__)
-    ours = [f for f in frames if Path(f.filename).is_relative_to(ROOT) and ".venv" not in Path(f.filename).parts]
-    where = (ours or frames)[-1]
-    return f"{where.filename}:{where.lineno} in {where.name}"
-
-
-def error_text(err: BaseException) -> str:
-    return f"{traceback.format_exception_only(err)[-1].strip()} ({error_place(err)})"
 
 
 def machine(device: torch.device) -> dict[str, Any]:

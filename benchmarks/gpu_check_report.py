@@ -1,6 +1,8 @@
 """The GPU check's report (benchmarks/gpu_check.py): its figures as Markdown, and as JSON without NaN."""
 
 import math
+import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,3 +78,15 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_ready(v) for v in value]
     return value
+
+
+def error_place(err: BaseException, root: Path) -> str:
+    """The innermost line of this repository that the error passed through (else the innermost of all)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if Path(f.filename).is_relative_to(root) and ".venv" not in Path(f.filename).parts]
+    where = (ours or frames)[-1]
+    return f"{where.filename}:{where.lineno} in {where.name}"
+
+
+def error_text(err: BaseException, root: Path) -> str:
+    return f"{traceback.format_exception_only(err)[-1].strip()} ({error_place(err, root)})"

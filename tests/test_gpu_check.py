@@ -72,7 +72,8 @@ def test_it_finishes_well_under_a_minute_and_writes_its_two_files_alone(small_ru
     # the device machine returns at most 8 files from its output folder: the run's folder goes elsewhere
     assert sorted(path.name for path in out.iterdir()) == ["gpu_check.json", "gpu_check.md"]
     markdown = (out / "gpu_check.md").read_text()
-    for section in ("run", "monitor_overhead", "token_methods", "rlt_packing", "compiled", "peak_memory"):
+    for section in ("run", "monitor_overhead", "token_methods", "rlt_packing", "compiled", "peak_memory",
+                    "batch_transfer"):
         assert f"(`{section}`)" in markdown
     assert f"Skipped: {NO_CUDA}" in markdown
 
@@ -86,8 +87,8 @@ def test_it_starts_from_the_checkout_without_the_packages_the_device_lacks(repor
 
 def test_gpu_only_checks_are_skipped_naming_the_missing_cuda_device(report):
     sections = report["sections"]
-    assert sections["monitor_overhead"]["status"] == "skipped"
-    assert NO_CUDA in sections["monitor_overhead"]["skipped"]
+    for name in ("monitor_overhead", "batch_transfer"):
+        assert sections[name]["status"] == "skipped" and NO_CUDA in sections[name]["skipped"], sections[name]
     gpu_only = {"run": {"mem_allocated", "mem_reserved", "mem_device", "power_w", "energy_j"},
                 "rlt_packing": {"packed_flash_kernel"}, "compiled": {"inductor"}, "peak_memory": {"measured_peak"}}
     for name, figures in gpu_only.items():
