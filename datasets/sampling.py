@@ -8,6 +8,8 @@ set says left and right matter), evaluation the centre crop or, for 3 crops, bot
 the long side.
 """
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -97,14 +99,9 @@ def to_tensor(clips: np.ndarray, device: str = "cpu") -> torch.Tensor:
     return torch.addcmul(shift, x.float(), scale)
 
 
-_NORMALISATIONS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
+@functools.cache
 def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift) per channel, (3, 1, 1, 1), made once per device: a tensor made from Python numbers on a GPU is
     a copy that waits for the GPU, which would make every batch wait for the step before it."""
-    if device not in _NORMALISATIONS:
-        std, mean = torch.tensor(STD), torch.tensor(MEAN)
-        scale, shift = (1 / (255 * std)).view(3, 1, 1, 1), (-mean / std).view(3, 1, 1, 1)
-        _NORMALISATIONS[device] = scale.to(device), shift.to(device)
-    return _NORMALISATIONS[device]
+    std, mean = torch.tensor(STD), torch.tensor(MEAN)
+    return (1 / (255 * std)).view(3, 1, 1, 1).to(device), (-mean / std).view(3, 1, 1, 1).to(device)
